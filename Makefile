@@ -1,0 +1,28 @@
+# make test : fresh .venv, torch==2.13.0 (CPU) first, then bloomseg[dev], then pytest
+# make demo : the same install, then the main job on real images
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: pip takes the local CPU wheel and never resolves a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) benchmarks/backbone.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

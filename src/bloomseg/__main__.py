@@ -1,0 +1,5 @@
+"""``python -m bloomseg``."""
+
+from bloomseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""Exceptions that carry a message meant for the person running bloomseg."""
+
+
+class BloomsegError(Exception):
+    """Base class: the message names the file and what is wrong with it."""
+
+
+class WeightsError(BloomsegError):
+    """A weights file is missing, unreadable, unsafe or of the wrong architecture."""
+
+
+class DownloadError(WeightsError):
+    """A weights download failed; the message says how to get the file by hand."""
+
+
+class ImageError(BloomsegError):
+    """An image file cannot be read or has a form bloomseg cannot use."""

@@ -1,0 +1,93 @@
+"""Reading images into RGB uint8 and writing output files atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from bloomseg.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale an integer or float image to uint8 without clipping its data."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        peak = int(array.max(initial=0))
+        # Cameras write 10-16 bit data into 16-bit containers: scale by the container
+        # depth that holds the data, so a 12-bit image is not crushed into the dark end.
+        depth = next((d for d in (8, 10, 12, 14, 16, 32) if peak < 2**d), 32)
+        return (array.astype(np.float64) * (255.0 / (2**depth - 1))).round().astype(np.uint8)
+    array = np.nan_to_num(array.astype(np.float64))
+    if array.max(initial=0.0) <= 1.0:
+        array = array * 255.0
+    return np.clip(array, 0, 255).round().astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8, honouring EXIF orientation.
+
+    Greyscale is repeated to three channels, alpha dropped, palette and CMYK converted,
+    16-bit and float data scaled to 0-255.
+
+    Returns:
+        (H, W, 3) uint8 array.
+
+    Raises:
+        ImageError: naming the file: missing, unreadable, or not an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            array = np.asarray(img)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file bloomseg can read") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] in (2, 4):  # drop alpha
+        array = array[..., :-1]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ImageError(f"{path}: unsupported image shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{path}: the image has no pixels ({array.shape[1]}x{array.shape[0]})")
+    return np.ascontiguousarray(_to_uint8(array))
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and rename it over ``path`` on success.
+
+    A crash or an exception leaves either the old file or no file, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,155 @@
+"""Shared test helpers: DINOv2 checkpoints in the published layouts, with random weights.
+
+The key names and shapes below are written from the published checkpoints (DINOv2 hub
+``dinov2_vit*14_pretrain.pth``, DinoBloom's Zenodo ``teacher`` dict, timm's
+``vit_*_patch14_dinov2``), independently of ``bloomseg.vit``, so the tests check the
+model against the real layout rather than against itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc041seg"
+
+# width, depth, heads, feed-forward, feed-forward hidden width (G: DINOv2's fused SwiGLU)
+SPECS = {
+    "vit_small": (384, 12, 6, "mlp", 1536),
+    "vit_base": (768, 12, 12, "mlp", 3072),
+    "vit_large": (1024, 24, 16, "mlp", 4096),
+    "vit_giant2": (1536, 40, 24, "swiglu", 4096),
+}
+
+
+def dinov2_shapes(arch: str, grid: int = 16, depth: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of an original DINOv2 ``DinoVisionTransformer`` state dict."""
+    dim, full_depth, _, ffn, hidden = SPECS[arch]
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, dim),
+        "pos_embed": (1, 1 + grid * grid, dim),
+        "mask_token": (1, dim),
+        "patch_embed.proj.weight": (dim, 3, 14, 14),
+        "patch_embed.proj.bias": (dim,),
+    }
+    for i in range(depth or full_depth):
+        p = f"blocks.{i}."
+        shapes.update({
+            p + "norm1.weight": (dim,), p + "norm1.bias": (dim,),
+            p + "attn.qkv.weight": (3 * dim, dim), p + "attn.qkv.bias": (3 * dim,),
+            p + "attn.proj.weight": (dim, dim), p + "attn.proj.bias": (dim,),
+            p + "ls1.gamma": (dim,),
+            p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
+            p + "ls2.gamma": (dim,),
+        })
+        if ffn == "mlp":
+            shapes.update({p + "mlp.fc1.weight": (hidden, dim), p + "mlp.fc1.bias": (hidden,),
+                           p + "mlp.fc2.weight": (dim, hidden), p + "mlp.fc2.bias": (dim,)})
+        else:
+            shapes.update({p + "mlp.w12.weight": (2 * hidden, dim), p + "mlp.w12.bias": (2 * hidden,),
+                           p + "mlp.w3.weight": (dim, hidden), p + "mlp.w3.bias": (dim,)})
+    shapes.update({"norm.weight": (dim,), "norm.bias": (dim,)})
+    return shapes
+
+
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0,
+                   device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Random weights of plausible scale. LayerScale gammas are 0.3-1.0, so every block
+    changes the output (real DINOv2 gammas are far from the 1e-5 they start at)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in shapes.items():
+        if device == "meta":
+            out[key] = torch.empty(shape, device="meta")
+            continue
+        if key.endswith("gamma"):
+            t = 0.3 + 0.7 * torch.rand(shape, generator=gen)
+        elif "norm" in key and key.endswith("weight"):
+            t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        elif key == "mask_token":
+            t = torch.zeros(shape)
+        elif key in ("cls_token", "pos_embed"):  # large enough that position matters
+            t = 0.5 * torch.randn(shape, generator=gen)
+        elif len(shape) == 1:  # biases
+            t = 0.02 * torch.randn(shape, generator=gen)
+        else:  # linear and conv weights: unit-variance outputs
+            fan_in = shape[1] if len(shape) == 2 else shape[1] * shape[2] * shape[3]
+            t = fan_in**-0.5 * torch.randn(shape, generator=gen)
+        out[key] = t
+    return out
+
+
+def as_dinobloom(sd: dict[str, torch.Tensor]) -> dict:
+    """The Zenodo DinoBloom layout: a DINOv2 training checkpoint's ``teacher``."""
+    teacher = {f"backbone.{k}": v for k, v in sd.items()}
+    dim = sd["cls_token"].shape[-1]
+    teacher.update({
+        "dino_head.mlp.0.weight": torch.randn(64, dim), "dino_head.mlp.0.bias": torch.randn(64),
+        "dino_head.last_layer.weight_g": torch.randn(128, 1),
+        "ibot_head.mlp.0.weight": torch.randn(64, dim),
+        "ibot_head.last_layer.weight_v": torch.randn(128, 64),
+    })
+    return {"teacher": teacher}
+
+
+def as_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm / Hugging Face layout: no mask_token, SwiGLU packed as fc1/fc2."""
+    out = {}
+    for k, v in sd.items():
+        if k == "mask_token":
+            continue
+        out[k.replace("mlp.w12.", "mlp.fc1.").replace("mlp.w3.", "mlp.fc2.")] = v
+    return out
+
+
+def as_chunked(sd: dict[str, torch.Tensor], chunks: int = 4) -> dict[str, torch.Tensor]:
+    """DINOv2 training layout with block_chunks > 0: ``blocks.<chunk>.<i>.``."""
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    size = depth // chunks
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("blocks."):
+            i = int(k.split(".")[1])
+            k = f"blocks.{i // size}.{i}." + k.split(".", 2)[2]
+        out[k] = v
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_weights() -> dict[str, torch.Tensor]:
+    """Random ViT-S/14 weights in DINOv2 names with DinoBloom's 16x16 position grid."""
+    return random_weights(dinov2_shapes("vit_small", grid=16), seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoints(tmp_path_factory, small_weights) -> dict[str, Path]:
+    """The same ViT-S weights written in each published layout."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = {
+        "dinobloom": folder / "DinoBloom-S.pth",
+        "dinov2": folder / "dinov2_vits14_pretrain.pth",
+        "timm": folder / "model.safetensors",
+    }
+    torch.save(as_dinobloom(small_weights), paths["dinobloom"])
+    torch.save(small_weights, paths["dinov2"])
+    save_file({k: v.contiguous() for k, v in as_timm(small_weights).items()}, paths["timm"])
+    return paths
+
+
+@pytest.fixture()
+def bloomseg_home(tmp_path, monkeypatch) -> Path:
+    """An empty bloomseg cache for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("BLOOMSEG_HOME", str(home))
+    return home
+
+
+def require_shared_data() -> Path:
+    """The real smears, or skip with a message saying where they are expected."""
+    if not (SHARED_DATA / "test" / "original").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data); skipping real-data check")
+    return SHARED_DATA
