@@ -55,7 +55,7 @@ def read_image(path: str | Path) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
-            array = np.asarray(img)
+            array = np.array(img)  # a writable copy, detached from PIL
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file bloomseg can read") from None
     except (OSError, ValueError, SyntaxError) as e:

@@ -1,0 +1,111 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, expand_inputs, main
+from bloomseg.weights import cached_path, sha256sum
+from conftest import require_shared_data
+
+
+def test_python_dash_m_and_version():
+    run = subprocess.run([sys.executable, "-m", "bloomseg", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.strip().startswith("bloomseg 0.")
+
+
+def test_weights_list(bloomseg_home, small_checkpoints, capsys):
+    assert main(["weights", "list"]) == EXIT_OK
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 9
+    assert rows[1].split()[:5] == ["dinobloom-s", "vit_small", "21.6M", "384", "not"]
+    assert rows[4].split()[:4] == ["dinobloom-g", "vit_giant2", "1134.8M", "1536"]
+    target = cached_path("dinobloom-s")
+    target.parent.mkdir(parents=True)
+    shutil.copy(small_checkpoints["dinobloom"], target)
+    assert main(["weights", "list"]) == EXIT_OK
+    assert f"cached: {target}" in capsys.readouterr().out
+
+
+def test_weights_check(small_checkpoints, capsys):
+    path = small_checkpoints["timm"]
+    assert main(["weights", "check", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "safetensors, timm layout" in out
+    assert "vit_small/14, width 384, depth 12, 6 heads, mlp feed-forward" in out
+    assert "21,629,184" in out  # counted by hand from the DINOv2 ViT-S/14 shapes
+    assert "16x16 (224 px)" in out
+    assert sha256sum(path) in out
+
+
+def test_weights_check_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"PK\x03\x04 broken")
+    assert main(["weights", "check", str(bad)]) == EXIT_FAILED
+    assert f"error: {bad}: truncated or corrupt" in capsys.readouterr().err
+
+
+def test_unknown_weights_name(capsys):
+    assert main(["weights", "download", "vit-h"]) == EXIT_FAILED
+    assert "unknown backbone 'vit-h'" in capsys.readouterr().err
+
+
+def _write_images(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+
+
+def test_features_batch_with_a_bad_image(tmp_path, small_checkpoints, capsys):
+    inputs = tmp_path / "in"
+    _write_images(inputs, [(60, 90), (230, 100)])
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    argv = ["features", str(inputs), "-o", str(out), "--weights", str(small_checkpoints["timm"]), "-q"]
+    assert main(argv) == EXIT_SKIPPED
+    assert f"{inputs / 'broken.png'}: " in capsys.readouterr().out
+    assert np.load(out / "img0_features.npy").shape == (384, 5, 7)
+    assert np.load(out / "img1_features.npy").shape == (384, 17, 8)
+    assert Image.open(out / "img1_pca.png").size == (200, 230)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    before = (out / "img0_features.npy").stat().st_mtime_ns
+    (inputs / "broken.png").unlink()
+    assert main(argv) == EXIT_SKIPPED  # outputs exist: kept, reported as skipped
+    assert "exists (use --overwrite)" in capsys.readouterr().out
+    assert (out / "img0_features.npy").stat().st_mtime_ns == before
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+
+
+def test_features_without_weights_is_a_clear_error(tmp_path, bloomseg_home, capsys):
+    _write_images(tmp_path / "in", [(20, 20)])
+    assert main(["features", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == EXIT_FAILED
+    assert "bloomseg weights download dinobloom-s" in capsys.readouterr().err
+
+
+def test_expand_inputs(tmp_path):
+    _write_images(tmp_path / "a", [(5, 5), (5, 5)])
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    files = expand_inputs([str(tmp_path / "a"), str(tmp_path / "a" / "img*.png"),
+                           str(tmp_path / "missing.png")])
+    assert [f.name for f in files] == ["img0.png", "img1.png", "missing.png"]
+
+
+@pytest.mark.realdata
+def test_features_on_a_real_smear(tmp_path, small_checkpoints):
+    data = require_shared_data()
+    image = sorted((data / "test" / "original").iterdir())[0]
+    argv = ["features", str(image), "-o", str(tmp_path), "-q", "--batch-size", "16",
+            "--weights", str(small_checkpoints["dinobloom"])]
+    assert main(argv) == EXIT_OK
+    feats = np.load(tmp_path / f"{image.stem}_features.npy")
+    assert feats.shape == (384, 86, 115) and np.isfinite(feats).all()
+    assert Image.open(tmp_path / f"{image.stem}_pca.png").size == (3200, 1200)
