@@ -46,7 +46,7 @@ def _cmd_weights_list(args: argparse.Namespace) -> int:
 
     print(f"{'name':<12} {'arch':<11} {'params':>8} {'dim':>5}  status")
     for entry in REGISTRY.values():
-        cfg = ARCHS[entry.arch]
+        cfg = ARCHS[entry.arch].with_grid(entry.grid)
         with torch.device("meta"):
             params = sum(p.numel() for p in DinoVisionTransformer(cfg).parameters())
         path = cached_path(entry.name)

@@ -34,7 +34,7 @@ class WeightsEntry:
         filename: name of the file in the cache.
         sha256: published checksum, or None where none is published (then the download
             prints the checksum it computed so the user can compare it by hand).
-        description: one line for ``bloomseg weights list``.
+        grid: side of the file's position-embedding grid (16 = 224 px, 37 = 518 px).
     """
 
     name: str
@@ -42,31 +42,23 @@ class WeightsEntry:
     url: str
     filename: str
     sha256: str | None
-    description: str
+    grid: int = 16
 
 
 REGISTRY: dict[str, WeightsEntry] = {
     entry.name: entry
     for entry in [
-        # DinoBloom-S sha256: as verified by KatherLab's STAMP before it loads this file.
-        # Zenodo publishes only md5 sums; no sha256 is published for B/L/G.
+        # DinoBloom-S sha256: the value KatherLab's STAMP verifies before loading this file.
+        # Zenodo publishes md5 sums only; no sha256 is published for B/L/G or DINOv2.
         WeightsEntry("dinobloom-s", "vit_small", f"{_ZENODO}/DinoBloom-S.pth", "DinoBloom-S.pth",
-                     "c2f7990b003e89bcece80e379fb8fe0ba2ec392ce19b286e8a294abd99568e44",
-                     "DinoBloom ViT-S/14, blood-cell fine-tuned DINOv2 (Koch et al. 2024)"),
-        WeightsEntry("dinobloom-b", "vit_base", f"{_ZENODO}/DinoBloom-B.pth", "DinoBloom-B.pth",
-                     None, "DinoBloom ViT-B/14"),
-        WeightsEntry("dinobloom-l", "vit_large", f"{_ZENODO}/DinoBloom-L.pth", "DinoBloom-L.pth",
-                     None, "DinoBloom ViT-L/14"),
-        WeightsEntry("dinobloom-g", "vit_giant2", f"{_ZENODO}/DinoBloom-G.pth", "DinoBloom-G.pth",
-                     None, "DinoBloom ViT-g/14 (SwiGLU)"),
-        WeightsEntry("dinov2-s", "vit_small", f"{_DINOV2}/dinov2_vits14/dinov2_vits14_pretrain.pth",
-                     "dinov2_vits14_pretrain.pth", None, "plain DINOv2 ViT-S/14 (for comparison)"),
-        WeightsEntry("dinov2-b", "vit_base", f"{_DINOV2}/dinov2_vitb14/dinov2_vitb14_pretrain.pth",
-                     "dinov2_vitb14_pretrain.pth", None, "plain DINOv2 ViT-B/14"),
-        WeightsEntry("dinov2-l", "vit_large", f"{_DINOV2}/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
-                     "dinov2_vitl14_pretrain.pth", None, "plain DINOv2 ViT-L/14"),
-        WeightsEntry("dinov2-g", "vit_giant2", f"{_DINOV2}/dinov2_vitg14/dinov2_vitg14_pretrain.pth",
-                     "dinov2_vitg14_pretrain.pth", None, "plain DINOv2 ViT-g/14"),
+                     "c2f7990b003e89bcece80e379fb8fe0ba2ec392ce19b286e8a294abd99568e44"),
+        WeightsEntry("dinobloom-b", "vit_base", f"{_ZENODO}/DinoBloom-B.pth", "DinoBloom-B.pth", None),
+        WeightsEntry("dinobloom-l", "vit_large", f"{_ZENODO}/DinoBloom-L.pth", "DinoBloom-L.pth", None),
+        WeightsEntry("dinobloom-g", "vit_giant2", f"{_ZENODO}/DinoBloom-G.pth", "DinoBloom-G.pth", None),
+    ] + [
+        WeightsEntry(f"dinov2-{size}", arch, f"{_DINOV2}/dinov2_vit{size}14/dinov2_vit{size}14_pretrain.pth",
+                     f"dinov2_vit{size}14_pretrain.pth", None, grid=37)
+        for size, arch in [("s", "vit_small"), ("b", "vit_base"), ("l", "vit_large"), ("g", "vit_giant2")]
     ]
 }
 """Backbones by name. DinoBloom weights: Zenodo record 10908163."""
