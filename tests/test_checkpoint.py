@@ -60,6 +60,16 @@ def test_every_size_and_layout_maps_to_the_model(arch, layout):
     assert model.cfg.name == arch
 
 
+@pytest.mark.parametrize("wrap", [
+    lambda sd: {"model": sd, "epoch": 3},
+    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+])
+def test_user_resaved_wrappers_unwrap(small_weights, wrap):
+    out = remap_state_dict(wrap(small_weights))
+    assert set(out) == set(small_weights)
+    assert all(out[k] is small_weights[k] for k in small_weights)
+
+
 def test_chunked_training_layout_gives_same_features(small_weights):
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     plain = build_vit(remap_state_dict(small_weights)).eval()
