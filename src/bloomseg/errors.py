@@ -15,3 +15,7 @@ class DownloadError(WeightsError):
 
 class ImageError(BloomsegError):
     """An image file cannot be read or has a form bloomseg cannot use."""
+
+
+class DataError(BloomsegError):
+    """A dataset folder, mask, box file or split file is missing or inconsistent."""

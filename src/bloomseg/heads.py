@@ -1,0 +1,146 @@
+"""Segmentation heads over ViT patch features, and the from-scratch U-Net.
+
+A head maps the backbone's feature maps (each (B, D, H/14, W/14)) and the normalised
+input image (B, 3, H, W) to logits (B, out_channels, H, W). Channel 0 is "cell"; more
+channels are free for other targets (the instance work adds a cell-centre map).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(
+        x, size=size, mode="bilinear", align_corners=False)
+
+
+class LinearHead(nn.Module):
+    """1x1 projection of the last layer, bilinearly upsampled: the linear probe."""
+
+    num_layers = 1
+
+    def __init__(self, embed_dim: int, out_channels: int = 1) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(embed_dim, out_channels, 1)
+
+    def forward(self, features: list[Tensor], image: Tensor) -> Tensor:
+        return _resize(self.proj(features[-1]), image.shape[-2:])
+
+
+class TransposedConvHead(nn.Module):
+    """The reference head: 1x1 to 256, four x2 transposed-conv stages (256-128-64-32)
+    each followed by conv+BN+ReLU, a final 1x1 conv, resized to the input."""
+
+    num_layers = 1
+
+    def __init__(self, embed_dim: int, out_channels: int = 1) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(embed_dim, 256, 1)
+        stages, c_in = [], 256
+        for c_out in (256, 128, 64, 32):
+            stages += [nn.ConvTranspose2d(c_in, c_out, 2, stride=2), conv_bn_relu(c_out, c_out)]
+            c_in = c_out
+        self.up = nn.Sequential(*stages)
+        self.out = nn.Conv2d(32, out_channels, 1)
+
+    def forward(self, features: list[Tensor], image: Tensor) -> Tensor:
+        return _resize(self.out(self.up(self.proj(features[-1]))), image.shape[-2:])
+
+
+class FusionHead(nn.Module):
+    """Several ViT layers fused at the patch grid, refined with a shallow RGB stem.
+
+    The 14 px patch grid cannot place a cell border to the pixel; the image can. Four
+    ViT layers (from edges to semantics) are projected and fused at 1/14, upsampled to
+    1/4 and joined with RGB features computed at 1/4, then to full resolution and joined
+    with full-resolution RGB features.
+    """
+
+    num_layers = 4
+
+    def __init__(self, embed_dim: int, out_channels: int = 1, width: int = 128) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(embed_dim, width, 1) for _ in range(self.num_layers))
+        self.fuse = conv_bn_relu(width * self.num_layers, width)
+        self.stem_full = conv_bn_relu(3, 16)
+        self.stem_quarter = nn.Sequential(
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
+        self.refine_quarter = nn.Sequential(conv_bn_relu(width + 32, 64), conv_bn_relu(64, 64))
+        self.refine_full = nn.Sequential(conv_bn_relu(64 + 16, 32), conv_bn_relu(32, 32))
+        self.out = nn.Conv2d(32, out_channels, 1)
+
+    def forward(self, features: list[Tensor], image: Tensor) -> Tensor:
+        if len(features) != self.num_layers:
+            raise ValueError(f"FusionHead needs {self.num_layers} feature maps, got {len(features)}")
+        x = self.fuse(torch.cat([p(f) for p, f in zip(self.proj, features)], dim=1))
+        full = self.stem_full(image)
+        quarter = self.stem_quarter(full)
+        x = self.refine_quarter(torch.cat([_resize(x, quarter.shape[-2:]), quarter], dim=1))
+        x = self.refine_full(torch.cat([_resize(x, full.shape[-2:]), full], dim=1))
+        return self.out(x)
+
+
+HEADS: dict[str, type[nn.Module]] = {
+    "linear": LinearHead, "transposed_conv": TransposedConvHead, "fusion": FusionHead}
+
+
+def head_layers(name: str, depth: int) -> list[int]:
+    """Which backbone blocks a head reads: the last one, or evenly spaced up to the last."""
+    n = HEADS[name].num_layers
+    return [depth - 1 - (depth // n) * (n - 1 - i) for i in range(n)]
+
+
+def build_head(name: str, embed_dim: int, out_channels: int = 1) -> nn.Module:
+    """A head by name (``linear``, ``transposed_conv``, ``fusion``)."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; choose from {', '.join(HEADS)}")
+    return HEADS[name](embed_dim, out_channels)
+
+
+class UNet(nn.Module):
+    """A small U-Net trained from scratch: the baseline that needs no weights file.
+
+    Args:
+        out_channels: output channels (channel 0 = cell).
+        widths: channels per level, finest first; the input is padded to a multiple of
+            2 ** (len(widths) - 1) and the output cropped back, so any size works.
+    """
+
+    def __init__(self, out_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        self.down = nn.ModuleList()
+        c_in = 3
+        for w in widths:
+            self.down.append(nn.Sequential(conv_bn_relu(c_in, w), conv_bn_relu(w, w)))
+            c_in = w
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(c_in, w, 2, stride=2))
+            self.merge.append(nn.Sequential(conv_bn_relu(2 * w, w), conv_bn_relu(w, w)))
+            c_in = w
+        self.out = nn.Conv2d(c_in, out_channels, 1)
+        self.multiple = 2 ** (len(widths) - 1)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) normalised image -> (B, out_channels, H, W) logits."""
+        h, w = image.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        x = F.pad(image, (0, pw, 0, ph), mode="replicate") if ph or pw else image
+        skips = []
+        for i, level in enumerate(self.down):
+            x = level(F.max_pool2d(x, 2) if i else x)
+            skips.append(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.out(x)[..., :h, :w]
