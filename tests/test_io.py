@@ -93,3 +93,12 @@ def test_atomic_output_keeps_old_file_on_error(tmp_path):
     with atomic_output(target) as f:
         f.write(b"new")
     assert target.read_bytes() == b"new"
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    path = _save(tmp_path, "big.png", np.zeros((64, 64, 3), np.uint8))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 4096 px > 2 x limit: an error
+    with pytest.raises(ImageError, match=r"big\.png: refused, too many pixels"):
+        read_image(path)

@@ -58,6 +58,8 @@ def read_image(path: str | Path) -> np.ndarray:
             array = np.array(img)  # a writable copy, detached from PIL
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file bloomseg can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: refused, too many pixels to decode safely ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
     if array.ndim == 2:
