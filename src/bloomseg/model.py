@@ -43,7 +43,6 @@ class SegmentationModel(nn.Module):
         if unfreeze_blocks:
             backbone.blocks[depth - unfreeze_blocks:].requires_grad_(True)
             backbone.norm.requires_grad_(True)
-        self.unfreeze_blocks = unfreeze_blocks
         self.train()
 
     def train(self, mode: bool = True) -> "SegmentationModel":
