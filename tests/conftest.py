@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -153,3 +154,50 @@ def require_shared_data() -> Path:
     if not (SHARED_DATA / "test" / "original").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data); skipping real-data check")
     return SHARED_DATA
+
+
+def tiny_vit(seed: int = 0):
+    """A 2-block, width-32 DINOv2 ViT with random weights: fast enough for training tests."""
+    from bloomseg.vit import DinoVisionTransformer, ViTConfig
+
+    model = DinoVisionTransformer(ViTConfig("vit_tiny_test", 32, 2, 2, grid=4))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(random_weights(shapes, seed=seed))
+    return model.eval().requires_grad_(False)
+
+
+def smear(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic smear: pinkish disks (cells) with pale centres on a light background.
+
+    Returns:
+        (H, W, 3) uint8 image and its (H, W) bool cell mask.
+    """
+    yy, xx = np.mgrid[:height, :width]
+    mask = np.zeros((height, width), bool)
+    centre = np.zeros((height, width), bool)
+    for _ in range(max(2, height * width // 900)):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(6, 12)
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        mask |= d2 <= r * r
+        centre |= d2 <= (r / 3) ** 2
+    image = np.empty((height, width, 3), np.float64)
+    image[:] = (236, 226, 232)
+    image[mask] = (205, 120, 135)
+    image[centre & mask] = (220, 160, 170)
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def write_dataset(root: Path, n_train: int = 6, n_test: int = 2, size: tuple[int, int] = (60, 80),
+                  seed: int = 0) -> Path:
+    """A dataset folder in the Kaggle layout with synthetic smears; returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            image, mask = smear(rng, *size)
+            for sub, array in (("original", image), ("mask", mask.astype(np.uint8) * 255)):
+                (root / split / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / split / sub / f"{split}_{i:02d}.png")
+    return root

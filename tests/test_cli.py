@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, expand_inputs, main
+from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, expand_inputs, main
 from bloomseg.weights import cached_path, sha256sum
 from conftest import require_shared_data
 
@@ -109,3 +110,38 @@ def test_features_on_a_real_smear(tmp_path, small_checkpoints):
     feats = np.load(tmp_path / f"{image.stem}_features.npy")
     assert feats.shape == (384, 86, 115) and np.isfinite(feats).all()
     assert Image.open(tmp_path / f"{image.stem}_pca.png").size == (3200, 1200)
+
+
+def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(run), "--backbone", "unet", "--tile", "42",
+            "--tiles_per_image", "2", "--batch_size", "4", "--epochs", "1", "--no-colour-jitter",
+            "--early_stopping", "3", "-q"]
+    assert main(base) == EXIT_OK
+    assert "best val Dice" in capsys.readouterr().out
+    recorded = json.loads((run / "config.json").read_text())["config"]
+    assert (recorded["tiles_per_image"], recorded["colour_jitter"], recorded["early_stopping"],
+            recorded["head"]) == (2, False, 3, "unet")
+    assert main(base) == EXIT_FAILED
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "-q"]) == EXIT_OK
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "-q"]) == EXIT_FAILED
+    assert "not a bloomseg training run" in capsys.readouterr().err
+    assert main(["train", "--out", str(run)]) == EXIT_USAGE
+    with pytest.raises(SystemExit):
+        main(base + ["--mode", "crop"])
+
+
+def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data")
+    (data / "train" / "original" / "train_02.png").write_bytes(b"\x89PNG broken")
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--backbone", "unet", "-q"])
+    assert code == EXIT_FAILED
+    assert "train_02.png" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from bloomseg.checkpoint import build_vit
 from bloomseg.vit import ARCHS, DinoVisionTransformer, ViTConfig, pad_to_patch_multiple
-from conftest import SPECS, dinov2_shapes, random_weights
+from conftest import SPECS, dinov2_shapes
 
 
 def reference_features(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -122,6 +122,94 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from bloomseg.training import TrainConfig, resume, train
+
+    if args.resume:
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        if not args.data or not args.out:
+            print("error: --data and --out are needed (or --resume RUN_DIR)", file=sys.stderr)
+            return EXIT_USAGE
+        names = {f.name for f in fields(TrainConfig)}
+        settings = {k: v for k, v in vars(args).items() if k in names}
+        result = train(TrainConfig(**settings), progress=not args.quiet, overwrite=args.overwrite)
+    print(f"best val Dice {result.best_dice:.4f} at epoch {result.best_epoch}: "
+          f"{result.run_dir / 'best.pt'}")
+    return EXIT_OK
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from dataclasses import fields
+
+    from bloomseg.heads import HEADS
+    from bloomseg.losses import SegmentationLoss
+    from bloomseg.training import SCHEDULERS, TrainConfig
+    from bloomseg.views import MODES
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    p = commands.add_parser(
+        "train", help="train a head on frozen DinoBloom features, or a U-Net from scratch",
+        description="Train on ROOT/train/{original,mask} (80/20 train/validation split, kept "
+        "in splits.json). Everything goes into the run folder --out: config.json, "
+        "history.json/.csv, best.pt, last.pt, training_curves.png, train.log.")
+    io = p.add_argument_group("data and run folder")
+    io.add_argument("--data", help="dataset root holding train/original and train/mask")
+    io.add_argument("--out", help="run folder to create")
+    io.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    io.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
+    io.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    m = p.add_argument_group("model")
+    m.add_argument("--mode", choices=MODES, default=defaults["mode"],
+                   help="what the network sees: tiles, the padded image, or the resized image "
+                   "(default: %(default)s)")
+    m.add_argument("--backbone", default=defaults["backbone"],
+                   help="dinobloom-s|b|l|g (frozen), dinov2-*, or unet (from scratch, no "
+                   "weights) (default: %(default)s)")
+    m.add_argument("--weights", help="backbone weights file (default: the cached download)")
+    m.add_argument("--head", choices=[*HEADS, "unet"],
+                   help="segmentation head (default: fusion; unet for --backbone unet)")
+    m.add_argument("--unfreeze-blocks", "--unfreeze_blocks", type=int,
+                   default=defaults["unfreeze_blocks"], help="fine-tune the last N backbone "
+                   "blocks at lr/10 (turns the feature cache off) (default: %(default)s)")
+    m.add_argument("--tile", type=int, default=defaults["tile"],
+                   help="tile side in pixels, a multiple of 14 (default: %(default)s)")
+    t = p.add_argument_group("training")
+    for flag, kind, text in (
+            ("epochs", int, "epochs"), ("batch_size", int, "tiles per step"),
+            ("lr", float, "AdamW learning rate of the head"),
+            ("weight_decay", float, "AdamW weight decay"),
+            ("tiles_per_image", int, "training tiles per image per epoch"),
+            ("val_fraction", float, "share of the train folder held out for validation"),
+            ("grad_clip", float, "clip the gradient norm to this (0: off)"),
+            ("early_stopping", int, "stop after this many epochs without a better val Dice "
+             "(0: off)"),
+            ("seed", int, "seed of the split, the head and every random draw"),
+            ("bce_weight", float, "BCE share of bce_dice"),
+            ("dice_weight", float, "Dice share of bce_dice"),
+            ("step_size", int, "epochs between learning-rate steps (--scheduler step)"),
+            ("step_gamma", float, "learning-rate factor per step (--scheduler step)")):
+        t.add_argument(f"--{flag.replace('_', '-')}", f"--{flag}", dest=flag, type=kind,
+                       default=defaults[flag], help=f"{text} (default: %(default)s)")
+    t.add_argument("--loss", choices=SegmentationLoss.NAMES, default=defaults["loss"],
+                   help="(default: %(default)s)")
+    t.add_argument("--scheduler", choices=SCHEDULERS, default=defaults["scheduler"],
+                   help="(default: %(default)s)")
+    a = p.add_argument_group("augmentation and cache")
+    a.add_argument("--no-flips", dest="flips", action="store_false", help="no mirror flips")
+    a.add_argument("--no-rotations", dest="rotations", action="store_false",
+                   help="no 90-degree rotations")
+    a.add_argument("--no-colour-jitter", "--no-color-jitter", dest="colour_jitter",
+                   action="store_false", help="no brightness/contrast/saturation/hue jitter")
+    a.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="run the frozen backbone on every tile of every epoch")
+    a.add_argument("--cache-dir", help="decoded images and features (default: "
+                   "$BLOOMSEG_HOME/cache)")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``bloomseg`` command."""
     parser = argparse.ArgumentParser(
@@ -154,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     feats.set_defaults(func=_cmd_features)
+    _add_train_parser(commands)
     return parser
 
 

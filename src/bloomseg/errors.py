@@ -19,3 +19,11 @@ class ImageError(BloomsegError):
 
 class DataError(BloomsegError):
     """A dataset folder, mask, box file or split file is missing or inconsistent."""
+
+
+class CheckpointError(BloomsegError):
+    """A model checkpoint is unreadable, not bloomseg's, or needs another backbone."""
+
+
+class ConfigError(BloomsegError):
+    """A training setting is invalid, or a run folder is not in the state asked for."""

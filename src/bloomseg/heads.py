@@ -62,31 +62,30 @@ class FusionHead(nn.Module):
     The 14 px patch grid cannot place a cell border to the pixel; the image can. Four
     ViT layers (from edges to semantics) are projected and fused at 1/14, upsampled to
     1/4 and joined with RGB features computed at 1/4, then to full resolution and joined
-    with full-resolution RGB features.
+    with the RGB pixels themselves. The layers are kept narrow, most of all at full
+    resolution: with cached backbone features the head is all a training step costs.
     """
 
     num_layers = 4
 
-    def __init__(self, embed_dim: int, out_channels: int = 1, width: int = 128) -> None:
+    def __init__(self, embed_dim: int, out_channels: int = 1, width: int = 64) -> None:
         super().__init__()
         self.proj = nn.ModuleList(nn.Conv2d(embed_dim, width, 1) for _ in range(self.num_layers))
         self.fuse = conv_bn_relu(width * self.num_layers, width)
-        self.stem_full = conv_bn_relu(3, 16)
         self.stem_quarter = nn.Sequential(
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
-        self.refine_quarter = nn.Sequential(conv_bn_relu(width + 32, 64), conv_bn_relu(64, 64))
-        self.refine_full = nn.Sequential(conv_bn_relu(64 + 16, 32), conv_bn_relu(32, 32))
-        self.out = nn.Conv2d(32, out_channels, 1)
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.refine_quarter = conv_bn_relu(width + 16, 32)
+        self.refine_full = conv_bn_relu(32 + 3, 16)  # the RGB itself is the full-res stem
+        self.out = nn.Conv2d(16, out_channels, 1)
 
     def forward(self, features: list[Tensor], image: Tensor) -> Tensor:
         if len(features) != self.num_layers:
             raise ValueError(f"FusionHead needs {self.num_layers} feature maps, got {len(features)}")
         x = self.fuse(torch.cat([p(f) for p, f in zip(self.proj, features)], dim=1))
-        full = self.stem_full(image)
-        quarter = self.stem_quarter(full)
+        quarter = self.stem_quarter(image)
         x = self.refine_quarter(torch.cat([_resize(x, quarter.shape[-2:]), quarter], dim=1))
-        x = self.refine_full(torch.cat([_resize(x, full.shape[-2:]), full], dim=1))
+        x = self.refine_full(torch.cat([_resize(x, image.shape[-2:]), image], dim=1))
         return self.out(x)
 
 

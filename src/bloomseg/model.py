@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import Tensor, nn
 
+from bloomseg.errors import CheckpointError
 from bloomseg.heads import UNet, build_head, head_layers
 from bloomseg.vit import DinoVisionTransformer
 
@@ -52,10 +56,17 @@ class SegmentationModel(nn.Module):
         return self
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """Backbone feature maps the head reads: ``len(self.layers)`` x (B, D, H/14, W/14)."""
+        """Backbone feature maps the head reads: ``len(self.layers)`` x (B, D, H/14, W/14).
+
+        Rounded to float16 precision (and returned as contiguous float32): the feature
+        cache stores float16, and rounding here too makes a cached run and a live one
+        agree exactly (the memory layout matters as well: convolutions round differently
+        on a transposed one).
+        """
         if self.backbone is None:
             raise ValueError("the unet model has no backbone features")
-        return self.backbone.forward_intermediates(x, self.layers)
+        maps = self.backbone.forward_intermediates(x, self.layers)
+        return [f.half().float().contiguous() for f in maps]
 
     def forward_head(self, features: list[Tensor], x: Tensor) -> Tensor:
         """Logits from precomputed (e.g. cached) features and the image: (B, C, H, W)."""
@@ -76,3 +87,92 @@ class SegmentationModel(nn.Module):
             if tuned:
                 groups.append({"params": tuned, "lr": lr * backbone_lr_scale})
         return groups
+
+
+CHECKPOINT_KIND = "bloomseg-segmentation-model"
+
+
+def trainable_state(model: SegmentationModel) -> dict[str, Tensor]:
+    """What training changes: the head (weights and batch-norm statistics) and any
+    fine-tuned backbone blocks. The frozen backbone is named by its weights instead."""
+    tuned = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {name: t.detach().clone() for name, t in model.state_dict().items()
+            if name.startswith("head.") or name in tuned}
+
+
+def save_checkpoint(path: str | Path, model: SegmentationModel, info: dict) -> None:
+    """Write a model checkpoint atomically, readable with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the .pt file.
+        model: the trained model.
+        info: JSON-like data kept beside the weights; must hold ``config`` (the training
+            settings: ``head``, ``backbone``, ``weights``, ``unfreeze_blocks``) and
+            ``backbone_fingerprint`` (None for the unet).
+    """
+    from bloomseg import __version__
+    from bloomseg.io import atomic_output
+
+    payload = {"kind": CHECKPOINT_KIND, "bloomseg": __version__, **info,
+               "state": trainable_state(model)}
+    with atomic_output(path) as f:
+        torch.save(payload, f)
+
+
+def read_checkpoint_file(path: str | Path) -> dict:
+    """A bloomseg model checkpoint as a dict (safely: no code runs while loading).
+
+    Raises:
+        CheckpointError: unreadable, or not a bloomseg model checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or unsafe files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path}: not a bloomseg model checkpoint (best.pt or last.pt "
+                              "of a `bloomseg train` run)")
+    return payload
+
+
+def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
+               weights: str | Path | None = None) -> tuple[SegmentationModel, dict]:
+    """Rebuild a trained model from best.pt / last.pt, in eval mode on the CPU.
+
+    Args:
+        path: the checkpoint.
+        backbone: the backbone it was trained on, already loaded; default: load it by
+            the name the checkpoint records, from ``weights`` or the weights cache.
+        weights: the backbone weights file, if not the cached download.
+
+    Returns:
+        (model, the checkpoint dict without its tensors).
+
+    Raises:
+        CheckpointError: unreadable, or the backbone is not the one it was trained on.
+    """
+    from bloomseg.backbone import load_backbone
+    from bloomseg.cache import module_fingerprint
+
+    payload = read_checkpoint_file(path)
+    cfg = payload["config"]
+    if cfg["backbone"] != "unet" and backbone is None:
+        backbone = load_backbone(cfg["backbone"], weights or cfg.get("weights"))
+    if backbone is not None:
+        found = module_fingerprint(backbone)
+        if found != payload["backbone_fingerprint"]:
+            raise CheckpointError(
+                f"{path}: trained on other backbone weights than those given "
+                f"(tensor fingerprint {payload['backbone_fingerprint'][:12]}, given {found[:12]})")
+    model = SegmentationModel(cfg["head"], backbone, out_channels=cfg.get("out_channels", 1),
+                              unfreeze_blocks=cfg.get("unfreeze_blocks", 0))
+    state = payload.pop("state")
+    expected = set(trainable_state(model))
+    if set(state) != expected:
+        raise CheckpointError(f"{path}: weights do not match a {cfg['head']} model "
+                              f"({len(set(state) ^ expected)} tensors differ in name)")
+    model.load_state_dict(state, strict=False)
+    return model.eval(), payload

@@ -1,0 +1,115 @@
+"""On-disk caches for training: decoded images and frozen-backbone features.
+
+A frozen backbone gives the same features for the same input every epoch, so they are
+computed once and read back memory-mapped. Entries are named by content, never by file
+name or date:
+
+    ROOT/images/<image key>.rgb.npy, .mask.npy        decoded image and mask (uint8, bool)
+    ROOT/features/<identity>/identity.json            what produced the features
+    ROOT/features/<identity>/<image key>/<view>_k<k>.npy   (layers, D, h, w) float16
+
+``identity`` hashes the backbone's tensors, the layers read and everything else that
+changes the backbone's input, so another backbone or weights file (or another tile size,
+or colour jitter) lands in another folder and never reads stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bloomseg.data import Sample, load_sample
+from bloomseg.io import atomic_output
+from bloomseg.weights import sha256sum
+
+FORMAT_VERSION = 1
+
+
+def content_key(sample: Sample) -> str:
+    """A short hash of an image file's and its mask file's bytes."""
+    parts = [sha256sum(sample.image), sha256sum(sample.mask) if sample.mask else "-"]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:20]
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's tensors (names, dtypes, shapes, values).
+
+    The same weights give the same fingerprint whatever file layout they came from.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_output(path) as f:
+        np.save(f, array)
+
+
+class ImageStore:
+    """Decoded images and masks as memory-mapped .npy files, decoded once per content.
+
+    Random crops then read a few rows of a file instead of decoding a whole PNG.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def load(self, sample: Sample, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps.
+
+        Raises:
+            ImageError, DataError: the image or mask cannot be read or differ in size.
+        """
+        key = key or content_key(sample)
+        rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
+        if not (rgb_path.is_file() and mask_path.is_file()):
+            image, mask = load_sample(sample)
+            _save_npy(rgb_path, image)
+            _save_npy(mask_path, mask)
+        return np.load(rgb_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
+
+
+class FeatureCache:
+    """Backbone features per (image, view, flip/rotation variant), float16 on disk.
+
+    Args:
+        root: the features folder (``ROOT/features``).
+        identity: JSON-able description of everything that determines the features.
+    """
+
+    def __init__(self, root: str | Path, identity: dict) -> None:
+        identity = {"format": FORMAT_VERSION, **identity}
+        text = json.dumps(identity, sort_keys=True)
+        self.folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.hits = self.misses = 0
+        marker = self.folder / "identity.json"
+        if not marker.is_file():
+            with atomic_output(marker, "w") as f:
+                f.write(json.dumps(identity, sort_keys=True, indent=1))
+
+    def _path(self, image_key: str, view: str, k: int) -> Path:
+        return self.folder / image_key / f"{view}_k{k}.npy"
+
+    def get(self, image_key: str, view: str, k: int) -> np.ndarray | None:
+        """The (layers, D, h, w) float16 features stored for this item, or None."""
+        path = self._path(image_key, view, k)
+        try:
+            features = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):  # absent, or damaged: recompute and replace
+            self.misses += 1
+            return None
+        self.hits += 1
+        return features
+
+    def put(self, image_key: str, view: str, k: int, features: np.ndarray) -> None:
+        """Store (layers, D, h, w) features as float16 (atomically)."""
+        _save_npy(self._path(image_key, view, k), features.astype(np.float16))

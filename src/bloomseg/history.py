@@ -1,0 +1,57 @@
+"""A training run's per-epoch history: JSON, CSV and the curves figure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from bloomseg.io import atomic_output
+
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds",
+           "backbone_tiles")
+"""One row per epoch. ``backbone_tiles``: tiles the backbone ran on in that epoch
+(0 once every feature the epoch needs is cached)."""
+
+
+def write_history(run_dir: str | Path, rows: list[dict]) -> None:
+    """Write ``history.json`` and ``history.csv`` (atomically)."""
+    run_dir = Path(run_dir)
+    with atomic_output(run_dir / "history.json", "w") as f:
+        json.dump(rows, f, indent=1)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+    with atomic_output(run_dir / "history.csv", "w") as f:
+        f.write(buffer.getvalue())
+
+
+def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
+    """Training and validation loss, and validation Dice/IoU, per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    ax_score.plot(epochs, [r["val_dice"] for r in rows], "o-", label="Dice")
+    ax_score.plot(epochs, [r["val_iou"] for r in rows], "s-", label="IoU")
+    best = max(rows, key=lambda r: r["val_dice"])
+    ax_score.axvline(best["epoch"], color="grey", linestyle=":",
+                     label=f"best: epoch {best['epoch']}, Dice {best['val_dice']:.4f}")
+    ax_score.set(xlabel="epoch", ylabel="score", title="validation")
+    ax_score.legend(loc="lower right")
+    for ax in (ax_loss, ax_score):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    with atomic_output(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,529 @@
+"""Training a segmentation head on frozen DinoBloom features (or a U-Net from scratch).
+
+``train(TrainConfig(...))`` starts a run in ``config.out``; ``resume(run_dir)`` continues
+one from its ``last.pt``. Every epoch draws its tiles, flips and colour changes from its
+own seeded generator, so a resumed run repeats exactly what an uninterrupted one does.
+
+With a frozen backbone each training tile has a fixed position, and each position
+eight flip/rotation variants (each with its own fixed colour jitter draw): a finite set
+whose features are computed once, stored in the feature cache, and read back in every
+later epoch, so the backbone's cost fades out of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bloomseg import __version__
+from bloomseg.augment import ColourJitter, dihedral
+from bloomseg.cache import FeatureCache, ImageStore, content_key, module_fingerprint
+from bloomseg.data import Sample, load_or_make_splits, scan_split
+from bloomseg.errors import BloomsegError, ConfigError, DataError
+from bloomseg.heads import HEADS
+from bloomseg.history import plot_curves, write_history
+from bloomseg.io import atomic_output
+from bloomseg.losses import SegmentationLoss
+from bloomseg.metrics import PixelCounts
+from bloomseg.model import SegmentationModel, read_checkpoint_file, save_checkpoint
+from bloomseg.predict import predict_logits
+from bloomseg.preprocess import to_tensor
+from bloomseg.views import MODES, View, random_view, render, training_views
+from bloomseg.vit import PATCH_SIZE, DinoVisionTransformer
+from bloomseg.weights import home, sha256sum
+
+SCHEDULERS = ("cosine", "step", "none")
+RUN_FILES = ("config.json", "history.json", "history.csv", "best.pt", "last.pt",
+             "training_curves.png", "train.log")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (``bloomseg train --help`` explains each)."""
+
+    data: str
+    out: str
+    mode: str = "tiling"
+    backbone: str = "dinobloom-s"
+    weights: str | None = None
+    head: str | None = None
+    unfreeze_blocks: int = 0
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce_dice"
+    bce_weight: float = 0.5
+    dice_weight: float = 0.5
+    scheduler: str = "cosine"
+    step_size: int = 10
+    step_gamma: float = 0.5
+    early_stopping: int = 10
+    grad_clip: float = 1.0
+    seed: int = 0
+    tile: int = 224
+    tiles_per_image: int = 8
+    val_fraction: float = 0.2
+    flips: bool = True
+    rotations: bool = True
+    colour_jitter: bool = True
+    cache: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.head is None:
+            self.head = "unet" if self.backbone == "unet" else "fusion"
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first invalid setting."""
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.backbone == "unet" and self.head != "unet":
+            problems.append(f"the unet backbone has its own head, not {self.head!r}")
+        if self.backbone != "unet" and self.head not in HEADS:
+            problems.append(f"head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.loss not in SegmentationLoss.NAMES:
+            problems.append(f"loss {self.loss!r} is not one of {', '.join(SegmentationLoss.NAMES)}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if self.tile <= 0 or self.tile % PATCH_SIZE:
+            problems.append(f"tile {self.tile} is not a positive multiple of {PATCH_SIZE}")
+        for name in ("epochs", "batch_size", "tiles_per_image", "step_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("unfreeze_blocks", "early_stopping", "grad_clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if problems:
+            raise ConfigError("invalid training settings: " + "; ".join(problems))
+
+    def variants(self) -> list[int]:
+        """Dihedral variants to draw from (see :func:`bloomseg.augment.dihedral`)."""
+        if self.flips and self.rotations:
+            return list(range(8))
+        if self.flips:
+            return [0, 2, 4, 6]  # identity, both flips, and their product (a half turn)
+        if self.rotations:
+            return [0, 1, 2, 3]
+        return [0]
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Settings from a dict (e.g. config.json), refusing unknown names."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """Where a run is and how it went."""
+
+    run_dir: Path
+    best_epoch: int
+    best_dice: float
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+@dataclass
+class _Image:
+    sample: Sample
+    key: str
+    size: tuple[int, int]
+    views: list[View]
+
+
+def _item_seed(*parts: object) -> int:
+    """A stable 63-bit seed from anything printable (Python's hash() varies per process)."""
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
+
+
+class _Log:
+    """Lines to train.log (always) and to the terminal (unless quiet), above tqdm bars."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path, self.echo = path, echo
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+        if self.echo:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+
+
+def _versions() -> dict:
+    import PIL
+
+    return {"bloomseg": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+            "platform": platform.platform()}
+
+
+class _Run:
+    """One training run: data, model, cache and the epoch loop."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, backbone: DinoVisionTransformer | None,
+                 progress: bool, resuming: bool) -> None:
+        self.cfg, self.run_dir, self.progress = config, run_dir, progress
+        self.train_images, self.val_images = self._read_data()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = _Log(run_dir / "train.log", progress)
+        self.weights_sha256 = None
+        if config.backbone != "unet" and backbone is None:
+            from bloomseg.backbone import load_backbone, resolve_weights
+
+            weights = resolve_weights(config.backbone, config.weights)
+            config.weights = str(weights.resolve())
+            self.weights_sha256 = sha256sum(weights)
+            backbone = load_backbone(config.backbone, weights)
+        self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
+        torch.manual_seed(config.seed)
+        self.model = SegmentationModel(config.head, backbone,
+                                       unfreeze_blocks=config.unfreeze_blocks)
+        self.criterion = SegmentationLoss(config.loss, config.bce_weight, config.dice_weight)
+        groups = self.model.parameter_groups(config.lr)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.jitter = ColourJitter() if config.colour_jitter else None
+        frozen = backbone is not None and config.unfreeze_blocks == 0
+        self.cache = None
+        if frozen and config.cache:
+            self.cache = FeatureCache(Path(config.cache_dir) / "features", {
+                "backbone": self.fingerprint, "layers": self.model.layers,
+                "jitter": asdict(self.jitter) | {"seed": config.seed} if self.jitter else None})
+        self.backbone_tiles = 0
+        self.history: list[dict] = []
+        if not resuming:  # a fresh start (in a used folder only with overwrite)
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+            self._write_config()
+
+    # -- data ------------------------------------------------------------------------
+
+    def _read_data(self) -> tuple[list[_Image], list[_Image]]:
+        cfg = self.cfg
+        scan = scan_split(cfg.data, "train")
+        if scan.problems():
+            raise DataError(f"{Path(cfg.data) / 'train'}: {scan.problems()} (every image "
+                            "needs a mask <stem>.png in mask/, and every mask an image)")
+        by_stem = {s.stem: s for s in scan.samples}
+        store = self.store = ImageStore(Path(cfg.cache_dir) / "images")
+        images, errors = {}, []
+        from tqdm import tqdm
+
+        for stem in tqdm(sorted(by_stem), desc="reading images", unit="image",
+                         disable=not self.progress, leave=False):
+            sample = by_stem[stem]
+            try:
+                key = content_key(sample)
+                image, _ = store.load(sample, key)
+            except BloomsegError as e:
+                errors.append(str(e))
+                continue
+            h, w = image.shape[:2]
+            rng = np.random.default_rng(_item_seed(cfg.seed, key, "views"))
+            views = training_views(h, w, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
+            images[stem] = _Image(sample, key, (h, w), views)
+        if errors:
+            raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
+        # split only data that reads cleanly, so a failed start writes no splits.json
+        splits, self.splits_path = load_or_make_splits(
+            cfg.data, list(by_stem), self.run_dir, cfg.seed, cfg.val_fraction)
+        return [images[s] for s in splits["train"]], [images[s] for s in splits["val"]]
+
+    def _input(self, img: _Image, view: View, k: int, jitter_seed: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = self.store.load(img.sample, img.key)
+        rgb = dihedral(render(image, view, self.cfg.mode, self.cfg.tile), k)
+        label = dihedral(render(mask, view, self.cfg.mode, self.cfg.tile), k)
+        if self.jitter is not None:
+            rgb = self.jitter(rgb, np.random.default_rng(jitter_seed))
+        return rgb, label
+
+    def _epoch_items(self, epoch: int) -> list[tuple[_Image, View, int, int]]:
+        """This epoch's (image, view, variant, jitter seed), in training order."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch])
+        variants = cfg.variants()
+        items = []
+        for img in self.train_images:
+            if self.cache is None and cfg.mode == "tiling":  # nothing to reuse: fresh crops
+                views = [random_view(*img.size, cfg.tile, rng) for _ in range(cfg.tiles_per_image)]
+            else:
+                views = img.views
+            for view in views:
+                k = int(rng.choice(variants))
+                # a cached variant keeps one colour draw so its features stay valid
+                seed = (_item_seed(cfg.seed, img.key, view.name, k) if self.cache is not None
+                        else int(rng.integers(2**63)))
+                items.append((img, view, k, seed))
+        return [items[i] for i in rng.permutation(len(items))]
+
+    # -- features --------------------------------------------------------------------
+
+    def _features(self, keys: list[tuple[str, str, int]], x: Tensor) -> list[Tensor]:
+        """Feature maps of the inputs ``x`` named by (image key, view name, variant);
+        cached ones are read back, the others computed (and cached)."""
+        stored = [self.cache.get(*key) if self.cache else None for key in keys]
+        missing = [i for i, f in enumerate(stored) if f is None]
+        if missing:
+            with torch.no_grad():
+                computed = torch.stack(self.model.features(x[missing]), dim=1).half().numpy()
+            self.backbone_tiles += len(missing)
+            for j, i in enumerate(missing):
+                stored[i] = computed[j]
+                if self.cache is not None:
+                    self.cache.put(*keys[i], computed[j])
+        stacked = torch.from_numpy(np.stack(stored)).float()  # (B, layers, D, h, w)
+        return [stacked[:, i].contiguous() for i in range(stacked.shape[1])]
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def _lr_factor(self, epoch: int) -> float:
+        cfg = self.cfg
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+        if cfg.scheduler == "step":
+            return cfg.step_gamma ** ((epoch - 1) // cfg.step_size)
+        return 1.0
+
+    def _train_epoch(self, epoch: int) -> float:
+        from tqdm import tqdm
+
+        cfg, model = self.cfg, self.model
+        model.train()
+        items = self._epoch_items(epoch)
+        batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
+        total, count = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not self.progress, leave=False)
+        for batch in bar:
+            inputs = [self._input(*item) for item in batch]
+            # whole-image modes mix shapes: one optimiser step per shape
+            for shape in dict.fromkeys(rgb.shape for rgb, _ in inputs):
+                group = [(item, rgb, label) for item, (rgb, label) in zip(batch, inputs)
+                         if rgb.shape == shape]
+                loss = self._step([g[0] for g in group], [g[1] for g in group],
+                                  [g[2] for g in group])
+                total += loss * len(group)
+                count += len(group)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / count
+
+    def _step(self, items: list, rgbs: list[np.ndarray], labels: list[np.ndarray]) -> float:
+        cfg, model = self.cfg, self.model
+        x = torch.cat([to_tensor(rgb) for rgb in rgbs])
+        target = torch.from_numpy(np.stack(labels)).float().unsqueeze(1)
+        if model.backbone is None or cfg.unfreeze_blocks:
+            logits = model(x)
+        else:
+            keys = [(img.key, view.name, k) for img, view, k, _ in items]
+            logits = model.forward_head(self._features(keys, x), x)
+        loss = self.criterion(logits[:, :1], target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _validate(self) -> tuple[float, PixelCounts]:
+        from tqdm import tqdm
+
+        cfg, model = self.cfg, self.model
+        model.eval()
+        losses, counts = [], PixelCounts()
+        with torch.no_grad():
+            for img in tqdm(self.val_images, desc="validation", unit="image",
+                            disable=not self.progress, leave=False):
+                image, mask = self.store.load(img.sample, img.key)
+                source = (lambda names, x, key=img.key:
+                          self._features([(key, n, 0) for n in names], x))
+                logits = predict_logits(model, np.asarray(image), cfg.mode, cfg.tile,
+                                        cfg.batch_size, features=source)
+                target = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
+                losses.append(float(self.criterion(logits[None, :1], target)))
+                counts = counts + PixelCounts.of((logits[0] > 0).numpy(), np.asarray(mask))
+        model.train()
+        return float(np.mean(losses)), counts
+
+    # -- files -----------------------------------------------------------------------
+
+    def _checkpoint_info(self, epoch: int) -> dict:
+        return {"config": asdict(self.cfg), "epoch": epoch,
+                "backbone_fingerprint": self.fingerprint, "weights_sha256": self.weights_sha256,
+                "layers": self.model.layers, "history": self.history}
+
+    def _write_config(self) -> None:
+        cfg = self.cfg
+        record = {
+            "config": asdict(cfg),
+            "backbone": {"name": cfg.backbone, "weights": cfg.weights,
+                         "weights_sha256": self.weights_sha256,
+                         "tensor_fingerprint": self.fingerprint, "layers": self.model.layers},
+            "data": {"splits_file": str(self.splits_path) if self.splits_path else None,
+                     "train_images": len(self.train_images), "val_images": len(self.val_images)},
+            "feature_cache": str(self.cache.folder) if self.cache else None,
+            "versions": _versions(),
+            "command": sys.argv,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with atomic_output(self.run_dir / "config.json", "w") as f:
+            json.dump(record, f, indent=1)
+
+    def restore(self, path: Path) -> int:
+        """Load last.pt into the model and optimiser; returns the epoch it ended."""
+        payload = read_checkpoint_file(path)
+        if payload.get("backbone_fingerprint") != self.fingerprint:
+            raise ConfigError(f"{path}: the run was trained on other backbone weights than "
+                              f"{self.cfg.weights or 'these'}")
+        self.model.load_state_dict(payload["state"], strict=False)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.history = list(payload["history"])
+        return int(payload["epoch"])
+
+    def _save(self, epoch: int, best: bool) -> None:
+        info = self._checkpoint_info(epoch)
+        save_checkpoint(self.run_dir / "last.pt", self.model,
+                        info | {"optimizer": self.optimizer.state_dict()})
+        if best:
+            save_checkpoint(self.run_dir / "best.pt", self.model, info)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self, start_epoch: int) -> TrainResult:
+        cfg = self.cfg
+        self.log(f"{f'resuming after epoch {start_epoch}' if start_epoch else 'starting'}: "
+                 f"{cfg.backbone}/{cfg.head}, mode {cfg.mode}, {len(self.train_images)} train / "
+                 f"{len(self.val_images)} val images, run folder {self.run_dir}")
+        if self.cache is not None:
+            self.log(f"feature cache: {self.cache.folder}")
+        stopped = False
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            if self._patience_spent():
+                stopped = True
+                break
+            start = time.perf_counter()
+            self.backbone_tiles = 0
+            factor = self._lr_factor(epoch)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * factor
+            train_loss = self._train_epoch(epoch)
+            val_loss, counts = self._validate()
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "val_dice": counts.dice, "val_iou": counts.iou, "lr": cfg.lr * factor,
+                   "seconds": time.perf_counter() - start, "backbone_tiles": self.backbone_tiles}
+            best = not self.history or counts.dice > max(r["val_dice"] for r in self.history)
+            self.history.append(row)
+            self._save(epoch, best)
+            write_history(self.run_dir, self.history)
+            plot_curves(self.history, self.run_dir / "training_curves.png",
+                        f"{cfg.backbone} / {cfg.head}, {cfg.mode}")
+            self.log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+                     f"{val_loss:.4f}, val Dice {counts.dice:.4f}, IoU {counts.iou:.4f}, "
+                     f"lr {row['lr']:.2e}, {row['seconds']:.1f} s, backbone on "
+                     f"{self.backbone_tiles} tiles{' (best)' if best else ''}")
+        best_row = max(self.history, key=lambda r: r["val_dice"])
+        if stopped:
+            self.log(f"early stop: no better val Dice for {cfg.early_stopping} epochs")
+        self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU {best_row['val_iou']:.4f}) "
+                 f"at epoch {best_row['epoch']} -> {self.run_dir / 'best.pt'}")
+        return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
+                           self.history, stopped)
+
+    def _patience_spent(self) -> bool:
+        if not self.cfg.early_stopping or not self.history:
+            return False
+        best = max(self.history, key=lambda r: r["val_dice"])["epoch"]
+        return self.history[-1]["epoch"] - best >= self.cfg.early_stopping
+
+
+def _interrupted(run: _Run) -> None:
+    done = run.history[-1]["epoch"] if run.history else 0
+    run.log(f"interrupted in epoch {done + 1}; last.pt holds epoch {done}. Continue with: "
+            f"bloomseg train --resume {run.run_dir}")
+
+
+def _execute(run: _Run, start_epoch: int) -> TrainResult:
+    try:
+        return run.run(start_epoch)
+    except KeyboardInterrupt:
+        _interrupted(run)
+        raise
+
+
+def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train a model; everything goes into the run folder ``config.out``.
+
+    Args:
+        config: the settings; relative paths are resolved against the working folder.
+        backbone: an already loaded backbone to use instead of ``config.backbone`` /
+            ``config.weights`` (its tensors are fingerprinted for the cache and the
+            checkpoints).
+        progress: show progress bars and the per-epoch lines.
+        overwrite: start afresh in a folder that holds a run (its files are replaced).
+
+    Returns:
+        The run folder, best epoch and Dice, and the history.
+
+    Raises:
+        ConfigError, DataError, ImageError, WeightsError: before anything is written to
+        the run folder, where the settings or the data allow it to be known then.
+    """
+    config = TrainConfig.from_dict(asdict(config))
+    config.check()
+    config.data = str(Path(config.data).resolve())
+    config.out = str(Path(config.out).resolve())
+    config.cache_dir = str(Path(config.cache_dir or home() / "cache").resolve())
+    if config.weights is not None:
+        config.weights = str(Path(config.weights).resolve())
+    run_dir = Path(config.out)
+    if (run_dir / "config.json").exists() and not overwrite:
+        raise ConfigError(f"{run_dir}: holds a training run already; continue it with "
+                          f"--resume {run_dir}, or pass --overwrite to start again")
+    return _execute(_Run(config, run_dir, backbone, progress, resuming=False), 0)
+
+
+def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
+           progress: bool = True) -> TrainResult:
+    """Continue a run from its last.pt with its own config.json.
+
+    The result equals that of the run never having stopped (same seed, same draws).
+    """
+    run_dir = Path(run_dir).resolve()
+    config_path, last = run_dir / "config.json", run_dir / "last.pt"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir}: no config.json here; not a bloomseg training run")
+    if not last.is_file():
+        raise ConfigError(f"{run_dir}: no last.pt (the run stopped before its first epoch "
+                          "ended); start it again with --overwrite")
+    try:
+        config = TrainConfig.from_dict(json.loads(config_path.read_text("utf-8"))["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
+    config.out = str(run_dir)
+    run = _Run(config, run_dir, backbone, progress, resuming=True)
+    return _execute(run, run.restore(last))
