@@ -23,6 +23,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/backbone.py
+	$(PY) benchmarks/cache.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -288,3 +288,11 @@ def test_real_data_smoke(tmp_path, bloomseg_home):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best_dice > 0.5  # cells cover about a third of a smear
     assert np.isfinite([r["val_loss"] for r in result.history]).all()
+
+
+def test_missing_weights_file_fails_before_the_run_folder(dataset, tmp_path):
+    from bloomseg.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="bloomseg weights download dinobloom-s"):
+        train(config(dataset, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -188,8 +188,6 @@ class _Run:
                  progress: bool, resuming: bool) -> None:
         self.cfg, self.run_dir, self.progress = config, run_dir, progress
         self.train_images, self.val_images = self._read_data()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = _Log(run_dir / "train.log", progress)
         self.weights_sha256 = None
         if config.backbone != "unet" and backbone is None:
             from bloomseg.backbone import load_backbone, resolve_weights
@@ -198,6 +196,8 @@ class _Run:
             config.weights = str(weights.resolve())
             self.weights_sha256 = sha256sum(weights)
             backbone = load_backbone(config.backbone, weights)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = _Log(run_dir / "train.log", progress)
         self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
         torch.manual_seed(config.seed)
         self.model = SegmentationModel(config.head, backbone,
