@@ -460,17 +460,13 @@ class _Run:
         return self.history[-1]["epoch"] - best >= self.cfg.early_stopping
 
 
-def _interrupted(run: _Run) -> None:
-    done = run.history[-1]["epoch"] if run.history else 0
-    run.log(f"interrupted in epoch {done + 1}; last.pt holds epoch {done}. Continue with: "
-            f"bloomseg train --resume {run.run_dir}")
-
-
 def _execute(run: _Run, start_epoch: int) -> TrainResult:
     try:
         return run.run(start_epoch)
     except KeyboardInterrupt:
-        _interrupted(run)
+        done = run.history[-1]["epoch"] if run.history else 0
+        run.log(f"interrupted in epoch {done + 1}; last.pt holds epoch {done}. Continue with: "
+                f"bloomseg train --resume {run.run_dir}")
         raise
 
 
