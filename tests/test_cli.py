@@ -145,3 +145,19 @@ def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):
     assert code == EXIT_FAILED
     assert "train_02.png" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_training_like_ctrl_c():
+    import os
+    import signal
+
+    from bloomseg.cli import _interrupt_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        _interrupt_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.5)  # give the handler a moment to run
+    finally:
+        signal.signal(signal.SIGTERM, previous)

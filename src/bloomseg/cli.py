@@ -122,10 +122,22 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def _interrupt_on_sigterm() -> None:
+    """Let `kill` and batch schedulers stop a run the way Ctrl-C does (logged, resumable)."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 (signal handler signature)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from bloomseg.training import TrainConfig, resume, train
+
+    _interrupt_on_sigterm()
 
     if args.resume:
         result = resume(args.resume, progress=not args.quiet)
