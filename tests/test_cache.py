@@ -27,7 +27,6 @@ def test_features_read_back_equal_recomputed(tmp_path):
     with torch.no_grad():
         again = torch.stack(model.features(x), dim=1).numpy()
     np.testing.assert_array_equal(again[0], back.astype(np.float32))
-    assert (cache.hits, cache.misses) == (1, 1)
 
 
 def test_identity_separates_backbones_and_damage_is_a_miss(tmp_path):

@@ -8,9 +8,9 @@ name or date:
     ROOT/features/<identity>/identity.json            what produced the features
     ROOT/features/<identity>/<image key>/<view>_k<k>.npy   (layers, D, h, w) float16
 
-``identity`` hashes the backbone's tensors, the layers read and everything else that
-changes the backbone's input, so another backbone or weights file (or another tile size,
-or colour jitter) lands in another folder and never reads stale features.
+``identity`` hashes the backbone's tensors, the layers read and the colour-jitter
+settings, so another backbone or weights file lands in another folder and never reads
+stale features; a view's name carries its position and size (``t224_0_197``).
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ class FeatureCache:
         identity = {"format": FORMAT_VERSION, **identity}
         text = json.dumps(identity, sort_keys=True)
         self.folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
-        self.hits = self.misses = 0
         marker = self.folder / "identity.json"
         if not marker.is_file():
             with atomic_output(marker, "w") as f:
@@ -101,14 +100,10 @@ class FeatureCache:
 
     def get(self, image_key: str, view: str, k: int) -> np.ndarray | None:
         """The (layers, D, h, w) float16 features stored for this item, or None."""
-        path = self._path(image_key, view, k)
         try:
-            features = np.load(path, mmap_mode="r")
+            return np.load(self._path(image_key, view, k), mmap_mode="r")
         except (OSError, ValueError):  # absent, or damaged: recompute and replace
-            self.misses += 1
             return None
-        self.hits += 1
-        return features
 
     def put(self, image_key: str, view: str, k: int, features: np.ndarray) -> None:
         """Store (layers, D, h, w) features as float16 (atomically)."""
