@@ -20,8 +20,7 @@ import torch
 
 from bloomseg.data import load_sample, scan_split
 from bloomseg.metrics import PixelCounts
-from bloomseg.model import load_model
-from bloomseg.predict import predict_logits
+from bloomseg.predict import Segmenter
 from bloomseg.training import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc041seg"
@@ -61,15 +60,13 @@ def main() -> None:
                                    lr=args.lr, tiles_per_image=args.tiles_per_image))
         print(f"trained in {(time.perf_counter() - start) / 60:.1f} min; best val Dice "
               f"{result.best_dice:.4f} at epoch {result.best_epoch}")
-    model, payload = load_model(Path(args.out) / "best.pt")
-    mode, tile = payload["config"]["mode"], payload["config"]["tile"]
+    segmenter = Segmenter.load(args.out)
+    payload = torch.load(Path(args.out) / "best.pt", weights_only=True)
     ours, otsu = PixelCounts(), PixelCounts()
-    with torch.no_grad():
-        for sample in scan_split(args.data, "test").samples:
-            image, mask = load_sample(sample)
-            logits = predict_logits(model, image, mode, tile)
-            ours = ours + PixelCounts.of((logits[0] > 0).numpy(), mask)
-            otsu = otsu + PixelCounts.of(otsu_mask(image), mask)
+    for sample in scan_split(args.data, "test").samples:
+        image, mask = load_sample(sample)
+        ours = ours + PixelCounts.of(segmenter.predict(image).mask, mask)
+        otsu = otsu + PixelCounts.of(otsu_mask(image), mask)
     print(f"test split ({args.data}):")
     print(f"  {payload['config']['backbone']}/{payload['config']['head']} best.pt "
           f"(epoch {payload['epoch']}): Dice {ours.dice:.4f}  IoU {ours.iou:.4f}")

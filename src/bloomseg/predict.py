@@ -1,8 +1,27 @@
-"""Whole-image logits from a segmentation model, in each input mode."""
+"""Whole-image prediction for images of any size, with memory bounded by a window.
+
+``tiling`` mode has two strategies:
+
+- ``stitch`` (default): the patch grid is cut into tiles of at most DinoBloom's 16x16
+  patches, each computed with one patch of context on its inner sides, and the tile
+  features are stitched into one feature map; the head then runs on the whole map, so
+  it sees across tile borders and the backbone pays for each pixel about once.
+- ``blend``: the reference system's method: tiles of ``tile`` px at ``overlap``, each
+  through backbone and head, logits blended with Gaussian weights (494 tiles for a
+  1600x1200 image at 75% overlap).
+
+``padding`` runs the whole image padded to a multiple of 14; ``resize`` runs it resized
+to one tile and resizes the logits back. A U-Net is fully convolutional and runs on
+windows of the image. Large images are processed in windows (with a margin for the
+head's receptive field), so memory depends on the window, not on the image.
+"""
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -10,65 +29,273 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bloomseg.model import SegmentationModel
+from bloomseg.model import SegmentationModel, load_model
 from bloomseg.preprocess import to_tensor
-from bloomseg.views import MODES, View, pad_reflect, render, tile_views, whole_view
+from bloomseg.views import MODES, pad_reflect, render, whole_view
+from bloomseg.vit import PATCH_SIZE
 
 FeatureSource = Callable[[list[str], Tensor], list[Tensor]]
-"""(view names, (B, 3, h, w) normalised inputs) -> the model's feature maps for them;
+"""(tile names, (B, 3, h, w) normalised tiles) -> the model's feature maps for them;
 lets training read cached features instead of running the backbone."""
 
+STRATEGIES = ("stitch", "blend")
 
-def _logits(model: SegmentationModel, names: list[str], x: Tensor,
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a whole image is run through a model.
+
+    Attributes:
+        mode: ``tiling``, ``padding`` or ``resize`` (as the model was trained).
+        tile: tile side in px (``tiling``) or the resized side (``resize``).
+        strategy: ``stitch`` or ``blend`` (``tiling`` mode).
+        overlap: share of a tile that neighbours overlap (``blend``).
+        sigma: Gaussian sigma as a share of the tile side (``blend``).
+        context: patches of context around each tile's core (``stitch``).
+        tta: also run the image mirrored left-right, top-bottom and both; average.
+        batch_size: tiles per forward pass.
+        window: side in px of the windows a large image is processed in.
+    """
+
+    mode: str = "tiling"
+    tile: int = 224
+    strategy: str = "stitch"
+    overlap: float = 0.75
+    sigma: float = 0.125
+    context: int = 1
+    tta: bool = False
+    batch_size: int = 8
+    window: int = 2240
+
+    def check(self) -> None:
+        """Raise ValueError naming an invalid option."""
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.tile <= 0 or self.tile % PATCH_SIZE:
+            raise ValueError(f"tile {self.tile} must be a positive multiple of {PATCH_SIZE}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap {self.overlap} must be in [0, 1)")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma {self.sigma} must be positive")
+        if self.context < 0 or self.tile // PATCH_SIZE - 2 * self.context < 1:
+            raise ValueError(f"context {self.context} must leave a core in a {self.tile} px tile")
+        if self.window < 4 * self.tile:
+            raise ValueError(f"window {self.window} must be at least 4 tiles ({4 * self.tile} px)")
+
+
+def chunks(length: int, size: int) -> list[tuple[int, int]]:
+    """Cut range(length) into ceil(length / size) near-equal [start, stop) parts."""
+    count = max(1, math.ceil(length / size))
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _stitched_features(model: SegmentationModel, x: Tensor, opts: InferenceOptions,
+                       origin: tuple[int, int], features: FeatureSource | None) -> list[Tensor]:
+    """Feature maps of a region (1, 3, h, w), h and w multiples of 14, from tiles of at
+    most tile/14 patches: each tile's core plus ``context`` patches around it."""
+    gh, gw = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
+    core = opts.tile // PATCH_SIZE - 2 * opts.context
+    c = opts.context
+    jobs = []  # (core box, tile box) in patches of the region
+    for r0, r1 in chunks(gh, core):
+        for c0, c1 in chunks(gw, core):
+            jobs.append(((r0, r1, c0, c1), (max(0, r0 - c), min(gh, r1 + c),
+                                             max(0, c0 - c), min(gw, c1 + c))))
+    out: list[Tensor] = []
+    by_shape: dict[tuple[int, int], list] = {}
+    for job in jobs:
+        y0, y1, x0, x1 = job[1]
+        by_shape.setdefault((y1 - y0, x1 - x0), []).append(job)
+    for group in by_shape.values():
+        for start in range(0, len(group), opts.batch_size):
+            batch = group[start:start + opts.batch_size]
+            crops = torch.cat([x[..., y0 * PATCH_SIZE:y1 * PATCH_SIZE, x0 * PATCH_SIZE:x1 * PATCH_SIZE]
+                               for _, (y0, y1, x0, x1) in batch])
+            if features is not None:
+                names = [f"s{origin[0] + y0}_{origin[1] + x0}_{y1 - y0}x{x1 - x0}"
+                         for _, (y0, y1, x0, x1) in batch]
+                maps = features(names, crops)
+            else:
+                maps = model.features(crops)
+            if not out:
+                out = [m.new_zeros((1, m.shape[1], gh, gw)) for m in maps]
+            for i, ((r0, r1, c0, c1), (y0, _, x0, _)) in enumerate(batch):
+                for full, m in zip(out, maps):
+                    full[0, :, r0:r1, c0:c1] = m[i, :, r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+    return out
+
+
+def _windows(length: int, size: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """(core start, core stop, region start, region stop) covering range(length)."""
+    return [(a, b, max(0, a - margin), min(length, b + margin)) for a, b in chunks(length, size)]
+
+
+def _stitch(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions,
             features: FeatureSource | None) -> Tensor:
-    if model.backbone is None:
-        return model(x)
-    maps = features(names, x) if features is not None else model.features(x)
-    return model.forward_head(maps, x)
+    """Logits of an image through windows; a ViT model sees stitched features."""
+    h, w = image.shape[:2]
+    hp = max(1, math.ceil(h / PATCH_SIZE)) * PATCH_SIZE
+    wp = max(1, math.ceil(w / PATCH_SIZE)) * PATCH_SIZE
+    padded = pad_reflect(image, hp, wp)
+    # window and margin in whole patches, so every region starts on the patch grid; the
+    # margin (112 px) covers the heads' and the U-Net's receptive fields
+    size, margin = opts.window // PATCH_SIZE, 8
+    out: Tensor | None = None
+    for a, b, ra, rb in _windows(hp // PATCH_SIZE, size, margin):
+        for c, d, rc, rd in _windows(wp // PATCH_SIZE, size, margin):
+            region = padded[ra * PATCH_SIZE:rb * PATCH_SIZE, rc * PATCH_SIZE:rd * PATCH_SIZE]
+            x = to_tensor(region)
+            if model.backbone is None:
+                logits = model(x)
+            else:
+                maps = _stitched_features(model, x, opts, (ra, rc), features)
+                logits = model.forward_head(maps, x)
+            if out is None:
+                out = logits.new_zeros((logits.shape[1], hp, wp))
+            p = PATCH_SIZE
+            out[:, a * p:b * p, c * p:d * p] = logits[0, :, (a - ra) * p:(b - ra) * p,
+                                                      (c - rc) * p:(d - rc) * p]
+    return out[:, :h, :w]
 
 
-def predict_logits(model: SegmentationModel, image: np.ndarray, mode: str = "tiling",
-                   tile: int = 224, batch_size: int = 8,
+def gaussian_weights(tile: int, sigma: float) -> Tensor:
+    """(tile, tile) blending weights: a Gaussian of sigma = ``sigma`` * tile about the
+    centre, 1 at the centre, never below 1e-4 so tile edges still count."""
+    centre = (tile - 1) / 2
+    g = torch.exp(-((torch.arange(tile) - centre) ** 2) / (2 * (sigma * tile) ** 2))
+    return torch.outer(g, g).clamp_min(1e-4)
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of side ``tile`` stepping by at most tile * (1 - overlap),
+    the first at 0 and the last flush with the end (``length`` >= ``tile``)."""
+    stride = max(1, round(tile * (1 - overlap)))
+    count = math.ceil((length - tile) / stride) + 1
+    return [round(i * (length - tile) / (count - 1)) if count > 1 else 0 for i in range(count)]
+
+
+def _blend(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions) -> Tensor:
+    """The reference's sliding window: overlapping tiles, Gaussian-blended logits."""
+    h, w = image.shape[:2]
+    t = opts.tile
+    padded = pad_reflect(image, max(h, t), max(w, t))
+    weight = gaussian_weights(t, opts.sigma)
+    boxes = [(y, x) for y in tile_starts(padded.shape[0], t, opts.overlap)
+             for x in tile_starts(padded.shape[1], t, opts.overlap)]
+    total: Tensor | None = None
+    norm = torch.zeros(padded.shape[:2])
+    for start in range(0, len(boxes), opts.batch_size):
+        batch = boxes[start:start + opts.batch_size]
+        x = torch.cat([to_tensor(padded[y:y + t, x0:x0 + t]) for y, x0 in batch])
+        logits = model(x)
+        if total is None:
+            total = logits.new_zeros((logits.shape[1], *padded.shape[:2]))
+        for (y, x0), tile_logits in zip(batch, logits):
+            total[:, y:y + t, x0:x0 + t] += tile_logits * weight
+            norm[y:y + t, x0:x0 + t] += weight
+    return (total / norm)[:, :h, :w]
+
+
+def predict_logits(model: SegmentationModel, image: np.ndarray,
+                   options: InferenceOptions = InferenceOptions(),
                    features: FeatureSource | None = None) -> Tensor:
     """Logits of a whole image; call under ``torch.no_grad()`` with the model in eval mode.
 
-    ``tiling`` runs a grid of non-overlapping tiles over the image (reflect-padded to
-    whole tiles) and stitches them; ``padding`` runs the image padded to a multiple of
-    14; ``resize`` runs it resized to one tile and resizes the logits back. A U-Net is
-    fully convolutional and runs on the whole image except in ``resize`` mode.
-
     Args:
         model: the segmentation model.
-        image: (H, W, 3) uint8 RGB.
-        mode: ``tiling``, ``padding`` or ``resize``.
-        tile: tile side (``tiling``) or resized side (``resize``), a multiple of 14.
-        batch_size: tiles per forward pass.
-        features: where backbone features come from (default: the backbone).
+        image: (H, W, 3) uint8 RGB, any size from 1x1.
+        options: mode, strategy and their settings.
+        features: where backbone features come from in the stitch strategy (default:
+            the backbone); training passes its feature cache.
 
     Returns:
         (C, H, W) float32 logits.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    options.check()
+    if options.tta:
+        plain = replace(options, tta=False)
+        total = None
+        for axes in ((), (1,), (0,), (0, 1)):
+            flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+            logits = predict_logits(model, flipped, plain, features if not axes else None)
+            logits = torch.flip(logits, [a + 1 for a in axes]) if axes else logits
+            total = logits if total is None else total + logits
+        return total / 4
+    if options.mode == "tiling":
+        if options.strategy == "blend":
+            return _blend(model, image, options)
+        return _stitch(model, image, options, features)
     h, w = image.shape[:2]
-    if model.backbone is None and mode != "resize":
-        return model(to_tensor(image))[0]
-    if mode != "tiling":
-        view = whole_view(h, w, mode, tile)
-        logits = _logits(model, [view.name], to_tensor(render(image, view, mode, tile)), features)
-        if mode == "resize":
-            return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
-        return logits[0, :, :h, :w]
-    padded = pad_reflect(image, math.ceil(h / tile) * tile, math.ceil(w / tile) * tile)
-    grid = [View(f"g{tile}_{v.y}_{v.x}", v.y, v.x, v.h, v.w)
-            for v in tile_views(padded.shape[0], padded.shape[1], tile)]
-    out: Tensor | None = None
-    for start in range(0, len(grid), batch_size):
-        views = grid[start:start + batch_size]
-        x = torch.cat([to_tensor(render(padded, v, mode, tile)) for v in views])
-        logits = _logits(model, [v.name for v in views], x, features)
-        if out is None:
-            out = logits.new_zeros((logits.shape[1], padded.shape[0], padded.shape[1]))
-        for v, tile_logits in zip(views, logits):
-            out[:, v.y:v.y + tile, v.x:v.x + tile] = tile_logits
-    return out[:, :h, :w]
+    if model.backbone is None and options.mode == "padding":
+        return _stitch(model, image, options, None)
+    view = whole_view(h, w, options.mode, options.tile)
+    x = to_tensor(render(image, view, options.mode, options.tile))
+    if model.backbone is None:
+        logits = model(x)
+    else:
+        maps = features([view.name], x) if features is not None else model.features(x)
+        logits = model.forward_head(maps, x)
+    if options.mode == "resize":
+        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
+    return logits[0, :, :h, :w]
+
+
+@dataclass
+class Prediction:
+    """A segmented image.
+
+    Attributes:
+        probability: (H, W) float32 cell probability.
+        mask: (H, W) bool, probability > threshold.
+        seconds: time the prediction took.
+    """
+
+    probability: np.ndarray
+    mask: np.ndarray
+    seconds: float
+
+
+class Segmenter:
+    """A trained model ready to segment whole images.
+
+    Args:
+        model: the segmentation model (put in eval mode here).
+        options: how images are run through it.
+        threshold: probability above which a pixel is cell.
+    """
+
+    def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
+                 threshold: float = 0.5) -> None:
+        options.check()
+        self.model, self.options, self.threshold = model.eval(), options, threshold
+
+    @classmethod
+    def load(cls, path: str | Path, weights: str | Path | None = None,
+             threshold: float = 0.5, **options) -> "Segmenter":
+        """Load best.pt of a run folder, or a checkpoint file.
+
+        Args:
+            path: run folder or .pt file.
+            weights: backbone weights file, if not the cached download.
+            threshold: cell probability threshold.
+            options: :class:`InferenceOptions` fields; mode and tile default to the
+                model's training settings.
+        """
+        path = Path(path)
+        model, payload = load_model(path / "best.pt" if path.is_dir() else path, weights=weights)
+        trained = {"mode": payload["config"]["mode"], "tile": payload["config"]["tile"]}
+        return cls(model, InferenceOptions(**(trained | options)), threshold)
+
+    def logits(self, image: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 -> (C, H, W) float32 logits."""
+        with torch.no_grad():
+            return predict_logits(self.model, image, self.options)
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Cell probability and mask of an (H, W, 3) uint8 image, at its size."""
+        start = time.perf_counter()
+        probability = torch.sigmoid(self.logits(image)[0]).numpy()
+        return Prediction(probability, probability > self.threshold, time.perf_counter() - start)

@@ -37,7 +37,7 @@ from bloomseg.io import atomic_output
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
 from bloomseg.model import SegmentationModel, read_checkpoint_file, save_checkpoint
-from bloomseg.predict import predict_logits
+from bloomseg.predict import InferenceOptions, predict_logits
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, View, random_view, render, training_views
 from bloomseg.vit import PATCH_SIZE, DinoVisionTransformer
@@ -213,6 +213,7 @@ class _Run:
             self.cache = FeatureCache(Path(config.cache_dir) / "features", {
                 "backbone": self.fingerprint, "layers": self.model.layers,
                 "jitter": asdict(self.jitter) | {"seed": config.seed} if self.jitter else None})
+        self.inference = InferenceOptions(config.mode, config.tile, batch_size=config.batch_size)
         self.backbone_tiles = 0
         self.history: list[dict] = []
         if not resuming:  # a fresh start (in a used folder only with overwrite)
@@ -361,8 +362,7 @@ class _Run:
                 image, mask = self.store.load(img.sample, img.key)
                 source = (lambda names, x, key=img.key:
                           self._features([(key, n, 0) for n in names], x))
-                logits = predict_logits(model, np.asarray(image), cfg.mode, cfg.tile,
-                                        cfg.batch_size, features=source)
+                logits = predict_logits(model, np.asarray(image), self.inference, features=source)
                 target = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
                 losses.append(float(self.criterion(logits[None, :1], target)))
                 counts = counts + PixelCounts.of((logits[0] > 0).numpy(), np.asarray(mask))
