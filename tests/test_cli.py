@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,36 @@ def test_sigterm_stops_training_like_ctrl_c():
             signal.sigtimedwait([], 0.5)  # give the handler a moment to run
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_predict_writes_masks_overlays_and_summary(tmp_path, bloomseg_home, capsys):
+    import csv
+
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", size=(45, 61))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--backbone", "unet",
+                 "--tile", "42", "--epochs", "1", "-q"]) == EXIT_OK
+    inputs = tmp_path / "inputs"
+    shutil.copytree(data / "test" / "original", inputs)
+    Image.new("L", (1, 1), 200).save(inputs / "tiny.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG nonsense")
+    out = tmp_path / "pred"
+    code = main(["predict", str(run), str(inputs), "-o", str(out), "--save-prob", "-q"])
+    assert code == EXIT_SKIPPED
+    with open(out / "summary.csv") as f:
+        rows = {Path(r["image"]).stem: r for r in csv.DictReader(f)}
+    assert rows["broken"]["status"].startswith("failed:") and "broken.png" in rows["broken"]["status"]
+    assert [rows[s]["status"] for s in ("test_00", "test_01", "tiny")] == ["ok"] * 3
+    for stem, size in (("test_00", (61, 45)), ("tiny", (1, 1))):
+        with Image.open(out / f"{stem}_mask.png") as mask:
+            assert mask.size == size and set(np.unique(np.array(mask))) <= {0, 255}
+        with Image.open(out / f"{stem}_prob.tif") as prob:
+            assert prob.mode == "F" and prob.size == size
+        assert (out / f"{stem}_overlay.png").is_file()
+    assert not (out / "broken_mask.png").exists()
+    before = (out / "test_00_mask.png").stat().st_mtime_ns
+    main(["predict", str(run / "best.pt"), str(inputs / "test_00.png"), "-o", str(out), "-q"])
+    assert (out / "test_00_mask.png").stat().st_mtime_ns == before
+    assert "skipped" in (out / "summary.csv").read_text()

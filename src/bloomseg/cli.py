@@ -122,6 +122,25 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from bloomseg.batch import segment_files
+    from bloomseg.predict import Segmenter
+
+    options = {k: getattr(args, k) for k in ("strategy", "overlap", "sigma", "tta", "batch_size")}
+    if args.mode:
+        options["mode"] = args.mode
+    segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no input images found", file=sys.stderr)
+        return EXIT_FAILED
+    rows = segment_files(segmenter, paths, args.output, save_prob=args.save_prob,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    done = sum(r["status"] == "ok" for r in rows)
+    print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
+    return EXIT_OK if done == len(rows) else EXIT_SKIPPED
+
+
 def _interrupt_on_sigterm() -> None:
     """Let `kill` and batch schedulers stop a run the way Ctrl-C does (logged, resumable)."""
     import signal
@@ -255,6 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     feats.set_defaults(func=_cmd_features)
     _add_train_parser(commands)
+
+    pred = commands.add_parser("predict", help="segment images with a trained model")
+    pred.add_argument("model", help="run folder (its best.pt) or checkpoint file")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    pred.add_argument("-o", "--output", required=True, help="output folder")
+    pred.add_argument("--weights", help="backbone weights file (default: the cached download)")
+    pred.add_argument("--mode", choices=["tiling", "padding", "resize"],
+                      help="input mode (default: the one the model was trained with)")
+    pred.add_argument("--strategy", choices=["stitch", "blend"], default="stitch",
+                      help="tiling: stitch features, backbone once per pixel (default), or "
+                      "blend overlapping tiles as the reference did")
+    pred.add_argument("--overlap", type=float, default=0.75,
+                      help="blend: tile overlap (default: %(default)s)")
+    pred.add_argument("--sigma", type=float, default=0.125,
+                      help="blend: Gaussian sigma as a share of the tile (default: %(default)s)")
+    pred.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
+    pred.add_argument("--threshold", type=float, default=0.5,
+                      help="cell probability threshold (default: %(default)s)")
+    pred.add_argument("--batch-size", type=int, default=8, help="tiles per pass (default: 8)")
+    pred.add_argument("--save-prob", action="store_true",
+                      help="also write <stem>_prob.tif (float32 probability)")
+    pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    pred.set_defaults(func=_cmd_predict)
     return parser
 
 

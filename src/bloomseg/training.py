@@ -353,7 +353,7 @@ class _Run:
     def _validate(self) -> tuple[float, PixelCounts]:
         from tqdm import tqdm
 
-        cfg, model = self.cfg, self.model
+        model = self.model
         model.eval()
         losses, counts = [], PixelCounts()
         with torch.no_grad():
