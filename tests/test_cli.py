@@ -195,3 +195,21 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, bloomseg_home, caps
     main(["predict", str(run / "best.pt"), str(inputs / "test_00.png"), "-o", str(out), "-q"])
     assert (out / "test_00_mask.png").stat().st_mtime_ns == before
     assert "skipped" in (out / "summary.csv").read_text()
+
+
+def test_evaluate_command(tmp_path, bloomseg_home, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", size=(45, 61))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--backbone", "unet",
+                 "--tile", "42", "--epochs", "1", "-q"]) == EXIT_OK
+    out = tmp_path / "eval"
+    args = ["evaluate", str(run), "--data", str(data), "-o", str(out), "--visualize", "1", "-q"]
+    assert main(args) == EXIT_OK
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_samples"] == 2 and 0 <= metrics["dice"]["cell"] <= 1
+    assert f"Dice {metrics['dice']['cell']:.4f}" in capsys.readouterr().out
+    assert len(list((out / "visualizations").iterdir())) == 2
+    assert main(args) == EXIT_FAILED
+    assert "--overwrite" in capsys.readouterr().err

@@ -126,7 +126,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from bloomseg.batch import segment_files
     from bloomseg.predict import Segmenter
 
-    options = {k: getattr(args, k) for k in ("strategy", "overlap", "sigma", "tta", "batch_size")}
+    options = {k: getattr(args, k)
+               for k in ("strategy", "overlap", "sigma", "context", "tta", "batch_size")}
     if args.mode:
         options["mode"] = args.mode
     segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
@@ -139,6 +140,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
     return EXIT_OK if done == len(rows) else EXIT_SKIPPED
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bloomseg.evaluate import evaluate
+    from bloomseg.predict import Segmenter
+
+    out = Path(args.output)
+    if (out / "metrics.json").exists() and not args.overwrite:
+        print(f"error: {out / 'metrics.json'} exists (use --overwrite)", file=sys.stderr)
+        return EXIT_FAILED
+    options = {k: getattr(args, k) for k in ("strategy", "tta", "batch_size")}
+    segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
+    m = evaluate(segmenter, args.data, out, args.split, args.visualize, progress=not args.quiet)
+    print(f"{m['num_samples']} images: Dice {m['dice']['cell']:.4f}, IoU {m['iou']['cell']:.4f} "
+          f"(cell, all pixels); per-image mean Dice {m['per_image_mean']['dice']:.4f} "
+          f"-> {out / 'metrics.json'}")
+    return EXIT_OK
 
 
 def _interrupt_on_sigterm() -> None:
@@ -289,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="blend: tile overlap (default: %(default)s)")
     pred.add_argument("--sigma", type=float, default=0.125,
                       help="blend: Gaussian sigma as a share of the tile (default: %(default)s)")
+    pred.add_argument("--context", type=int, default=0,
+                      help="stitch: patches of context computed around each tile (default: 0)")
     pred.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     pred.add_argument("--threshold", type=float, default=0.5,
                       help="cell probability threshold (default: %(default)s)")
@@ -298,6 +318,22 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     pred.set_defaults(func=_cmd_predict)
+
+    ev = commands.add_parser("evaluate", help="score a trained model on a labelled split")
+    ev.add_argument("model", help="run folder (its best.pt) or checkpoint file")
+    ev.add_argument("--data", required=True, help="dataset root (ROOT/SPLIT/original, mask)")
+    ev.add_argument("--split", default="test", help="split folder (default: %(default)s)")
+    ev.add_argument("-o", "--output", required=True, help="output folder")
+    ev.add_argument("--visualize", type=int, default=0, metavar="N",
+                    help="pictures of the N best and N worst images")
+    ev.add_argument("--weights", help="backbone weights file (default: the cached download)")
+    ev.add_argument("--strategy", choices=["stitch", "blend"], default="stitch")
+    ev.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
+    ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

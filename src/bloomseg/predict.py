@@ -2,10 +2,11 @@
 
 ``tiling`` mode has two strategies:
 
-- ``stitch`` (default): the patch grid is cut into tiles of at most DinoBloom's 16x16
-  patches, each computed with one patch of context on its inner sides, and the tile
-  features are stitched into one feature map; the head then runs on the whole map, so
-  it sees across tile borders and the backbone pays for each pixel about once.
+- ``stitch`` (default): the patch grid is cut into near-equal tiles of at most
+  DinoBloom's 16x16 patches (optionally each with ``context`` patches of context around
+  it), and the tile features are stitched into one feature map; the head then runs on
+  the whole map, so it sees across tile borders and the backbone pays for each pixel
+  once.
 - ``blend``: the reference system's method: tiles of ``tile`` px at ``overlap``, each
   through backbone and head, logits blended with Gaussian weights (494 tiles for a
   1600x1200 image at 75% overlap).
@@ -62,10 +63,10 @@ class InferenceOptions:
     strategy: str = "stitch"
     overlap: float = 0.75
     sigma: float = 0.125
-    context: int = 1
+    context: int = 0
     tta: bool = False
     batch_size: int = 8
-    window: int = 2240
+    window: int = 1680
 
     def check(self) -> None:
         """Raise ValueError naming an invalid option."""
@@ -139,14 +140,15 @@ def _stitch(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions,
     h, w = image.shape[:2]
     hp = max(1, math.ceil(h / PATCH_SIZE)) * PATCH_SIZE
     wp = max(1, math.ceil(w / PATCH_SIZE)) * PATCH_SIZE
-    padded = pad_reflect(image, hp, wp)
     # window and margin in whole patches, so every region starts on the patch grid; the
     # margin (112 px) covers the heads' and the U-Net's receptive fields
-    size, margin = opts.window // PATCH_SIZE, 8
+    size, margin, p = opts.window // PATCH_SIZE, 8, PATCH_SIZE
     out: Tensor | None = None
-    for a, b, ra, rb in _windows(hp // PATCH_SIZE, size, margin):
-        for c, d, rc, rd in _windows(wp // PATCH_SIZE, size, margin):
-            region = padded[ra * PATCH_SIZE:rb * PATCH_SIZE, rc * PATCH_SIZE:rd * PATCH_SIZE]
+    for a, b, ra, rb in _windows(hp // p, size, margin):
+        for c, d, rc, rd in _windows(wp // p, size, margin):
+            # pad each region, not the image: a copy of a huge image costs as much as it
+            region = pad_reflect(image[ra * p:rb * p, rc * p:rd * p],
+                                 (rb - ra) * p, (rd - rc) * p)
             x = to_tensor(region)
             if model.backbone is None:
                 logits = model(x)
@@ -154,11 +156,11 @@ def _stitch(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions,
                 maps = _stitched_features(model, x, opts, (ra, rc), features)
                 logits = model.forward_head(maps, x)
             if out is None:
-                out = logits.new_zeros((logits.shape[1], hp, wp))
-            p = PATCH_SIZE
-            out[:, a * p:b * p, c * p:d * p] = logits[0, :, (a - ra) * p:(b - ra) * p,
-                                                      (c - rc) * p:(d - rc) * p]
-    return out[:, :h, :w]
+                out = logits.new_zeros((logits.shape[1], h, w))
+            b_px, d_px = min(b * p, h), min(d * p, w)
+            out[:, a * p:b_px, c * p:d_px] = logits[0, :, (a - ra) * p:b_px - ra * p,
+                                                    (c - rc) * p:d_px - rc * p]
+    return out
 
 
 def gaussian_weights(tile: int, sigma: float) -> Tensor:
@@ -297,5 +299,5 @@ class Segmenter:
     def predict(self, image: np.ndarray) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size."""
         start = time.perf_counter()
-        probability = torch.sigmoid(self.logits(image)[0]).numpy()
+        probability = self.logits(image)[0].sigmoid_().numpy()  # in place: images can be huge
         return Prediction(probability, probability > self.threshold, time.perf_counter() - start)
