@@ -110,21 +110,21 @@ def test_resume_after_kill_matches_an_uninterrupted_run(dataset, tmp_path, monke
 def test_cache_is_reused_equal_and_keyed_by_backbone(dataset, tmp_path):
     common = dict(flips=False, rotations=False, colour_jitter=True, epochs=2, **HEADS["fusion"])
     first = train(config(dataset, tmp_path / "a", **common), backbone=tiny_vit(), progress=False)
-    # 5 images x 4 training tiles + 3x3 stitched validation tiles, then nothing:
+    # 5 images x 4 training tiles + 2x2 stitched validation tiles, then nothing:
     # every view is cached
-    assert [r["backbone_tiles"] for r in first.history] == [29, 0]
+    assert [r["backbone_tiles"] for r in first.history] == [24, 0]
     again = train(config(dataset, tmp_path / "b", **common), backbone=tiny_vit(), progress=False)
     assert [r["backbone_tiles"] for r in again.history] == [0, 0]
     # cached features give exactly what computed ones gave
     assert ([r["train_loss"] for r in again.history] == [r["train_loss"] for r in first.history])
     other = train(config(dataset, tmp_path / "c", **common), backbone=tiny_vit(seed=1),
                   progress=False)
-    assert other.history[0]["backbone_tiles"] == 29
+    assert other.history[0]["backbone_tiles"] == 24
     # one variant per item now: colour jitter is fixed per cached item, so more variants
     # mean more cached items
     more = train(config(dataset, tmp_path / "d", **(common | dict(flips=True))),
                  backbone=tiny_vit(), progress=False)
-    assert more.history[0]["backbone_tiles"] > 9
+    assert more.history[0]["backbone_tiles"] > 4
 
 
 def test_another_weights_file_invalidates_the_cache(dataset, tmp_path, small_weights):
@@ -136,7 +136,7 @@ def test_another_weights_file_invalidates_the_cache(dataset, tmp_path, small_wei
     settings = dict(head="linear", epochs=1, tiles_per_image=1, flips=False, rotations=False)
     runs = [train(config(dataset, tmp_path / f"run{i}", weights=str(w), **settings),
                   progress=False) for i, w in enumerate((first_file, second_file, first_file))]
-    assert [r.history[0]["backbone_tiles"] for r in runs] == [5 + 9, 5 + 9, 0]
+    assert [r.history[0]["backbone_tiles"] for r in runs] == [5 + 4, 5 + 4, 0]
     recorded = json.loads((tmp_path / "run1" / "config.json").read_text())
     from bloomseg.weights import sha256sum
 
