@@ -164,15 +164,22 @@ def test_sigterm_stops_training_like_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_predict_writes_masks_overlays_and_summary(tmp_path, bloomseg_home, capsys):
-    import csv
-
+@pytest.fixture()
+def unet_run(tmp_path, bloomseg_home) -> tuple[Path, Path]:
+    """(dataset, run folder) of a one-epoch U-Net trained through the CLI."""
     from conftest import write_dataset
 
     data = write_dataset(tmp_path / "data", size=(45, 61))
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(run), "--backbone", "unet",
                  "--tile", "42", "--epochs", "1", "-q"]) == EXIT_OK
+    return data, run
+
+
+def test_predict_writes_masks_overlays_and_summary(tmp_path, unet_run):
+    import csv
+
+    data, run = unet_run
     inputs = tmp_path / "inputs"
     shutil.copytree(data / "test" / "original", inputs)
     Image.new("L", (1, 1), 200).save(inputs / "tiny.png")
@@ -197,13 +204,9 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, bloomseg_home, caps
     assert "skipped" in (out / "summary.csv").read_text()
 
 
-def test_evaluate_command(tmp_path, bloomseg_home, capsys):
-    from conftest import write_dataset
-
-    data = write_dataset(tmp_path / "data", size=(45, 61))
-    run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--out", str(run), "--backbone", "unet",
-                 "--tile", "42", "--epochs", "1", "-q"]) == EXIT_OK
+def test_evaluate_command(tmp_path, unet_run, capsys):
+    data, run = unet_run
+    capsys.readouterr()
     out = tmp_path / "eval"
     args = ["evaluate", str(run), "--data", str(data), "-o", str(out), "--visualize", "1", "-q"]
     assert main(args) == EXIT_OK
