@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -91,6 +92,59 @@ def test_features_without_weights_is_a_clear_error(tmp_path, bloomseg_home, caps
     _write_images(tmp_path / "in", [(20, 20)])
     assert main(["features", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == EXIT_FAILED
     assert "bloomseg weights download dinobloom-s" in capsys.readouterr().err
+
+
+def test_explore_command(tmp_path, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_train=3, n_test=1)
+    out = tmp_path / "explore"
+    assert main(["explore", "--data", str(data), "-o", str(out), "-q"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "train: 3 images" in printed and "test: 1 images" in printed
+    assert {"summary.md", "summary.json", "per_image.csv", "sample_grid.png"} <= {
+        p.name for p in out.iterdir()}
+    assert main(["explore", "--data", str(data), "-o", str(out), "-q"]) == EXIT_FAILED
+    assert "exists (use --overwrite)" in capsys.readouterr().err
+    assert main(["explore", "--data", str(data), "-o", str(out), "-q", "--overwrite",
+                 "--split", "test"]) == EXIT_OK
+    assert list(json.loads((out / "summary.json").read_text())["splits"]) == ["test"]
+    assert main(["explore", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "o2")]) == EXIT_FAILED
+    assert "no such dataset folder" in capsys.readouterr().err
+
+
+def test_features_comparison_grid(tmp_path, small_checkpoints, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data", n_train=1, n_test=3, size=(70, 100))
+    out = tmp_path / "grid"
+    weights = str(small_checkpoints["timm"])
+    argv = ["features", "--data", str(data), "-o", str(out), "--images", "2", "--tile", "56",
+            "--backbone", "dinobloom-s", "--weights", weights,
+            "--backbone", "dinov2-s", "--weights", str(small_checkpoints["dinov2"]), "-q"]
+    assert main(argv) == EXIT_OK
+    with open(out / "feature_comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["backbone"], r["mode"]) for r in rows[:3]] == [
+        ("test_00", "dinobloom-s", m) for m in ("resize", "padding", "tiling")]
+    assert {r["image"] for r in rows} == {"test_00", "test_02"} and len(rows) == 12
+    assert {r["grid"] for r in rows} == {"4x4", "8x5"}
+    for name in {r["figure"] for r in rows}:
+        assert Image.open(out / name).size[0] > 500
+    assert main(argv) == EXIT_FAILED  # kept without --overwrite
+    assert "exists (use --overwrite)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--backbone", "dinobloom-s", "--backbone", "dinobloom-b", "--weights", "w"],
+     "2 --backbone but 1 --weights"),
+    (["--backbone", "dinobloom-s", "--backbone", "dinobloom-s"], "each --backbone once"),
+    (["--data", "d", "IMG"], "give INPUT images, or --data DIR"),
+    ([], "give INPUT images, or --data DIR"),
+])
+def test_features_usage_errors(tmp_path, extra, message, capsys):
+    assert main(["features", "-o", str(tmp_path)] + extra) == EXIT_USAGE
+    assert message in capsys.readouterr().err
 
 
 def test_expand_inputs(tmp_path):

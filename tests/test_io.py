@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from bloomseg.errors import ImageError
-from bloomseg.io import atomic_output, read_image
+from bloomseg.io import atomic_output, read_image, save_csv, save_json
 
 
 def _save(tmp_path, name, array, mode=None, **kw):
@@ -95,6 +95,17 @@ def test_atomic_output_keeps_old_file_on_error(tmp_path):
     assert target.read_bytes() == b"new"
 
 
+def test_atomic_output_has_the_permissions_of_an_ordinary_file(tmp_path):
+    import os
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_output(tmp_path / "atomic.txt", "w") as f:
+        f.write("x")
+    mode = os.stat(tmp_path / "atomic.txt").st_mode & 0o777
+    assert mode == os.stat(plain).st_mode & 0o777 and mode & 0o044  # readable by others
+
+
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
@@ -102,3 +113,14 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 4096 px > 2 x limit: an error
     with pytest.raises(ImageError, match=r"big\.png: refused, too many pixels"):
         read_image(path)
+
+
+def test_save_json_and_csv_round_trip(tmp_path):
+    import csv
+    import json
+
+    save_json(tmp_path / "a.json", {"x": [1, 2.5, None]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2.5, None]}
+    save_csv(tmp_path / "a.csv", [{"a": 1, "b": "x,y", "extra": 0}, {"a": 2, "b": ""}], ["a", "b"])
+    with open(tmp_path / "a.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == [{"a": "1", "b": "x,y"}, {"a": "2", "b": ""}]

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from bloomseg.model import SegmentationModel
-from bloomseg.predict import (InferenceOptions, Segmenter, _stitched_features, chunks,
-                              gaussian_weights, predict_logits, tile_starts)
+from bloomseg.features import stitched_features
+from bloomseg.predict import InferenceOptions, Segmenter, gaussian_weights, predict_logits, tile_starts
 from bloomseg.preprocess import to_tensor
 from conftest import tiny_vit
 
@@ -42,9 +42,7 @@ def image_of(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_chunks_and_tile_starts():
-    assert chunks(86, 14) == [(0, 12), (12, 25), (25, 37), (37, 49), (49, 61), (61, 74), (74, 86)]
-    assert chunks(3, 14) == [(0, 3)]
+def test_tile_starts():
     starts = tile_starts(1600, 224, 0.75)
     assert len(starts) == 26 and starts[0] == 0 and starts[-1] == 1376
     assert max(np.diff(starts)) <= 56
@@ -70,13 +68,22 @@ def test_identity_model_comes_back_through_tiling(strategy, size):
     torch.testing.assert_close(out, to_tensor(image)[0, :1], rtol=1e-5, atol=1e-5)
 
 
-def test_stitched_features_equal_whole_image_features():
+@pytest.mark.parametrize("context", [0, 1])
+def test_stitched_features_equal_whole_image_features(context):
     model = SegmentationModel("linear", PatchMeans())
     x = to_tensor(image_of(14 * 37, 14 * 23))
+    names = []
+
+    def source(tile_names, tiles):
+        names.extend(tile_names)
+        return model.features(tiles)
+
     with torch.no_grad():
-        stitched = _stitched_features(model, x, InferenceOptions(tile=70), (0, 0), None)
+        stitched = stitched_features(source, x, tile=70, context=context, batch_size=3)
         whole = model.features(x)
     torch.testing.assert_close(stitched[0], whole[0], rtol=0, atol=0)
+    assert len(names) == len(set(names)) == (8 * 5 if context == 0 else 13 * 8)
+    assert names[0] == ("s0_0_5x5" if context == 0 else "s0_0_4x4")
 
 
 @pytest.mark.parametrize("head", ["linear", "unet"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bloomseg.views import (pad_reflect, random_view, render, spread, tile_views,
+from bloomseg.views import (chunks, pad_reflect, random_view, render, spread, tile_views,
                             training_views, whole_view)
 
 
@@ -15,6 +15,12 @@ def test_spread_covers_the_length_from_edge_to_edge():
     assert spread(100, 224) == [0]
     starts = spread(1200, 224)
     assert starts[-1] + 224 == 1200 and len(starts) == 6
+
+
+def test_chunks_are_near_equal_and_cover_the_range():
+    assert chunks(86, 14) == [(0, 12), (12, 25), (25, 37), (37, 49), (49, 61), (61, 74), (74, 86)]
+    assert chunks(3, 14) == [(0, 3)]
+    assert chunks(28, 14) == [(0, 14), (14, 28)]
 
 
 def test_tile_views_cover_every_pixel_once_named_uniquely():

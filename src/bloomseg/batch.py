@@ -3,15 +3,13 @@ stopping the rest."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
 from bloomseg.errors import BloomsegError
 from bloomseg.figures import overlay
-from bloomseg.io import atomic_output, read_image
+from bloomseg.io import atomic_output, read_image, save_csv, save_png
 from bloomseg.predict import Segmenter
 
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "seconds", "status")
@@ -21,13 +19,6 @@ def output_paths(out_dir: Path, stem: str, save_prob: bool) -> list[Path]:
     """The files ``segment_files`` writes for one image."""
     paths = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"]
     return paths + [out_dir / f"{stem}_prob.tif"] if save_prob else paths
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_output(path) as f:
-        Image.fromarray(array).save(f, format="PNG")
 
 
 def segment_files(segmenter: Segmenter, paths: list[Path], out_dir: str | Path,
@@ -60,18 +51,13 @@ def segment_files(segmenter: Segmenter, paths: list[Path], out_dir: str | Path,
                 tqdm.write(f"skipped {e}")
             continue
         result = segmenter.predict(image)
-        _save_png(outputs[0], result.mask.astype(np.uint8) * 255)
-        _save_png(outputs[1], overlay(image, result.mask))
+        save_png(outputs[0], result.mask.astype(np.uint8) * 255)
+        save_png(outputs[1], overlay(image, result.mask))
         if save_prob:
             with atomic_output(outputs[2]) as f:
                 Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
         row.update(width=image.shape[1], height=image.shape[0],
                    cell_fraction=f"{result.mask.mean():.6f}", seconds=f"{result.seconds:.3f}",
                    status="ok")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_output(out_dir / "summary.csv", "w") as f:
-        f.write(buffer.getvalue())
+    save_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     return rows

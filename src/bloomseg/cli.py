@@ -83,15 +83,36 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    from bloomseg.backbone import load_backbone
+
+    names = args.backbone or ["dinobloom-s"]
+    weights = args.weights or [None] * len(names)
+    if len(weights) != len(names):
+        print(f"error: {len(names)} --backbone but {len(weights)} --weights; give one "
+              "--weights per --backbone, in the same order, or none", file=sys.stderr)
+        return EXIT_USAGE
+    if len(set(names)) < len(names):
+        print("error: give each --backbone once", file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.data) == bool(args.inputs):
+        print("error: give INPUT images, or --data DIR for the comparison grid", file=sys.stderr)
+        return EXIT_USAGE
+    if args.inputs and len(names) > 1:
+        print("error: one --backbone per run on INPUT images (several: --data)", file=sys.stderr)
+        return EXIT_USAGE
+    backbones = {name: load_backbone(name, w) for name, w in zip(names, weights)}
+    if args.data:
+        return _feature_grids(args, backbones)
+    return _feature_maps(args, backbones[names[0]])
+
+
+def _feature_maps(args: argparse.Namespace, backbone) -> int:
     import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
-    from bloomseg.backbone import load_backbone
     from bloomseg.features import extract_features, pca_figure
-    from bloomseg.io import atomic_output, read_image
+    from bloomseg.io import atomic_output, read_image, save_png
 
-    backbone = load_backbone(args.backbone, args.weights)
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no input images found", file=sys.stderr)
@@ -111,15 +132,67 @@ def _cmd_features(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         start = time.perf_counter()
-        features = extract_features(backbone, image, tile=args.tile, batch_size=args.batch_size)
+        features = extract_features(backbone, image, args.mode, args.tile, args.batch_size)
         with atomic_output(npy) as f:
             np.save(f, features)
-        with atomic_output(png) as f:
-            Image.fromarray(pca_figure(image, features)).save(f, format="PNG")
+        save_png(png, pca_figure(image, features))
         if not args.quiet:
             tqdm.write(f"{path.name}: {features.shape} features in "
                        f"{time.perf_counter() - start:.1f} s -> {npy}")
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _feature_grids(args: argparse.Namespace, backbones: dict) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from bloomseg.data import scan_split
+    from bloomseg.features import compare_modes, save_comparison_grid
+    from bloomseg.io import read_image, save_csv
+
+    scan = scan_split(args.data, args.split)
+    out = Path(args.output)
+    table = out / "feature_comparison.csv"
+    if table.exists() and not args.overwrite:
+        print(f"error: {table} exists (use --overwrite)", file=sys.stderr)
+        return EXIT_FAILED
+    count = max(1, min(args.images, len(scan.samples)))
+    picks = np.unique(np.linspace(0, len(scan.samples) - 1, count).round().astype(int))
+    rows = []
+    for i in tqdm(picks, desc="feature grids", unit="image", disable=args.quiet):
+        sample = scan.samples[i]
+        image = read_image(sample.image)
+        results = compare_modes(backbones, image, args.tile, args.batch_size)
+        path = out / f"feature_comparison_{sample.stem}.png"
+        save_comparison_grid(image, results, path,
+                             title=f"{args.split}/{sample.stem}: PCA of patch features")
+        rows += [{"image": sample.stem, "backbone": r.backbone, "mode": r.mode,
+                  "grid": f"{r.features.shape[2]}x{r.features.shape[1]}",
+                  "seconds": f"{r.seconds:.3f}", "figure": path.name} for r in results]
+        if not args.quiet:
+            tqdm.write(f"{sample.stem}: {path}")
+    save_csv(table, rows, ["image", "backbone", "mode", "grid", "seconds", "figure"])
+    print(f"{len(picks)} comparison grids, {len(backbones)} backbones x 3 modes -> {out}")
+    return EXIT_OK
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from bloomseg.explore import explore
+
+    out = Path(args.output)
+    if (out / "summary.md").exists() and not args.overwrite:
+        print(f"error: {out / 'summary.md'} exists (use --overwrite)", file=sys.stderr)
+        return EXIT_FAILED
+    summary = explore(args.data, out, args.split, args.samples, args.min_area,
+                      progress=not args.quiet)
+    for split, s in summary["splits"].items():
+        line = (f"{split}: {s['images']} images, cell fraction {s['cell_fraction']['mean']:.3f}, "
+                f"{s['components_per_image']['mean']:.1f} mask components per image")
+        if "boxes_per_image" in s:
+            line += f", {s['boxes_per_image']['mean']:.1f} boxes per image"
+        print(line)
+    print(f"-> {out / 'summary.md'}")
+    return EXIT_OK
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -278,14 +351,40 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="weights file (.pth or .safetensors)")
     check.set_defaults(func=_cmd_weights_check)
 
+    ex = commands.add_parser(
+        "explore", help="sample grid, cell statistics and a summary of a labelled dataset")
+    ex.add_argument("--data", required=True, help="dataset root (ROOT/SPLIT/original, mask, boxes)")
+    ex.add_argument("-o", "--output", required=True, help="output folder")
+    ex.add_argument("--split", action="append", help="split folder to describe; repeat for "
+                    "several (default: all found)")
+    ex.add_argument("--samples", type=int, default=6, help="images in the sample grid (default: 6)")
+    ex.add_argument("--min-area", type=int, default=50,
+                    help="smaller mask components (px) are specks, not cells (default: 50)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    ex.set_defaults(func=_cmd_explore)
+
     feats = commands.add_parser(
-        "features", help="DinoBloom patch features and a PCA picture per image")
-    feats.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+        "features", help="backbone patch features as PCA pictures: per image, or the "
+        "mode x backbone comparison grid (--data)",
+        description="With INPUT images: <stem>_features.npy and <stem>_pca.png per image. "
+        "With --data: for a few images of a split, one figure each comparing the resize, "
+        "padding and tiling input modes (columns) for every --backbone (rows), plus "
+        "feature_comparison.csv with the grid sizes and seconds.")
+    feats.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
     feats.add_argument("-o", "--output", required=True, help="output folder")
+    feats.add_argument("--data", help="dataset root: make the comparison grid instead")
+    feats.add_argument("--split", default="test", help="--data split folder (default: test)")
+    feats.add_argument("--images", type=int, default=2,
+                       help="--data: images to compare, spread over the split (default: 2)")
     model = feats.add_argument_group("backbone")
-    model.add_argument("--backbone", default="dinobloom-s", help="registry name (default: %(default)s)")
-    model.add_argument("--weights", help="weights file (default: the cached download)")
+    model.add_argument("--backbone", action="append",
+                       help="registry name (default: dinobloom-s); repeat with --data")
+    model.add_argument("--weights", action="append",
+                       help="weights file, one per --backbone (default: the cached download)")
     run = feats.add_argument_group("run")
+    run.add_argument("--mode", choices=["tiling", "padding", "resize"], default="tiling",
+                     help="INPUT images: how the backbone sees them (default: tiling)")
     run.add_argument("--tile", type=int, default=224, help="tile side, multiple of 14 (default: 224)")
     run.add_argument("--batch-size", type=int, default=8, help="tiles per backbone call (default: 8)")
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")

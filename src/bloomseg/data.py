@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from bloomseg.errors import DataError
-from bloomseg.io import IMAGE_SUFFIXES, atomic_output, read_image
+from bloomseg.io import IMAGE_SUFFIXES, read_image, save_json
 
 SPLITS_FILE = "splits.json"
+CLASS_NAMES = {0: "red blood cell", 1: "trophozoite", 2: "ring", 3: "schizont", 4: "gametocyte",
+               5: "leukocyte"}
+"""Box classes of BBBC041 (../shared/data); other datasets show as "class N"."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,7 @@ def load_or_make_splits(data_root: str | Path, stems: list[str], run_dir: str | 
     splits = make_splits(stems, seed, val_fraction)
     for path in places:
         try:
-            with atomic_output(path, "w") as f:
-                json.dump(splits, f, indent=1)
+            save_json(path, splits)
             return splits, path
         except OSError:
             continue  # read-only data folder: fall back to the run folder

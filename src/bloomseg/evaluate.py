@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from bloomseg.data import load_sample, scan_split
 from bloomseg.errors import DataError
-from bloomseg.figures import error_map, overlay
-from bloomseg.io import atomic_output
+from bloomseg.figures import error_map, overlay, pyplot, save_figure
+from bloomseg.io import save_json, save_png
 from bloomseg.metrics import PixelCounts, report
 from bloomseg.predict import Segmenter
 
@@ -18,25 +17,8 @@ PLOTS = ("aggregate_metrics.png", "class_comparison.png", "dice_distribution.png
          "iou_vs_dice.png")
 
 
-def _save_json(path: Path, data) -> None:
-    with atomic_output(path, "w") as f:
-        json.dump(data, f, indent=1)
-
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_output(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-
-
 def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = ["iou", "dice", "precision", "recall"]
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     values = [metrics[n]["mean"] for n in names] + [metrics["accuracy"], metrics["f1"]]
@@ -45,7 +27,7 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     ax.bar_label(bars, fmt="%.4f")
     ax.set(ylim=(0, 1.05), title=f"aggregate metrics, {metrics['num_samples']} images")
     ax.tick_params(axis="x", rotation=20)
-    _save_figure(fig, out_dir / PLOTS[0])
+    save_figure(fig, out_dir / PLOTS[0])
 
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     x = np.arange(len(names))
@@ -54,7 +36,7 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set(xticks=x, xticklabels=names, ylim=(0, 1.1), title="background vs cell")
     ax.legend(loc="lower right")
-    _save_figure(fig, out_dir / PLOTS[1])
+    save_figure(fig, out_dir / PLOTS[1])
 
     dice = [r["dice"] for r in per_image]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
@@ -62,7 +44,7 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     ax.axvline(float(np.mean(dice)), color="k", linestyle="--", label=f"mean {np.mean(dice):.4f}")
     ax.set(xlabel="Dice (cell)", ylabel="images", title="per-image Dice")
     ax.legend()
-    _save_figure(fig, out_dir / PLOTS[2])
+    save_figure(fig, out_dir / PLOTS[2])
 
     fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
     ax.scatter([r["iou"] for r in per_image], dice, s=20)
@@ -70,7 +52,7 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     ax.plot(grid, 2 * grid / (1 + grid), "k:", label="Dice = 2 IoU / (1 + IoU)")
     ax.set(xlabel="IoU (cell)", ylabel="Dice (cell)", title="per image")
     ax.legend()
-    _save_figure(fig, out_dir / PLOTS[3])
+    save_figure(fig, out_dir / PLOTS[3])
 
 
 def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split: str = "test",
@@ -88,7 +70,6 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     Raises:
         DataError: no labelled images, or orphans (named).
     """
-    from PIL import Image
     from tqdm import tqdm
 
     scan = scan_split(data, split)
@@ -104,8 +85,8 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
                           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn})
     metrics = report(total) | {"num_samples": len(per_image)}
     metrics["per_image_mean"] = {k: float(np.mean([r[k] for r in per_image])) for k in ("dice", "iou")}
-    _save_json(out_dir / "metrics.json", metrics)
-    _save_json(out_dir / "per_image_metrics.json", per_image)
+    save_json(out_dir / "metrics.json", metrics)
+    save_json(out_dir / "per_image_metrics.json", per_image)
     _plots(metrics, per_image, out_dir)
     ranked = sorted(per_image, key=lambda r: r["dice"], reverse=True)
     chosen = {r["image"]: f"best{i + 1}" for i, r in enumerate(ranked[:visualize])}
@@ -115,8 +96,5 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             image, mask = load_sample(sample)
             pred = segmenter.predict(image).mask
             picture = np.concatenate([image, overlay(image, pred), error_map(pred, mask)], axis=1)
-            path = out_dir / "visualizations" / f"{chosen[sample.stem]}_{sample.stem}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(path) as f:
-                Image.fromarray(picture).save(f, format="PNG")
+            save_png(out_dir / "visualizations" / f"{chosen[sample.stem]}_{sample.stem}.png", picture)
     return metrics

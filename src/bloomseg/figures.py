@@ -1,8 +1,29 @@
-"""Pictures people look at: mask overlays and error maps."""
+"""Pictures people look at: mask overlays, error maps, and saving matplotlib figures."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from bloomseg.io import atomic_output
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG, atomically, and free it."""
+    with atomic_output(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    pyplot().close(fig)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:

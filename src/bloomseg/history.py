@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 
-from bloomseg.io import atomic_output
+from bloomseg.figures import pyplot, save_figure
+from bloomseg.io import save_csv, save_json
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds",
            "backbone_tiles")
@@ -18,23 +16,13 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seco
 def write_history(run_dir: str | Path, rows: list[dict]) -> None:
     """Write ``history.json`` and ``history.csv`` (atomically)."""
     run_dir = Path(run_dir)
-    with atomic_output(run_dir / "history.json", "w") as f:
-        json.dump(rows, f, indent=1)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
-    with atomic_output(run_dir / "history.csv", "w") as f:
-        f.write(buffer.getvalue())
+    save_json(run_dir / "history.json", rows)
+    save_csv(run_dir / "history.csv", rows, COLUMNS)
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
     """Training and validation loss, and validation Dice/IoU, per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
@@ -52,6 +40,4 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    with atomic_output(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

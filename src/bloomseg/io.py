@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +78,10 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(_to_uint8(array))
 
 
+_UMASK = os.umask(0o022)  # reading the umask means setting it: once, at import
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` and rename it over ``path`` on success.
@@ -89,7 +96,32 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_output(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def save_csv(path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> None:
+    """Write rows (dicts holding at least ``columns``) as CSV with a header, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_output(path, "w") as f:
+        f.write(buffer.getvalue())
+
+
+def save_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
+    from PIL import Image
+
+    with atomic_output(path) as f:
+        Image.fromarray(array).save(f, format="PNG")

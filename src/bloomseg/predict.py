@@ -23,21 +23,17 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bloomseg.features import FeatureSource, stitched_features
 from bloomseg.model import SegmentationModel, load_model
 from bloomseg.preprocess import to_tensor
-from bloomseg.views import MODES, pad_reflect, render, whole_view
+from bloomseg.views import MODES, chunks, pad_reflect, render, whole_view
 from bloomseg.vit import PATCH_SIZE
-
-FeatureSource = Callable[[list[str], Tensor], list[Tensor]]
-"""(tile names, (B, 3, h, w) normalised tiles) -> the model's feature maps for them;
-lets training read cached features instead of running the backbone."""
 
 STRATEGIES = ("stitch", "blend")
 
@@ -86,47 +82,9 @@ class InferenceOptions:
             raise ValueError(f"window {self.window} must be at least 4 tiles ({4 * self.tile} px)")
 
 
-def chunks(length: int, size: int) -> list[tuple[int, int]]:
-    """Cut range(length) into ceil(length / size) near-equal [start, stop) parts."""
-    count = max(1, math.ceil(length / size))
-    bounds = [round(i * length / count) for i in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _stitched_features(model: SegmentationModel, x: Tensor, opts: InferenceOptions,
-                       origin: tuple[int, int], features: FeatureSource | None) -> list[Tensor]:
-    """Feature maps of a region (1, 3, h, w), h and w multiples of 14, from tiles of at
-    most tile/14 patches: each tile's core plus ``context`` patches around it."""
-    gh, gw = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
-    core = opts.tile // PATCH_SIZE - 2 * opts.context
-    c = opts.context
-    jobs = []  # (core box, tile box) in patches of the region
-    for r0, r1 in chunks(gh, core):
-        for c0, c1 in chunks(gw, core):
-            jobs.append(((r0, r1, c0, c1), (max(0, r0 - c), min(gh, r1 + c),
-                                             max(0, c0 - c), min(gw, c1 + c))))
-    out: list[Tensor] = []
-    by_shape: dict[tuple[int, int], list] = {}
-    for job in jobs:
-        y0, y1, x0, x1 = job[1]
-        by_shape.setdefault((y1 - y0, x1 - x0), []).append(job)
-    for group in by_shape.values():
-        for start in range(0, len(group), opts.batch_size):
-            batch = group[start:start + opts.batch_size]
-            crops = torch.cat([x[..., y0 * PATCH_SIZE:y1 * PATCH_SIZE, x0 * PATCH_SIZE:x1 * PATCH_SIZE]
-                               for _, (y0, y1, x0, x1) in batch])
-            if features is not None:
-                names = [f"s{origin[0] + y0}_{origin[1] + x0}_{y1 - y0}x{x1 - x0}"
-                         for _, (y0, y1, x0, x1) in batch]
-                maps = features(names, crops)
-            else:
-                maps = model.features(crops)
-            if not out:
-                out = [m.new_zeros((1, m.shape[1], gh, gw)) for m in maps]
-            for i, ((r0, r1, c0, c1), (y0, _, x0, _)) in enumerate(batch):
-                for full, m in zip(out, maps):
-                    full[0, :, r0:r1, c0:c1] = m[i, :, r0 - y0:r1 - y0, c0 - x0:c1 - x0]
-    return out
+def _live(model: SegmentationModel) -> FeatureSource:
+    """The model's own backbone as a feature source."""
+    return lambda names, tiles: model.features(tiles)
 
 
 def _windows(length: int, size: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -153,7 +111,8 @@ def _stitch(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions,
             if model.backbone is None:
                 logits = model(x)
             else:
-                maps = _stitched_features(model, x, opts, (ra, rc), features)
+                maps = stitched_features(features or _live(model), x, opts.tile,
+                                         opts.context, opts.batch_size, (ra, rc))
                 logits = model.forward_head(maps, x)
             if out is None:
                 out = logits.new_zeros((logits.shape[1], h, w))

@@ -33,7 +33,7 @@ from bloomseg.data import Sample, load_or_make_splits, scan_split
 from bloomseg.errors import BloomsegError, ConfigError, DataError
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
-from bloomseg.io import atomic_output
+from bloomseg.io import save_json
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
 from bloomseg.model import SegmentationModel, read_checkpoint_file, save_checkpoint
@@ -390,8 +390,7 @@ class _Run:
             "command": sys.argv,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        with atomic_output(self.run_dir / "config.json", "w") as f:
-            json.dump(record, f, indent=1)
+        save_json(self.run_dir / "config.json", record)
 
     def restore(self, path: Path) -> int:
         """Load last.pt into the model and optimiser; returns the epoch it ended."""

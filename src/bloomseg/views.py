@@ -51,6 +51,13 @@ def spread(length: int, tile: int) -> list[int]:
     return [round(i * last / (n - 1)) if n > 1 else 0 for i in range(n)]
 
 
+def chunks(length: int, size: int) -> list[tuple[int, int]]:
+    """Cut range(length) into ceil(length / size) near-equal [start, stop) parts."""
+    count = max(1, math.ceil(length / size))
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def tile_views(height: int, width: int, tile: int) -> list[View]:
     """Tiles covering an image, inside it, overlapping as little as possible."""
     return [View(f"t{tile}_{y}_{x}", y, x, tile, tile)
