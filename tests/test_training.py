@@ -24,7 +24,7 @@ HEADS = {"fusion": dict(backbone="dinobloom-s", head="fusion"), "unet": dict(bac
 
 @pytest.fixture()
 def dataset(tmp_path, bloomseg_home) -> Path:
-    return write_dataset(tmp_path / "data")
+    return write_dataset(tmp_path / "data", boxes=True)
 
 
 def config(dataset: Path, out: Path, **overrides) -> TrainConfig:
@@ -70,7 +70,7 @@ def test_two_epoch_run_writes_every_file_and_learns(dataset, tmp_path, kind):
             if sample.stem in val:
                 image, mask = load_sample(sample)
                 logits = predict_logits(model, image, InferenceOptions(cfg.mode, cfg.tile))
-                assert logits.shape == (1, *mask.shape)
+                assert logits.shape == (2, *mask.shape)  # cell and centre map
                 counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
     assert counts.dice == pytest.approx(result.best_dice, abs=1e-9)
 

@@ -298,6 +298,14 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                    "blocks at lr/10 (turns the feature cache off) (default: %(default)s)")
     m.add_argument("--tile", type=int, default=defaults["tile"],
                    help="tile side in pixels, a multiple of 14 (default: %(default)s)")
+    m.add_argument("--unet-levels", "--unet_levels", type=int, default=defaults["unet_levels"],
+                   help="resolution levels of the unet (default: %(default)s)")
+    m.add_argument("--no-centres", "--no-centers", dest="centres", action="store_false",
+                   help="no cell-centre map, even where boxes/ exist (cells are then "
+                   "separated by the distance transform)")
+    m.add_argument("--centre-weight", "--centre_weight", type=float,
+                   default=defaults["centre_weight"],
+                   help="weight of the centre-map loss (default: %(default)s)")
     t = p.add_argument_group("training")
     for flag, kind, text in (
             ("epochs", int, "epochs"), ("batch_size", int, "tiles per step"),

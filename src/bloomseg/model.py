@@ -21,19 +21,21 @@ class SegmentationModel(nn.Module):
         out_channels: logit channels (channel 0 = cell).
         unfreeze_blocks: fine-tune the last N backbone blocks (and the final norm, which
             every returned layer passes through); 0 keeps the backbone frozen.
+        unet_levels: resolution levels of the ``unet`` (widths 16, 32, 64, ...); five
+            see about 190 px, two cells across.
 
     The backbone always runs in eval mode: frozen parts must not change, and DINOv2 has
     no dropout or batch statistics that training mode would use.
     """
 
     def __init__(self, head: str, backbone: DinoVisionTransformer | None = None,
-                 out_channels: int = 1, unfreeze_blocks: int = 0) -> None:
+                 out_channels: int = 1, unfreeze_blocks: int = 0, unet_levels: int = 5) -> None:
         super().__init__()
         if head == "unet":
             if backbone is not None or unfreeze_blocks:
                 raise ValueError("the unet model has no backbone to pass or unfreeze")
             self.backbone, self.layers = None, []
-            self.head: nn.Module = UNet(out_channels)
+            self.head: nn.Module = UNet(out_channels, tuple(16 * 2**i for i in range(unet_levels)))
             return
         if backbone is None:
             raise ValueError(f"head {head!r} needs a backbone")
@@ -167,8 +169,9 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
             raise CheckpointError(
                 f"{path}: trained on other backbone weights than those given "
                 f"(tensor fingerprint {payload['backbone_fingerprint'][:12]}, given {found[:12]})")
-    model = SegmentationModel(cfg["head"], backbone, out_channels=cfg.get("out_channels", 1),
-                              unfreeze_blocks=cfg.get("unfreeze_blocks", 0))
+    model = SegmentationModel(cfg["head"], backbone, out_channels=2 if cfg.get("centres") else 1,
+                              unfreeze_blocks=cfg.get("unfreeze_blocks", 0),
+                              unet_levels=cfg.get("unet_levels", 4))  # 4: runs before the setting
     state = payload.pop("state")
     expected = set(trainable_state(model))
     if set(state) != expected:

@@ -24,16 +24,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bloomseg import __version__
 from bloomseg.augment import ColourJitter, dihedral
 from bloomseg.cache import FeatureCache, ImageStore, content_key, module_fingerprint
-from bloomseg.data import Sample, load_or_make_splits, scan_split
+from bloomseg.centres import boxes_to_pixels, centre_map
+from bloomseg.data import Sample, load_or_make_splits, read_boxes, scan_split
 from bloomseg.errors import BloomsegError, ConfigError, DataError
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
-from bloomseg.io import save_json
+from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune
+from bloomseg.io import save_csv, save_json
+from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
 from bloomseg.model import SegmentationModel, read_checkpoint_file, save_checkpoint
@@ -45,7 +49,7 @@ from bloomseg.weights import home, sha256sum
 
 SCHEDULERS = ("cosine", "step", "none")
 RUN_FILES = ("config.json", "history.json", "history.csv", "best.pt", "last.pt",
-             "training_curves.png", "train.log")
+             "training_curves.png", "train.log", "instance_tuning.csv")
 
 
 @dataclass
@@ -80,6 +84,9 @@ class TrainConfig:
     colour_jitter: bool = True
     cache: bool = True
     cache_dir: str | None = None
+    centres: bool = True
+    centre_weight: float = 1.0
+    unet_levels: int = 5
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -100,10 +107,11 @@ class TrainConfig:
             problems.append(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if self.tile <= 0 or self.tile % PATCH_SIZE:
             problems.append(f"tile {self.tile} is not a positive multiple of {PATCH_SIZE}")
-        for name in ("epochs", "batch_size", "tiles_per_image", "step_size"):
+        for name in ("epochs", "batch_size", "tiles_per_image", "step_size", "unet_levels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("unfreeze_blocks", "early_stopping", "grad_clip", "weight_decay"):
+        for name in ("unfreeze_blocks", "early_stopping", "grad_clip", "weight_decay",
+                     "centre_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -150,6 +158,11 @@ class _Image:
     key: str
     size: tuple[int, int]
     views: list[View]
+    boxes: np.ndarray | None  # YOLO rows (class, cx, cy, w, h as fractions)
+
+    def centres(self, view: View) -> np.ndarray:
+        """The centre-map target of a view of this image."""
+        return centre_map(boxes_to_pixels(self.boxes, *self.size), view.y, view.x, view.h, view.w)
 
 
 def _item_seed(*parts: object) -> int:
@@ -200,8 +213,9 @@ class _Run:
         self.log = _Log(run_dir / "train.log", progress)
         self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
         torch.manual_seed(config.seed)
-        self.model = SegmentationModel(config.head, backbone,
-                                       unfreeze_blocks=config.unfreeze_blocks)
+        self.model = SegmentationModel(config.head, backbone, out_channels=2 if config.centres else 1,
+                                       unfreeze_blocks=config.unfreeze_blocks,
+                                       unet_levels=config.unet_levels)
         self.criterion = SegmentationLoss(config.loss, config.bce_weight, config.dice_weight)
         groups = self.model.parameter_groups(config.lr)
         self.base_lrs = [g["lr"] for g in groups]
@@ -240,27 +254,38 @@ class _Run:
             try:
                 key = content_key(sample)
                 image, _ = store.load(sample, key)
+                h, w = image.shape[:2]
+                boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
             except BloomsegError as e:
                 errors.append(str(e))
                 continue
-            h, w = image.shape[:2]
             rng = np.random.default_rng(_item_seed(cfg.seed, key, "views"))
             views = training_views(h, w, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
-            images[stem] = _Image(sample, key, (h, w), views)
+            images[stem] = _Image(sample, key, (h, w), views, boxes)
         if errors:
             raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
+        if cfg.centres and all(img.boxes is None for img in images.values()):
+            cfg.centres = False  # recorded in config.json: this run has no centre map
         # split only data that reads cleanly, so a failed start writes no splits.json
         splits, self.splits_path = load_or_make_splits(
             cfg.data, list(by_stem), self.run_dir, cfg.seed, cfg.val_fraction)
         return [images[s] for s in splits["train"]], [images[s] for s in splits["val"]]
 
-    def _input(self, img: _Image, view: View, k: int, jitter_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _input(self, img: _Image, view: View, k: int,
+               jitter_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The network input, mask and centre target (None: the image has no boxes) of
+        one view in flip/rotation variant ``k``."""
+        cfg = self.cfg
         image, mask = self.store.load(img.sample, img.key)
-        rgb = dihedral(render(image, view, self.cfg.mode, self.cfg.tile), k)
-        label = dihedral(render(mask, view, self.cfg.mode, self.cfg.tile), k)
+        rgb = dihedral(render(image, view, cfg.mode, cfg.tile), k)
+        label = dihedral(render(mask, view, cfg.mode, cfg.tile), k)
+        centres = None
+        if cfg.centres and img.boxes is not None:
+            local = View(view.name, 0, 0, view.h, view.w)
+            centres = dihedral(render(img.centres(view), local, cfg.mode, cfg.tile), k)
         if self.jitter is not None:
             rgb = self.jitter(rgb, np.random.default_rng(jitter_seed))
-        return rgb, label
+        return rgb, label, centres
 
     def _epoch_items(self, epoch: int) -> list[tuple[_Image, View, int, int]]:
         """This epoch's (image, view, variant, jitter seed), in training order."""
@@ -322,26 +347,37 @@ class _Run:
         for batch in bar:
             inputs = [self._input(*item) for item in batch]
             # whole-image modes mix shapes: one optimiser step per shape
-            for shape in dict.fromkeys(rgb.shape for rgb, _ in inputs):
-                group = [(item, rgb, label) for item, (rgb, label) in zip(batch, inputs)
-                         if rgb.shape == shape]
-                loss = self._step([g[0] for g in group], [g[1] for g in group],
-                                  [g[2] for g in group])
+            for shape in dict.fromkeys(rgb.shape for rgb, _, _ in inputs):
+                group = [(item, *parts) for item, parts in zip(batch, inputs)
+                         if parts[0].shape == shape]
+                loss = self._step(*map(list, zip(*group)))
                 total += loss * len(group)
                 count += len(group)
             bar.set_postfix(loss=f"{total / count:.4f}")
         return total / count
 
-    def _step(self, items: list, rgbs: list[np.ndarray], labels: list[np.ndarray]) -> float:
+    def _loss(self, logits: Tensor, labels: list[np.ndarray],
+              centres: list[np.ndarray | None]) -> Tensor:
+        """Mask loss, plus the weighted centre-map loss over the inputs that have boxes."""
+        target = torch.from_numpy(np.stack(labels)).float().unsqueeze(1)
+        loss = self.criterion(logits[:, :1], target)
+        boxed = [i for i, c in enumerate(centres) if c is not None]
+        if self.cfg.centres and boxed:
+            heat = torch.from_numpy(np.stack([centres[i] for i in boxed])).unsqueeze(1)
+            loss = loss + self.cfg.centre_weight * F.binary_cross_entropy_with_logits(
+                logits[boxed, 1:2], heat)
+        return loss
+
+    def _step(self, items: list, rgbs: list[np.ndarray], labels: list[np.ndarray],
+              centres: list[np.ndarray | None]) -> float:
         cfg, model = self.cfg, self.model
         x = torch.cat([to_tensor(rgb) for rgb in rgbs])
-        target = torch.from_numpy(np.stack(labels)).float().unsqueeze(1)
         if model.backbone is None or cfg.unfreeze_blocks:
             logits = model(x)
         else:
             keys = [(img.key, view.name, k) for img, view, k, _ in items]
             logits = model.forward_head(self._features(keys, x), x)
-        loss = self.criterion(logits[:, :1], target)
+        loss = self._loss(logits, labels, centres)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -363,8 +399,9 @@ class _Run:
                 source = (lambda names, x, key=img.key:
                           self._features([(key, n, 0) for n in names], x))
                 logits = predict_logits(model, np.asarray(image), self.inference, features=source)
-                target = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
-                losses.append(float(self.criterion(logits[None, :1], target)))
+                centres = (img.centres(View("whole", 0, 0, *img.size))
+                           if self.cfg.centres and img.boxes is not None else None)
+                losses.append(float(self._loss(logits[None], [np.asarray(mask)], [centres])))
                 counts = counts + PixelCounts.of((logits[0] > 0).numpy(), np.asarray(mask))
         model.train()
         return float(np.mean(losses)), counts
@@ -447,10 +484,46 @@ class _Run:
         best_row = max(self.history, key=lambda r: r["val_dice"])
         if stopped:
             self.log(f"early stop: no better val Dice for {cfg.early_stopping} epochs")
+        self._tune_instances()
         self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU {best_row['val_iou']:.4f}) "
                  f"at epoch {best_row['epoch']} -> {self.run_dir / 'best.pt'}")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
                            self.history, stopped)
+
+    def _tune_instances(self) -> None:
+        """Choose the cell-separation settings on the validation images' boxes with the
+        best model, and store them in best.pt (and instance_tuning.csv)."""
+        from tqdm import tqdm
+
+        path = self.run_dir / "best.pt"
+        payload = read_checkpoint_file(path)
+        self.model.load_state_dict(payload["state"], strict=False)
+        self.model.eval()
+        method = "centres" if self.cfg.centres else "distance"
+        cases = []
+        with torch.no_grad():
+            for img in tqdm([i for i in self.val_images if i.boxes is not None],
+                            desc="tuning cell separation", unit="image",
+                            disable=not self.progress, leave=False):
+                image, _ = self.store.load(img.sample, img.key)
+                source = (lambda names, x, key=img.key:
+                          self._features([(key, n, 0) for n in names], x))
+                logits = predict_logits(self.model, np.asarray(image), self.inference, features=source)
+                centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
+                cases.append(((logits[0] > 0).numpy(), centres, yolo_to_xyxy(img.boxes, *img.size)))
+        if cases:
+            params, rows = tune(cases, method)
+            save_csv(self.run_dir / "instance_tuning.csv", rows, list(rows[0]))
+            best = next(r for r in rows if (r["min_distance"], r["min_height"]) ==
+                        (params.min_distance, params.min_height))
+            self.log(f"cell separation ({method}): min_distance {params.min_distance} px, "
+                     f"min_height {params.min_height}: val instance F1 {best['f1']:.4f}, "
+                     f"count error {best['count_error']:.2%} ({len(cases)} images)")
+        else:
+            params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
+            self.log(f"cell separation ({method}): no validation boxes to tune on; defaults")
+        info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
+        save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 
     def _patience_spent(self) -> bool:
         if not self.cfg.early_stopping or not self.history:
@@ -516,7 +589,9 @@ def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
         raise ConfigError(f"{run_dir}: no last.pt (the run stopped before its first epoch "
                           "ended); start it again with --overwrite")
     try:
-        config = TrainConfig.from_dict(json.loads(config_path.read_text("utf-8"))["config"])
+        recorded = json.loads(config_path.read_text("utf-8"))["config"]
+        # runs from before these settings existed had a 4-level U-Net and no centre map
+        config = TrainConfig.from_dict({"unet_levels": 4, "centres": False} | recorded)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
     config.out = str(run_dir)
