@@ -223,7 +223,7 @@ def unet_run(tmp_path, bloomseg_home) -> tuple[Path, Path]:
     """(dataset, run folder) of a one-epoch U-Net trained through the CLI."""
     from conftest import write_dataset
 
-    data = write_dataset(tmp_path / "data", size=(45, 61))
+    data = write_dataset(tmp_path / "data", size=(45, 61), boxes=True)
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(run), "--backbone", "unet",
                  "--tile", "42", "--epochs", "1", "-q"]) == EXIT_OK
@@ -258,6 +258,38 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, unet_run):
     assert "skipped" in (out / "summary.csv").read_text()
 
 
+def test_predict_instances_writes_every_cell_format(tmp_path, unet_run):
+    import tifffile
+
+    from bloomseg.export import rle_decode
+
+    data, run = unet_run
+    out = tmp_path / "cells"
+    assert main(["predict", str(run), str(data / "test" / "original"), "-o", str(out),
+                 "--instances", "--coco", "-q"]) == EXIT_OK
+    with open(out / "summary.csv") as f:
+        rows = {Path(r["image"]).stem: r for r in csv.DictReader(f)}
+    coco = json.loads((out / "cells_coco.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["test_00.png", "test_01.png"]
+    for image_id, stem in enumerate(("test_00", "test_01"), start=1):
+        labels = tifffile.imread(out / f"{stem}_labels.tif")
+        assert labels.dtype == np.uint16 and labels.shape == (45, 61)
+        n = int(labels.max())
+        assert set(np.unique(labels)) == set(range(n + 1))  # 1..N, no gaps
+        with open(out / f"{stem}_cells.csv") as f:
+            cells = list(csv.DictReader(f))
+        assert [int(c["id"]) for c in cells] == list(range(1, n + 1))
+        assert [int(c["area"]) for c in cells] == [int((labels == i).sum()) for i in range(1, n + 1)]
+        assert int(rows[stem]["cells"]) == n
+        assert int(rows[stem]["complete_cells"]) == sum(c["touches_border"] == "False" for c in cells)
+        features = json.loads((out / f"{stem}.geojson").read_text())["features"]
+        assert len(features) == n
+        anns = [a for a in coco["annotations"] if a["image_id"] == image_id]
+        assert [a["area"] for a in anns] == [int(c["area"]) for c in cells]
+        for a, i in zip(anns, range(1, n + 1)):
+            np.testing.assert_array_equal(rle_decode(a["segmentation"]), labels == i)
+
+
 def test_evaluate_command(tmp_path, unet_run, capsys):
     data, run = unet_run
     capsys.readouterr()
@@ -266,7 +298,11 @@ def test_evaluate_command(tmp_path, unet_run, capsys):
     assert main(args) == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_samples"] == 2 and 0 <= metrics["dice"]["cell"] <= 1
-    assert f"Dice {metrics['dice']['cell']:.4f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Dice {metrics['dice']['cell']:.4f}" in printed
+    boxes = metrics["instances"]["boxes"]
+    assert f"cells: F1 {boxes['f1']:.4f}" in printed
+    assert boxes["images"] == 2 and boxes["tp"] + boxes["fn"] == boxes["true_cells"] > 0
     assert len(list((out / "visualizations").iterdir())) == 2
     assert main(args) == EXIT_FAILED
     assert "--overwrite" in capsys.readouterr().err

@@ -209,7 +209,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILED
     rows = segment_files(segmenter, paths, args.output, save_prob=args.save_prob,
-                         overwrite=args.overwrite, progress=not args.quiet)
+                         overwrite=args.overwrite, progress=not args.quiet,
+                         instances=args.instances, coco=args.coco)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
     return EXIT_OK if done == len(rows) else EXIT_SKIPPED
@@ -227,8 +228,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
     m = evaluate(segmenter, args.data, out, args.split, args.visualize, progress=not args.quiet)
     print(f"{m['num_samples']} images: Dice {m['dice']['cell']:.4f}, IoU {m['iou']['cell']:.4f} "
-          f"(cell, all pixels); per-image mean Dice {m['per_image_mean']['dice']:.4f} "
-          f"-> {out / 'metrics.json'}")
+          f"(cell, all pixels); per-image mean Dice {m['per_image_mean']['dice']:.4f}")
+    boxes = m.get("instances", {}).get("boxes")
+    if boxes:
+        print(f"cells: F1 {boxes['f1']:.4f} (precision {boxes['precision']:.4f}, recall "
+              f"{boxes['recall']:.4f}) against {boxes['true_cells']} boxes; mean count error "
+              f"{boxes['mean_relative_count_error']:.2%}")
+    masks = m.get("instances", {}).get("masks")
+    if masks:
+        print(f"cells against label masks: F1 {masks['f1']:.4f}, panoptic quality "
+              f"{masks['panoptic_quality']:.4f}")
+    print(f"-> {out / 'metrics.json'}")
     return EXIT_OK
 
 
@@ -422,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=8, help="tiles per pass (default: 8)")
     pred.add_argument("--save-prob", action="store_true",
                       help="also write <stem>_prob.tif (float32 probability)")
+    pred.add_argument("--instances", action="store_true",
+                      help="one label per cell: <stem>_labels.tif, <stem>_cells.csv, "
+                      "<stem>.geojson (QuPath), cell counts in summary.csv")
+    pred.add_argument("--coco", action="store_true",
+                      help="with --instances: also cells_coco.json (COCO, RLE masks)")
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     pred.set_defaults(func=_cmd_predict)

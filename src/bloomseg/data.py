@@ -5,6 +5,7 @@ Layout (the Kaggle "BCCD dataset with mask" download and ../shared/data/bbbc041s
     ROOT/{train,test}/original/<stem>.{png,jpg,jpeg,tif,tiff}
     ROOT/{train,test}/mask/<stem>.png          cell = value > 127 (RGB, grey or 1-bit)
     ROOT/{train,test}/boxes/<stem>.txt         optional, YOLO "class cx cy w h" per cell
+    ROOT/{train,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Sample:
     image: Path
     mask: Path | None = None
     boxes: Path | None = None
+    labels: Path | None = None
 
 
 @dataclass
@@ -87,8 +89,10 @@ def scan_split(root: str | Path, split: str = "train") -> Scan:
         raise DataError(f"{originals}: no images ({', '.join(IMAGE_SUFFIXES)})")
     masks = _by_stem(folder / "mask", IMAGE_SUFFIXES)
     boxes = _by_stem(folder / "boxes", (".txt",))
+    labels = _by_stem(folder / "labels", (".tif", ".tiff", ".png"))
     return Scan(
-        samples=[Sample(s, images[s], masks[s], boxes.get(s)) for s in images if s in masks],
+        samples=[Sample(s, images[s], masks[s], boxes.get(s), labels.get(s))
+                 for s in images if s in masks],
         images_without_masks=[s for s in images if s not in masks],
         masks_without_images=[s for s in masks if s not in images],
     )

@@ -6,15 +6,48 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.data import load_sample, scan_split
+from bloomseg.data import load_sample, read_boxes, scan_split
 from bloomseg.errors import DataError
-from bloomseg.figures import error_map, overlay, pyplot, save_figure
+from bloomseg.export import read_labels
+from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
 from bloomseg.io import save_json, save_png
+from bloomseg.matching import (BoxMatch, MaskMatch, match_boxes, match_masks, total_boxes,
+                               yolo_to_xyxy)
 from bloomseg.metrics import PixelCounts, report
 from bloomseg.predict import Segmenter
 
 PLOTS = ("aggregate_metrics.png", "class_comparison.png", "dice_distribution.png",
          "iou_vs_dice.png")
+COUNT_PLOT = "counts.png"
+
+
+def _box_summary(matches: list[BoxMatch]) -> dict:
+    """Instance metrics over images from their box matches."""
+    t = total_boxes(matches)
+    return {
+        "images": len(matches), "iou_threshold": 0.5, "tp": t.tp, "fp": t.fp, "fn": t.fn,
+        "ignored_border_cells": t.ignored, "precision": t.precision, "recall": t.recall,
+        "f1": t.f1, "strict": {"fp": t.strict_fp, "precision": t.strict_precision, "f1": t.strict_f1},
+        "true_cells": t.true, "predicted_complete_cells": t.predicted,
+        "mean_count_error": float(np.mean([m.count_error for m in matches])),
+        "mean_absolute_count_error": float(np.mean([abs(m.count_error) for m in matches])),
+        "mean_relative_count_error": float(np.mean([m.relative_count_error for m in matches])),
+    }
+
+
+def _count_plot(per_image: list[dict], path: Path) -> None:
+    plt = pyplot()
+    true = [r["true_cells"] for r in per_image]
+    pred = [r["complete_cells"] for r in per_image]
+    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+    ax.scatter(true, pred, s=25)
+    top = max(true + pred + [1]) * 1.05
+    ax.plot([0, top], [0, top], "k:", label="predicted = true")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="true cells (boxes)",
+           ylabel="predicted cells (not touching the border)",
+           title=f"cells per image, {len(true)} images")
+    ax.legend()
+    save_figure(fig, path)
 
 
 def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
@@ -64,6 +97,11 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     N best and N worst images by Dice as image | overlay | error map pictures
     (TP green, FP red, FN blue, TN black) in ``visualizations/``.
 
+    Where the split has boxes (``boxes/``), cells are separated and ``metrics.json``
+    gains ``instances.boxes`` (matching at IoU 0.5, see :mod:`bloomseg.matching`, and
+    count errors) and ``counts.png``; where it has instance labels (``labels/``),
+    ``instances.masks`` (stardist-style precision, recall, F1 and panoptic quality).
+
     Returns:
         The metrics.json content.
 
@@ -77,14 +115,44 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
         raise DataError(f"{Path(data) / split}: {scan.problems()}")
     out_dir = Path(out_dir)
     total, per_image = PixelCounts(), []
+    box_matches, mask_total, mask_images = [], MaskMatch(), 0
     for sample in tqdm(scan.samples, desc="evaluating", unit="image", disable=not progress):
         image, mask = load_sample(sample)
-        counts = PixelCounts.of(segmenter.predict(image).mask, mask)
+        instances = sample.boxes is not None or sample.labels is not None
+        result = segmenter.predict(image, instances=instances)
+        counts = PixelCounts.of(result.mask, mask)
         total = total + counts
-        per_image.append({"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
-                          "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn})
+        row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
+               "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
+        if sample.boxes is not None:
+            m = match_boxes(result.labels, yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape))
+            box_matches.append(m)
+            row |= {"cells": int(result.labels.max()), "complete_cells": m.predicted,
+                    "true_cells": m.true, "cell_tp": m.tp, "cell_fp": m.fp, "cell_fn": m.fn,
+                    "cell_f1": m.f1, "count_error": m.count_error,
+                    "relative_count_error": m.relative_count_error}
+        if sample.labels is not None:
+            true_labels = read_labels(sample.labels)
+            if true_labels.shape != mask.shape:
+                raise DataError(f"{sample.labels}: labels are {true_labels.shape[::-1]} but the "
+                                f"image is {mask.shape[::-1]}")
+            mm = match_masks(result.labels, true_labels)
+            mask_total, mask_images = mask_total + mm, mask_images + 1
+            row |= {"mask_f1": mm.f1, "panoptic_quality": mm.panoptic_quality}
+        per_image.append(row)
     metrics = report(total) | {"num_samples": len(per_image)}
     metrics["per_image_mean"] = {k: float(np.mean([r[k] for r in per_image])) for k in ("dice", "iou")}
+    if box_matches or mask_images:
+        metrics["instances"] = {"method": segmenter.instances.as_dict()}
+    if box_matches:
+        metrics["instances"]["boxes"] = _box_summary(box_matches)
+        _count_plot([r for r in per_image if "true_cells" in r], out_dir / COUNT_PLOT)
+    if mask_images:
+        metrics["instances"]["masks"] = {
+            "images": mask_images, "iou_threshold": 0.5, "tp": mask_total.tp,
+            "fp": mask_total.fp, "fn": mask_total.fn, "precision": mask_total.precision,
+            "recall": mask_total.recall, "f1": mask_total.f1,
+            "panoptic_quality": mask_total.panoptic_quality}
     save_json(out_dir / "metrics.json", metrics)
     save_json(out_dir / "per_image_metrics.json", per_image)
     _plots(metrics, per_image, out_dir)
@@ -94,7 +162,8 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     for sample in scan.samples:
         if sample.stem in chosen:
             image, mask = load_sample(sample)
-            pred = segmenter.predict(image).mask
-            picture = np.concatenate([image, overlay(image, pred), error_map(pred, mask)], axis=1)
+            result = segmenter.predict(image, instances=True)
+            picture = np.concatenate([image, label_overlay(image, result.labels),
+                                      error_map(result.mask, mask)], axis=1)
             save_png(out_dir / "visualizations" / f"{chosen[sample.stem]}_{sample.stem}.png", picture)
     return metrics

@@ -108,6 +108,10 @@ class BoxMatch:
         return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
+    def strict_precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.strict_fp)
+
+    @property
     def strict_f1(self) -> float:
         return _ratio(2 * self.tp, 2 * self.tp + self.strict_fp + self.fn)
 
@@ -120,6 +124,12 @@ class BoxMatch:
     def relative_count_error(self) -> float:
         """|predicted - true| / true (0 where both are 0)."""
         return abs(self.count_error) / self.true if self.true else float(self.predicted > 0)
+
+
+def total_boxes(matches: list[BoxMatch]) -> BoxMatch:
+    """The sums of several images' box matches."""
+    return BoxMatch(*(sum(getattr(m, f) for m in matches) for f in
+                      ("tp", "fp", "fn", "ignored", "predicted", "true", "strict_fp")))
 
 
 def match_boxes(labels: np.ndarray, true_boxes: np.ndarray, threshold: float = 0.5) -> BoxMatch:

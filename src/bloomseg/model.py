@@ -31,6 +31,7 @@ class SegmentationModel(nn.Module):
     def __init__(self, head: str, backbone: DinoVisionTransformer | None = None,
                  out_channels: int = 1, unfreeze_blocks: int = 0, unet_levels: int = 5) -> None:
         super().__init__()
+        self.out_channels = out_channels
         if head == "unet":
             if backbone is not None or unfreeze_blocks:
                 raise ValueError("the unet model has no backbone to pass or unfreeze")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bloomseg.features import FeatureSource, stitched_features
+from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, label_cells
 from bloomseg.model import SegmentationModel, load_model
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, chunks, pad_reflect, render, whole_view
@@ -211,12 +212,16 @@ class Prediction:
     Attributes:
         probability: (H, W) float32 cell probability.
         mask: (H, W) bool, probability > threshold.
-        seconds: time the prediction took.
+        seconds: time the prediction took (with the instance step, if asked for).
+        centres: (H, W) float32 cell-centre probability, for models that learned it.
+        labels: (H, W) int32 cells 1..N (0 background), if instances were asked for.
     """
 
     probability: np.ndarray
     mask: np.ndarray
     seconds: float
+    centres: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 class Segmenter:
@@ -226,12 +231,19 @@ class Segmenter:
         model: the segmentation model (put in eval mode here).
         options: how images are run through it.
         threshold: probability above which a pixel is cell.
+        instances: how cells are separated (default: the centre map's defaults for a
+            model that has one, else the distance transform's).
     """
 
     def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, instances: InstanceParams | None = None) -> None:
         options.check()
         self.model, self.options, self.threshold = model.eval(), options, threshold
+        has_centres = model.out_channels > 1
+        if instances is None or (instances.method == "centres" and not has_centres):
+            instances = DEFAULT_CENTRES if has_centres else DEFAULT_DISTANCE
+        instances.check()
+        self.instances = instances
 
     @classmethod
     def load(cls, path: str | Path, weights: str | Path | None = None,
@@ -248,15 +260,22 @@ class Segmenter:
         path = Path(path)
         model, payload = load_model(path / "best.pt" if path.is_dir() else path, weights=weights)
         trained = {"mode": payload["config"]["mode"], "tile": payload["config"]["tile"]}
-        return cls(model, InferenceOptions(**(trained | options)), threshold)
+        tuned = payload.get("instances")
+        return cls(model, InferenceOptions(**(trained | options)), threshold,
+                   InstanceParams.from_dict(tuned) if tuned else None)
 
     def logits(self, image: np.ndarray) -> Tensor:
         """(H, W, 3) uint8 -> (C, H, W) float32 logits."""
         with torch.no_grad():
             return predict_logits(self.model, image, self.options)
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Cell probability and mask of an (H, W, 3) uint8 image, at its size."""
+    def predict(self, image: np.ndarray, instances: bool = False) -> Prediction:
+        """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
+        ``instances``, also one label per cell."""
         start = time.perf_counter()
-        probability = self.logits(image)[0].sigmoid_().numpy()  # in place: images can be huge
-        return Prediction(probability, probability > self.threshold, time.perf_counter() - start)
+        logits = self.logits(image).sigmoid_()  # in place: images can be huge
+        probability = logits[0].numpy()
+        centres = logits[1].numpy() if logits.shape[0] > 1 else None
+        mask = probability > self.threshold
+        labels = label_cells(mask, centres, self.instances) if instances else None
+        return Prediction(probability, mask, time.perf_counter() - start, centres, labels)

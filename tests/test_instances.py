@@ -1,0 +1,62 @@
+"""Cell separation: seeded watershed from centre peaks, the distance fallback, tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bloomseg.centres import centre_map
+from bloomseg.instances import InstanceParams, label_cells, tune
+
+
+def disks(shape, circles):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return [(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r for cy, cx, r in circles]
+
+
+def test_two_touching_disks_with_two_centre_peaks_give_two_labels():
+    a, b = disks((60, 100), [(30, 32, 15), (30, 58, 15)])  # overlap: one blob
+    foreground = a | b
+    centres = centre_map(np.array([[32.5, 30.5, 30, 30], [58.5, 30.5, 30, 30]]), 0, 0, 60, 100)
+    labels = label_cells(foreground, centres, InstanceParams("centres", 10, 0.3, 20))
+    assert labels.max() == 2 and labels.dtype == np.int32
+    assert set(np.unique(labels[foreground])) == {1, 2} and (labels[~foreground] == 0).all()
+    assert labels[30, 20] != labels[30, 70]  # each disk's far side keeps its own label
+    # one peak only: one cell
+    one = label_cells(foreground, centres * (np.arange(100) < 45), InstanceParams("centres", 10, 0.3, 20))
+    assert one.max() == 1
+
+
+def test_distance_fallback_splits_a_waist_and_keeps_unseeded_blobs():
+    a, b, c = disks((60, 120), [(30, 30, 15), (30, 56, 15), (30, 100, 6)])
+    labels = label_cells(a | b | c, None, InstanceParams("distance", 10, 5.0, 20))
+    # the two big disks part at the waist; the small one has no 5 px deep seed but is a cell
+    assert labels.max() == 3
+    assert labels[30, 20] != labels[30, 66] and labels[30, 100] not in (0, labels[30, 20])
+
+
+def test_cells_below_min_area_are_dropped_and_labels_stay_sequential():
+    a, b = disks((40, 80), [(20, 20, 10), (20, 60, 2)])
+    labels = label_cells(a | b, None, InstanceParams("distance", 5, 1.0, 20))
+    assert labels.max() == 1 and (labels[b] == 0).all()
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="unknown instance method"):
+        label_cells(np.zeros((5, 5), bool), None, InstanceParams("blobs"))
+    with pytest.raises(ValueError, match="needs a centre map"):
+        label_cells(np.zeros((5, 5), bool), None, InstanceParams("centres"))
+
+
+def test_tuning_picks_settings_that_separate_the_cells():
+    circles = [(30, 32, 15), (30, 58, 15), (30, 110, 15)]
+    foreground = np.logical_or.reduce(disks((60, 140), circles))
+    boxes = np.array([[cx - r, cy - r, cx + r + 1, cy + r + 1] for cy, cx, r in circles], float)
+    centres = centre_map(np.array([[cx + 0.5, cy + 0.5, 2 * r, 2 * r] for cy, cx, r in circles]),
+                         0, 0, 60, 140)
+    params, rows = tune([(foreground, centres, boxes)], "centres", min_area=20)
+    assert len(rows) == 25 and params.method == "centres"
+    best = max(r["f1"] for r in rows)
+    assert best == 1.0 and min(r["f1"] for r in rows) < 1.0  # min_distance 35 merges two
+    assert params.min_distance < 26  # the touching centres are 26 px apart
+    assert label_cells(foreground, centres, params).max() == 3
