@@ -60,3 +60,40 @@ def test_tuning_picks_settings_that_separate_the_cells():
     assert best == 1.0 and min(r["f1"] for r in rows) < 1.0  # min_distance 35 merges two
     assert params.min_distance < 26  # the touching centres are 26 px apart
     assert label_cells(foreground, centres, params).max() == 3
+
+
+@pytest.mark.realdata
+def test_real_smears_separate_from_exact_centres(tmp_path):
+    """The instance step, the matching and the exports on real smears, with the true
+    mask and the true boxes' centres standing in for a model's outputs."""
+    import json
+
+    from skimage.draw import polygon2mask
+
+    from bloomseg.centres import boxes_to_pixels
+    from bloomseg.data import load_sample, read_boxes, scan_split
+    from bloomseg.export import cell_polygons, geojson_features
+    from bloomseg.matching import match_boxes, total_boxes, yolo_to_xyxy
+    from bloomseg.measure import measure_cells
+    from conftest import require_shared_data
+
+    samples = scan_split(require_shared_data(), "test").samples[:3]
+    matches = []
+    for sample in samples:
+        image, mask = load_sample(sample)
+        rows = read_boxes(sample.boxes)
+        h, w = mask.shape
+        centres = centre_map(boxes_to_pixels(rows, h, w), 0, 0, h, w)
+        labels = label_cells(mask, centres, InstanceParams("centres", 15, 0.3, 50))
+        matches.append(match_boxes(labels, yolo_to_xyxy(rows, h, w)))
+    total = total_boxes(matches)
+    assert total.true == sum(len(read_boxes(s.boxes)) for s in samples)
+    assert total.f1 > 0.95 and total.recall > 0.95
+    # the last image's cells survive the GeoJSON round trip
+    cells = measure_cells(labels, image)
+    collection = json.loads(json.dumps(geojson_features(labels, cells)))
+    assert len(collection["features"]) == labels.max() == len(cells)
+    for index, rings in list(cell_polygons(labels).items())[:20]:
+        drawn = polygon2mask(labels.shape, rings[0][:, ::-1] - 0.5)
+        truth = labels == index
+        assert (drawn & truth).sum() / (drawn | truth).sum() > 0.95

