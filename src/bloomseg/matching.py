@@ -74,8 +74,28 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 1.0  # nothing to find and nothing found is perfect
 
 
+class _Scores:
+    """Precision, recall and F1 of anything with ``tp``, ``fp`` and ``fn``."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+
 @dataclass
-class BoxMatch:
+class BoxMatch(_Scores):
     """Predicted cells of one image against its true boxes.
 
     Attributes:
@@ -94,18 +114,6 @@ class BoxMatch:
     predicted: int
     true: int
     strict_fp: int
-
-    @property
-    def precision(self) -> float:
-        return _ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float:
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float:
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
     def strict_precision(self) -> float:
@@ -151,7 +159,7 @@ def match_boxes(labels: np.ndarray, true_boxes: np.ndarray, threshold: float = 0
 
 
 @dataclass
-class MaskMatch:
+class MaskMatch(_Scores):
     """Predicted cells against true instance labels (stardist-style), summable over images.
 
     Attributes:
@@ -167,18 +175,6 @@ class MaskMatch:
     def __add__(self, other: "MaskMatch") -> "MaskMatch":
         return MaskMatch(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
                          self.sum_iou + other.sum_iou)
-
-    @property
-    def precision(self) -> float:
-        return _ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float:
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float:
-        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
     def panoptic_quality(self) -> float:
