@@ -54,7 +54,7 @@ def component_areas(mask: np.ndarray) -> np.ndarray:
 def image_statistics(sample: Sample, split: str, min_area: int = MIN_AREA) -> dict:
     """Size, cell fraction, component areas (of at least ``min_area`` px; smaller ones
     are counted as specks) and boxes of one labelled image."""
-    image, mask = load_sample(sample)
+    _, mask = load_sample(sample)  # reads the image too: a size mismatch is an error
     all_areas = component_areas(mask)
     areas = all_areas[all_areas >= min_area]
     boxes = read_boxes(sample.boxes) if sample.boxes is not None else None

@@ -105,7 +105,7 @@ class _Prepared:
         markers[seeds[:, 0], seeds[:, 1]] = np.arange(1, len(seeds) + 1)
         labels = watershed(self.elevation, markers, mask=self.foreground)
         # blobs without a seed are one cell each
-        rest, count = ndimage.label(self.foreground & (labels == 0))
+        rest, _ = ndimage.label(self.foreground & (labels == 0))
         labels = np.where(rest > 0, rest + len(seeds), labels).astype(np.int32)
         areas = np.bincount(labels.ravel())
         small = areas < params.min_area
