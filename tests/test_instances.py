@@ -54,12 +54,24 @@ def test_tuning_picks_settings_that_separate_the_cells():
     boxes = np.array([[cx - r, cy - r, cx + r + 1, cy + r + 1] for cy, cx, r in circles], float)
     centres = centre_map(np.array([[cx + 0.5, cy + 0.5, 2 * r, 2 * r] for cy, cx, r in circles]),
                          0, 0, 60, 140)
-    params, rows = tune([(foreground, centres, boxes)], "centres", min_area=20)
-    assert len(rows) == 25 and params.method == "centres"
+    params, rows = tune([(foreground, centres, boxes)], "centres")
+    assert len(rows) == 100 and params.method == "centres"
+    assert params.min_area <= 500  # the disks are 709 px: 1500 and 3000 drop them
     best = max(r["f1"] for r in rows)
     assert best == 1.0 and min(r["f1"] for r in rows) < 1.0  # min_distance 35 merges two
     assert params.min_distance < 26  # the touching centres are 26 px apart
     assert label_cells(foreground, centres, params).max() == 3
+
+
+def test_tuning_drops_debris_smaller_than_cells():
+    cell = (40, 40, 20)
+    foreground = disks((80, 120), [cell])[0]
+    foreground[10:20, 100:110] = True  # 100 px of debris, boxed by nobody
+    boxes = np.array([[20, 20, 61, 61]], float)
+    params, rows = tune([(foreground, None, boxes)], "distance")
+    assert params.min_area == 500
+    assert label_cells(foreground, None, params).max() == 1
+    assert max(r["f1"] for r in rows if r["min_area"] == 50) < 1.0
 
 
 @pytest.mark.realdata

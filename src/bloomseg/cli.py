@@ -316,6 +316,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     m.add_argument("--centre-weight", "--centre_weight", type=float,
                    default=defaults["centre_weight"],
                    help="weight of the centre-map loss (default: %(default)s)")
+    m.add_argument("--centre-sigma", "--centre_sigma", type=float,
+                   default=defaults["centre_sigma"],
+                   help="sigma of each centre Gaussian as a share of its box's size "
+                   "(default: %(default)s)")
     t = p.add_argument_group("training")
     for flag, kind, text in (
             ("epochs", int, "epochs"), ("batch_size", int, "tiles per step"),

@@ -16,7 +16,7 @@ seed nearest the blob's widest point take most of an overlapping pair (F1 0.920 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class _Prepared:
 
     def label(self, params: InstanceParams, floor: float | None = None) -> np.ndarray:
         from scipy import ndimage
-        from skimage.segmentation import relabel_sequential, watershed
+        from skimage.segmentation import watershed
 
         seeds = self.seeds(params.min_distance, params.min_height,
                            params.min_height if floor is None else floor)
@@ -107,12 +107,19 @@ class _Prepared:
         # blobs without a seed are one cell each
         rest, _ = ndimage.label(self.foreground & (labels == 0))
         labels = np.where(rest > 0, rest + len(seeds), labels).astype(np.int32)
-        areas = np.bincount(labels.ravel())
-        small = areas < params.min_area
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-        return relabel_sequential(labels)[0].astype(np.int32)
+        return drop_small(labels, params.min_area)
+
+
+def drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Labels with the cells under ``min_area`` px removed, renumbered 1..N in order."""
+    from skimage.segmentation import relabel_sequential
+
+    areas = np.bincount(labels.ravel())
+    small = areas < min_area
+    small[0] = False
+    if small.any():
+        labels = np.where(small[labels], 0, labels)
+    return relabel_sequential(labels)[0].astype(np.int32)
 
 
 def label_cells(foreground: np.ndarray, centres: np.ndarray | None = None,
@@ -132,22 +139,26 @@ def label_cells(foreground: np.ndarray, centres: np.ndarray | None = None,
 
 
 GRIDS = {
-    "centres": {"min_distance": (7, 11, 17, 25, 35), "min_height": (0.1, 0.2, 0.3, 0.45, 0.6)},
-    "distance": {"min_distance": (7, 11, 17, 25, 35), "min_height": (2.0, 5.0, 10.0, 15.0)},
+    "centres": {"min_distance": (7, 11, 17, 25, 35), "min_height": (0.1, 0.2, 0.3, 0.45, 0.6),
+                "min_area": (50, 500, 1500, 3000)},
+    "distance": {"min_distance": (7, 11, 17, 25, 35), "min_height": (2.0, 5.0, 10.0, 15.0),
+                 "min_area": (50, 500, 1500, 3000)},
 }
+"""Seed settings tried by :func:`tune`. Red cells here are about 5000-15000 px, so the
+larger ``min_area`` values drop debris and platelets that the mask calls cell."""
 
 
 def tune(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], method: str,
-         min_area: int = 50, grid: dict | None = None) -> tuple[InstanceParams, list[dict]]:
-    """Choose seed settings by instance F1 against boxes (mean over images; ties go to
-    the smaller mean relative count error).
+         grid: dict | None = None) -> tuple[InstanceParams, list[dict]]:
+    """Choose separation settings by instance F1 against boxes (mean over images; ties go
+    to the smaller mean relative count error).
 
     Args:
         cases: per image (foreground (H, W) bool, centre map or None, boxes (N, 4) as
             x0, y0, x1, y1 pixels).
         method: ``centres`` or ``distance``.
-        min_area: smallest cell, px (not tuned).
-        grid: values to try per setting (default :data:`GRIDS`).
+        grid: values to try for ``min_distance``, ``min_height`` and ``min_area``
+            (default :data:`GRIDS`).
 
     Returns:
         (the best settings, one row per setting tried with its mean F1 and count error).
@@ -155,14 +166,17 @@ def tune(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], method: 
     from bloomseg.matching import match_boxes
 
     grid = grid or GRIDS[method]
-    floor = min(grid["min_height"])
+    floor, smallest = min(grid["min_height"]), min(grid["min_area"])
     prepared = [(_Prepared(fg, c, method), boxes) for fg, c, boxes in cases]
     rows = []
     for d, h in itertools.product(grid["min_distance"], grid["min_height"]):
-        params = InstanceParams(method, d, h, min_area)
-        scores = [match_boxes(p.label(params, floor), boxes) for p, boxes in prepared]
-        rows.append({**params.as_dict(), "f1": float(np.mean([s.f1 for s in scores])),
-                     "count_error": float(np.mean([s.relative_count_error for s in scores]))})
+        # the watershed does not depend on min_area: label once, then drop small cells
+        labelled = [(p.label(InstanceParams(method, d, h, smallest), floor), boxes)
+                    for p, boxes in prepared]
+        for a in grid["min_area"]:
+            params = InstanceParams(method, d, h, a)
+            scores = [match_boxes(drop_small(labels, a), boxes) for labels, boxes in labelled]
+            rows.append({**params.as_dict(), "f1": float(np.mean([s.f1 for s in scores])),
+                         "count_error": float(np.mean([s.relative_count_error for s in scores]))})
     best = max(rows, key=lambda r: (r["f1"], -r["count_error"]))
-    return replace(InstanceParams(method), min_distance=best["min_distance"],
-                   min_height=best["min_height"], min_area=min_area), rows
+    return InstanceParams(method, best["min_distance"], best["min_height"], best["min_area"]), rows

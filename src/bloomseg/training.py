@@ -86,6 +86,7 @@ class TrainConfig:
     cache_dir: str | None = None
     centres: bool = True
     centre_weight: float = 1.0
+    centre_sigma: float = 0.1
     unet_levels: int = 5
 
     def __post_init__(self) -> None:
@@ -114,6 +115,8 @@ class TrainConfig:
                      "centre_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 < self.centre_sigma <= 1:
+            problems.append(f"centre_sigma must be in (0, 1], got {self.centre_sigma}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
         if not 0 < self.val_fraction < 1:
@@ -159,10 +162,12 @@ class _Image:
     size: tuple[int, int]
     views: list[View]
     boxes: np.ndarray | None  # YOLO rows (class, cx, cy, w, h as fractions)
+    sigma: float  # centre Gaussian sigma as a share of the box size
 
     def centres(self, view: View) -> np.ndarray:
         """The centre-map target of a view of this image."""
-        return centre_map(boxes_to_pixels(self.boxes, *self.size), view.y, view.x, view.h, view.w)
+        return centre_map(boxes_to_pixels(self.boxes, *self.size), view.y, view.x, view.h, view.w,
+                          self.sigma)
 
 
 def _item_seed(*parts: object) -> int:
@@ -261,7 +266,7 @@ class _Run:
                 continue
             rng = np.random.default_rng(_item_seed(cfg.seed, key, "views"))
             views = training_views(h, w, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
-            images[stem] = _Image(sample, key, (h, w), views, boxes)
+            images[stem] = _Image(sample, key, (h, w), views, boxes, cfg.centre_sigma)
         if errors:
             raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
         if cfg.centres and all(img.boxes is None for img in images.values()):
@@ -514,10 +519,10 @@ class _Run:
         if cases:
             params, rows = tune(cases, method)
             save_csv(self.run_dir / "instance_tuning.csv", rows, list(rows[0]))
-            best = next(r for r in rows if (r["min_distance"], r["min_height"]) ==
-                        (params.min_distance, params.min_height))
+            best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()))
             self.log(f"cell separation ({method}): min_distance {params.min_distance} px, "
-                     f"min_height {params.min_height}: val instance F1 {best['f1']:.4f}, "
+                     f"min_height {params.min_height}, min_area {params.min_area} px: "
+                     f"val instance F1 {best['f1']:.4f}, "
                      f"count error {best['count_error']:.2%} ({len(cases)} images)")
         else:
             params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
@@ -590,8 +595,10 @@ def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
                           "ended); start it again with --overwrite")
     try:
         recorded = json.loads(config_path.read_text("utf-8"))["config"]
-        # runs from before these settings existed had a 4-level U-Net and no centre map
-        config = TrainConfig.from_dict({"unet_levels": 4, "centres": False} | recorded)
+        # runs from before these settings existed had a 4-level U-Net, no centre map,
+        # and then centre Gaussians of sigma 0.15
+        config = TrainConfig.from_dict({"unet_levels": 4, "centres": False,
+                                        "centre_sigma": 0.15} | recorded)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
     config.out = str(run_dir)
