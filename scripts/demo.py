@@ -1,8 +1,8 @@
-"""`make demo`: the main job end to end on real smears, offline.
+"""`make demo`: the main job end to end with the shipped default model, offline.
 
-Extracts DinoBloom-S patch features of ../shared/data test smears and writes PCA pictures.
-Needs the DinoBloom-S weights in the cache (`bloomseg weights download dinobloom-s`, or
-copy DinoBloom-S.pth there by hand); says exactly what to do where they are missing.
+Segments the ../shared/data test smears cell by cell (`bloomseg predict default ...
+--instances`) and ends with the path of report.html. Where the real smears are not
+found it says so and runs on a small synthetic smear dataset instead, labelled synthetic.
 """
 
 from __future__ import annotations
@@ -11,31 +11,25 @@ import sys
 from pathlib import Path
 
 from bloomseg.cli import main as bloomseg
-from bloomseg.weights import cached_path
+from bloomseg.doctor import find_data
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "bbbc041seg" / "test" / "original"
-OUT = ROOT / "out" / "demo"
+OUT = Path(__file__).resolve().parents[1] / "out"
 
 
 def run() -> int:
-    print("$ bloomseg weights list")
-    bloomseg(["weights", "list"])
-    weights = cached_path("dinobloom-s")
-    if not weights.is_file():
-        print(f"\nDinoBloom-S weights are not at {weights}.\n"
-              "Get them with `bloomseg weights download dinobloom-s` (internet needed), or download\n"
-              "https://zenodo.org/records/10908163/files/DinoBloom-S.pth elsewhere and copy it\n"
-              "there; then run `make demo` again.")
-        return 1
-    if not DATA.is_dir():
-        print(f"\nNo real smears at {DATA}; pass your own: bloomseg features IMAGE... -o OUT")
-        return 1
-    images = sorted(DATA.iterdir())[:2]
-    argv = ["features", *map(str, images), "-o", str(OUT), "--overwrite"]
-    print(f"\n$ bloomseg {' '.join(argv)}")
+    data = find_data()
+    if data is None:
+        print("Real smears not found (../shared/data/bbbc041seg, or set $BLOOMSEG_DATA).\n"
+              "Running on SYNTHETIC smears instead: drawn disks, not real cells.\n")
+        data, out = OUT / "demo-synthetic-data", OUT / "demo-synthetic"
+        bloomseg(["synthetic", "-o", str(data), "--train", "0", "--test", "2", "--overwrite"])
+    else:
+        out = OUT / "demo"
+    argv = ["predict", "default", str(data / "test" / "original"), "-o", str(out),
+            "--instances", "--overwrite"]
+    print(f"$ bloomseg {' '.join(argv)}")
     code = bloomseg(argv)
-    print(f"\nPCA pictures: {OUT}/*_pca.png")
+    print(f"\nOpen the report: {(out / 'report.html').resolve()}")
     return code
 
 

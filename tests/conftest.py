@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from bloomseg.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc041seg"
 
@@ -164,63 +165,3 @@ def tiny_vit(seed: int = 0):
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(random_weights(shapes, seed=seed))
     return model.eval().requires_grad_(False)
-
-
-def smear(rng: np.random.Generator, height: int, width: int,
-          cells: list[tuple[float, float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic smear: pinkish disks (cells) with pale centres on a light background.
-
-    Args:
-        cells: filled with the (cy, cx, r) of every disk drawn, if given.
-
-    Returns:
-        (H, W, 3) uint8 image and its (H, W) bool cell mask.
-    """
-    yy, xx = np.mgrid[:height, :width]
-    mask = np.zeros((height, width), bool)
-    centre = np.zeros((height, width), bool)
-    for _ in range(max(2, height * width // 900)):
-        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(6, 12)
-        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        mask |= d2 <= r * r
-        centre |= d2 <= (r / 3) ** 2
-        if cells is not None:
-            cells.append((cy, cx, r))
-    image = np.empty((height, width, 3), np.float64)
-    image[:] = (236, 226, 232)
-    image[mask] = (205, 120, 135)
-    image[centre & mask] = (220, 160, 170)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
-
-
-def yolo_lines(cells: list[tuple[float, float, float]], height: int, width: int) -> str:
-    """YOLO box lines (class 0) of disks (cy, cx, r), clipped to the image."""
-    lines = []
-    for cy, cx, r in cells:
-        x0, x1 = max(0.0, cx - r), min(float(width), cx + r)
-        y0, y1 = max(0.0, cy - r), min(float(height), cy + r)
-        if x1 > x0 and y1 > y0:
-            lines.append(f"0 {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
-    return "\n".join(lines) + "\n"
-
-
-def write_dataset(root: Path, n_train: int = 6, n_test: int = 2, size: tuple[int, int] = (60, 80),
-                  seed: int = 0, boxes: bool = False) -> Path:
-    """A dataset folder in the Kaggle layout with synthetic smears (and a YOLO box per
-    disk in ``boxes/`` if asked); returns ``root``."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for i in range(n):
-            cells: list = []
-            image, mask = smear(rng, *size, cells=cells)
-            for sub, array in (("original", image), ("mask", mask.astype(np.uint8) * 255)):
-                (root / split / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(array).save(root / split / sub / f"{split}_{i:02d}.png")
-            if boxes:
-                (root / split / "boxes").mkdir(parents=True, exist_ok=True)
-                (root / split / "boxes" / f"{split}_{i:02d}.txt").write_text(yolo_lines(cells, *size))
-    return root

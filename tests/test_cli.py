@@ -306,3 +306,23 @@ def test_evaluate_command(tmp_path, unet_run, capsys):
     assert len(list((out / "visualizations").iterdir())) == 2
     assert main(args) == EXIT_FAILED
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_doctor_reports_weights_and_data(tmp_path, bloomseg_home, monkeypatch, capsys):
+    from bloomseg.weights import cached_path
+
+    data = main(["synthetic", "-o", str(tmp_path / "data"), "--train", "1", "--test", "1"])
+    assert data == EXIT_OK
+    assert (tmp_path / "data" / "SYNTHETIC.txt").is_file()
+    assert len(list((tmp_path / "data" / "test" / "boxes").iterdir())) == 1
+    assert main(["synthetic", "-o", str(tmp_path / "data")]) == EXIT_FAILED  # not empty
+    monkeypatch.setenv("BLOOMSEG_DATA", str(tmp_path / "data"))
+    cached_path("dinobloom-s").parent.mkdir(parents=True)
+    cached_path("dinobloom-s").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["doctor"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"found: {tmp_path / 'data'}" in out
+    assert f"present: {cached_path('dinobloom-s')}" in out
+    assert "bloomseg weights download dinobloom-b" in out  # missing, with the fix
+    assert "torch threads" in out and "model default" in out

@@ -21,6 +21,8 @@ from conftest import write_dataset
 class AllCells:
     """A 'segmenter' that calls every pixel a cell."""
 
+    name = "all cells (test)"
+
     def predict(self, image, instances=False):
         mask = np.ones(image.shape[:2], bool)
         labels = mask.astype(np.int32) if instances else None  # one cell: the whole image
@@ -29,6 +31,8 @@ class AllCells:
 
 class ReadsColours:
     """A 'segmenter' that reads cells off the image: red = 10 x label, green 0."""
+
+    name = "reads colours (test)"
 
     instances = InstanceParams()
 

@@ -71,3 +71,100 @@ def test_bad_combinations(vit):
         SegmentationModel("unet", vit)
     with pytest.raises(ValueError, match=r"unfreeze_blocks 13 not in 0\.\.12"):
         SegmentationModel("linear", vit, unfreeze_blocks=13)
+
+
+def _unet_checkpoint(path):
+    """A 2-level U-Net with a centre map, its batch-norm statistics not the defaults."""
+    from bloomseg.model import save_checkpoint
+
+    torch.manual_seed(0)
+    model = SegmentationModel("unet", out_channels=2, unet_levels=2)
+    for name, t in model.state_dict().items():
+        if "running" in name:
+            t.copy_(torch.rand_like(t) + 0.5)
+    config = {"backbone": "unet", "head": "unet", "mode": "tiling", "tile": 224, "centres": True,
+              "unet_levels": 2, "out": "/home/someone/run", "cache_dir": "/home/someone/cache"}
+    instances = {"method": "centres", "min_distance": 9, "min_height": 0.3, "min_area": 20}
+    save_checkpoint(path, model, {"config": config, "backbone_fingerprint": None,
+                                  "instances": instances})
+
+
+def test_exported_model_predicts_exactly_as_the_run(tmp_path):
+    import json
+
+    import numpy as np
+
+    from bloomseg.model import export_model
+    from bloomseg.predict import Segmenter
+
+    _unet_checkpoint(tmp_path / "best.pt")
+    folder = export_model(tmp_path, tmp_path / "exported")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert "out" not in config["config"] and "cache_dir" not in config["config"]
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    run, exported = Segmenter.load(tmp_path), Segmenter.load(folder)
+    assert exported.instances == run.instances and exported.instances.min_distance == 9
+    a, b = run.predict(image, instances=True), exported.predict(image, instances=True)
+    assert np.array_equal(a.probability, b.probability) and np.array_equal(a.centres, b.centres)
+    assert np.array_equal(a.labels, b.labels)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_model(tmp_path, folder)
+    export_model(folder, folder, overwrite=True)  # an exported model exports again
+
+
+def test_exported_model_refuses_damaged_files(tmp_path):
+    import pickle
+
+    from bloomseg.errors import CheckpointError
+    from bloomseg.model import export_model, load_model, resolve_model
+
+    _unet_checkpoint(tmp_path / "best.pt")
+    folder = export_model(tmp_path / "best.pt", tmp_path / "exported")
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="not a readable exported model"):
+        load_model(resolve_model(folder))
+    with pytest.raises(CheckpointError, match="no such model file or folder .*default"):
+        resolve_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither a training run"):
+        resolve_model(tmp_path / "empty")
+
+
+def test_the_shipped_default_model_finds_cells():
+    """The model in the package loads by name, offline, and separates drawn cells."""
+    import numpy as np
+
+    from bloomseg.model import PACKAGED, resolve_model
+    from bloomseg.predict import Segmenter
+    from bloomseg.synthetic import REAL_SCALE, smear
+
+    folder = resolve_model("default")
+    assert folder == PACKAGED / "default"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 2**20
+    assert (folder / "MODEL_CARD.md").is_file()
+    segmenter = Segmenter.load("default")
+    assert segmenter.instances.method == "centres"
+    cells: list = []
+    image, mask = smear(np.random.default_rng(3), 300, 400, cells, radius=(40, 50), density=1 / 30000)
+    prediction = segmenter.predict(image, instances=True)
+    dice = 2 * (prediction.mask & mask).sum() / (prediction.mask.sum() + mask.sum())
+    assert dice > 0.8
+    assert abs(int(prediction.labels.max()) - len(cells)) <= 2
+
+
+@pytest.mark.realdata
+def test_the_shipped_default_model_on_a_real_smear():
+    """The default model on a test smear it never saw: mask and cells near its card's figures."""
+    from bloomseg.data import load_sample, read_boxes, scan_split
+    from bloomseg.matching import match_boxes, yolo_to_xyxy
+    from bloomseg.metrics import PixelCounts
+    from bloomseg.predict import Segmenter
+    from conftest import require_shared_data
+
+    sample = scan_split(require_shared_data(), "test").samples[-1]
+    image, mask = load_sample(sample)
+    prediction = Segmenter.load("default").predict(image, instances=True)
+    assert PixelCounts.of(prediction.mask, mask).dice > 0.95
+    match = match_boxes(prediction.labels, yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape))
+    assert match.f1 > 0.9 and match.relative_count_error < 0.1

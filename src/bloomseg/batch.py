@@ -14,6 +14,7 @@ from bloomseg.io import atomic_output, read_image, save_csv, save_json, save_png
 from bloomseg.measure import COLUMNS as CELL_COLUMNS
 from bloomseg.measure import measure_cells
 from bloomseg.predict import Segmenter
+from bloomseg.report import predict_report
 
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    "seconds", "status")
@@ -46,7 +47,8 @@ def segment_files(segmenter: Segmenter, paths: list[Path], out_dir: str | Path,
                   save_prob: bool = False, overwrite: bool = False, progress: bool = True,
                   instances: bool = False, coco: bool = False) -> list[dict]:
     """Segment image files; write ``<stem>_mask.png`` (0/255, the image's size),
-    ``<stem>_overlay.png``, optionally ``<stem>_prob.tif`` (float32), and summary.csv.
+    ``<stem>_overlay.png``, optionally ``<stem>_prob.tif`` (float32), summary.csv and
+    report.html.
 
     With ``instances``: also ``<stem>_labels.tif`` (cells 1..N, uint16 or uint32),
     ``<stem>_cells.csv`` (one row of measurements per cell), ``<stem>.geojson`` (QuPath
@@ -97,4 +99,5 @@ def segment_files(segmenter: Segmenter, paths: list[Path], out_dir: str | Path,
                     for r in rows]
         save_json(out_dir / COCO_FILE, coco_dataset([(name, read_labels(f))
                                                      for name, f in labelled if f.is_file()]))
+    predict_report(out_dir, rows, segmenter.name, instances, [COCO_FILE] if coco else [])
     return rows

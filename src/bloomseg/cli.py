@@ -16,6 +16,8 @@ from bloomseg import __version__
 from bloomseg.errors import BloomsegError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+MODEL_HELP = ("default (the model shipped with bloomseg), a run folder (its best.pt), an "
+              "exported model folder, or a .pt file")
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -213,6 +215,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          instances=args.instances, coco=args.coco)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
+    print(f"report: {(Path(args.output) / 'report.html').resolve()}")
     return EXIT_OK if done == len(rows) else EXIT_SKIPPED
 
 
@@ -239,6 +242,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"cells against label masks: F1 {masks['f1']:.4f}, panoptic quality "
               f"{masks['panoptic_quality']:.4f}")
     print(f"-> {out / 'metrics.json'}")
+    print(f"report: {(out / 'report.html').resolve()}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bloomseg.model import export_model
+
+    try:
+        folder = export_model(args.model, args.output, overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"exported -> {folder} (use it as: bloomseg predict {folder} IMAGES -o OUT)")
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from bloomseg.doctor import report
+
+    rows = report()
+    width = max(len(name) for name, _ in rows)
+    for name, finding in rows:
+        print(f"{name:<{width}}  {finding}")
+    return EXIT_OK
+
+
+def _cmd_synthetic(args: argparse.Namespace) -> int:
+    from bloomseg.synthetic import REAL_SCALE, write_dataset
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        print(f"error: {out} is not empty (use --overwrite)", file=sys.stderr)
+        return EXIT_FAILED
+    write_dataset(out, args.train, args.test, seed=args.seed, boxes=True, **REAL_SCALE)
+    (out / "SYNTHETIC.txt").write_text(
+        "Synthetic smears made by `bloomseg synthetic`: drawn disks, not real cells.\n"
+        "No figure about real blood smears may be taken from them.\n", "utf-8")
+    print(f"{args.train} train and {args.test} test synthetic smears "
+          f"({REAL_SCALE['size'][1]}x{REAL_SCALE['size'][0]}) -> {out}")
     return EXIT_OK
 
 
@@ -415,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
 
     pred = commands.add_parser("predict", help="segment images with a trained model")
-    pred.add_argument("model", help="run folder (its best.pt) or checkpoint file")
+    pred.add_argument("model", help=MODEL_HELP)
     pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     pred.add_argument("-o", "--output", required=True, help="output folder")
     pred.add_argument("--weights", help="backbone weights file (default: the cached download)")
@@ -446,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_predict)
 
     ev = commands.add_parser("evaluate", help="score a trained model on a labelled split")
-    ev.add_argument("model", help="run folder (its best.pt) or checkpoint file")
+    ev.add_argument("model", help=MODEL_HELP)
     ev.add_argument("--data", required=True, help="dataset root (ROOT/SPLIT/original, mask)")
     ev.add_argument("--split", default="test", help="split folder (default: %(default)s)")
     ev.add_argument("-o", "--output", required=True, help="output folder")
@@ -460,6 +502,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     ev.set_defaults(func=_cmd_evaluate)
+
+    exp = commands.add_parser("export", help="write a trained model as model.safetensors + "
+                              "config.json, to share or ship")
+    exp.add_argument("model", help=MODEL_HELP)
+    exp.add_argument("-o", "--output", required=True, help="folder to write")
+    exp.add_argument("--overwrite", action="store_true", help="replace an exported model there")
+    exp.set_defaults(func=_cmd_export)
+
+    commands.add_parser("doctor", help="versions, threads, cache, weights, models and data found"
+                        ).set_defaults(func=_cmd_doctor)
+
+    syn = commands.add_parser("synthetic", help="a small dataset of synthetic smears (drawn "
+                              "disks with masks and boxes) to try things on")
+    syn.add_argument("-o", "--output", required=True, help="dataset folder to write")
+    syn.add_argument("--train", type=int, default=4, help="train images (default: %(default)s)")
+    syn.add_argument("--test", type=int, default=2, help="test images (default: %(default)s)")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    syn.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    syn.set_defaults(func=_cmd_synthetic)
     return parser
 
 

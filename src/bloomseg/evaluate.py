@@ -15,6 +15,7 @@ from bloomseg.matching import (BoxMatch, MaskMatch, match_boxes, match_masks, to
                                yolo_to_xyxy)
 from bloomseg.metrics import PixelCounts, report
 from bloomseg.predict import Segmenter
+from bloomseg.report import evaluate_report
 
 PLOTS = ("aggregate_metrics.png", "class_comparison.png", "dice_distribution.png",
          "iou_vs_dice.png")
@@ -93,7 +94,7 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     """Segment every labelled image of ``data/split`` and score it.
 
     Writes ``metrics.json`` (from confusion counts over all pixels, plus the per-image
-    mean), ``per_image_metrics.json``, the four plots, and for ``visualize`` = N the
+    mean), ``per_image_metrics.json``, the four plots, ``report.html``, and for ``visualize`` = N the
     N best and N worst images by Dice as image | overlay | error map pictures
     (TP green, FP red, FN blue, TN black) in ``visualizations/``.
 
@@ -159,11 +160,16 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     ranked = sorted(per_image, key=lambda r: r["dice"], reverse=True)
     chosen = {r["image"]: f"best{i + 1}" for i, r in enumerate(ranked[:visualize])}
     chosen |= {r["image"]: f"worst{i + 1}" for i, r in enumerate(ranked[::-1][:visualize])}
+    pictures = []
     for sample in scan.samples:
         if sample.stem in chosen:
             image, mask = load_sample(sample)
             result = segmenter.predict(image, instances=True)
             picture = np.concatenate([image, label_overlay(image, result.labels),
                                       error_map(result.mask, mask)], axis=1)
-            save_png(out_dir / "visualizations" / f"{chosen[sample.stem]}_{sample.stem}.png", picture)
+            pictures.append(f"visualizations/{chosen[sample.stem]}_{sample.stem}.png")
+            save_png(out_dir / pictures[-1], picture)
+    plots = [*PLOTS, COUNT_PLOT] if box_matches else list(PLOTS)
+    evaluate_report(out_dir, metrics, per_image, segmenter.name, str(Path(data) / split),
+                    plots, sorted(pictures))
     return metrics

@@ -122,13 +122,50 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, info: dict) -> N
         torch.save(payload, f)
 
 
+PACKAGED = Path(__file__).resolve().parent / "models"
+"""Models shipped inside the package, one folder each (``default``: the best model trained
+here on real smears, see its MODEL_CARD.md)."""
+
+EXPORT_FILES = ("model.safetensors", "config.json")
+
+
+def resolve_model(name: str | Path) -> Path:
+    """The checkpoint a model name or path means.
+
+    Args:
+        name: a packaged model's name (``default``), a run folder (its best.pt), an
+            exported model folder (model.safetensors + config.json), or a .pt file.
+
+    Raises:
+        CheckpointError: none of these.
+    """
+    path = Path(name)
+    if not path.exists() and (PACKAGED / str(name)).is_dir():
+        path = PACKAGED / str(name)
+    if path.is_dir():
+        if (path / EXPORT_FILES[0]).is_file():
+            return path
+        if (path / "best.pt").is_file():
+            return path / "best.pt"
+        raise CheckpointError(f"{path}: neither a training run (best.pt) nor an exported model "
+                              f"({' + '.join(EXPORT_FILES)})")
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in PACKAGED.iterdir() if p.is_dir())) \
+            if PACKAGED.is_dir() else "none"
+        raise CheckpointError(f"{path}: no such model file or folder (models shipped: {shipped})")
+    return path
+
+
 def read_checkpoint_file(path: str | Path) -> dict:
-    """A bloomseg model checkpoint as a dict (safely: no code runs while loading).
+    """A bloomseg model checkpoint as a dict (safely: no code runs while loading), from a
+    .pt file or an exported folder.
 
     Raises:
         CheckpointError: unreadable, or not a bloomseg model checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_exported(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -141,12 +178,59 @@ def read_checkpoint_file(path: str | Path) -> dict:
     return payload
 
 
-def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
-               weights: str | Path | None = None) -> tuple[SegmentationModel, dict]:
-    """Rebuild a trained model from best.pt / last.pt, in eval mode on the CPU.
+def _read_exported(folder: Path) -> dict:
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config = (folder / name for name in EXPORT_FILES)
+    try:
+        payload = json.loads(config.read_text("utf-8"))
+        state = load_file(weights)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"{folder}: not a readable exported model ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{config}: not a bloomseg model configuration")
+    return payload | {"state": state}
+
+
+def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write a trained model as model.safetensors + config.json, the form that is shipped
+    and shared: tensors in a format that holds no code, settings as readable JSON.
 
     Args:
-        path: the checkpoint.
+        checkpoint: a run folder, its best.pt, or another exported model.
+        folder: where to write (created).
+        overwrite: replace an exported model already there.
+
+    Returns:
+        ``folder`` as a Path.
+    """
+    from safetensors.torch import save
+
+    from bloomseg.io import atomic_output, save_json
+
+    payload = read_checkpoint_file(resolve_model(checkpoint))
+    folder = Path(folder)
+    existing = [folder / n for n in EXPORT_FILES if (folder / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    state = {k: v.contiguous() for k, v in payload.pop("state").items()}
+    # where it was trained is of no use elsewhere
+    payload["config"] = {k: v for k, v in payload["config"].items() if k not in ("out", "cache_dir")}
+    with atomic_output(folder / EXPORT_FILES[0]) as f:
+        f.write(save(state))
+    save_json(folder / EXPORT_FILES[1], payload)
+    return folder
+
+
+def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
+               weights: str | Path | None = None) -> tuple[SegmentationModel, dict]:
+    """Rebuild a trained model, in eval mode on the CPU.
+
+    Args:
+        path: the checkpoint: a .pt file or an exported folder (see :func:`resolve_model`).
         backbone: the backbone it was trained on, already loaded; default: load it by
             the name the checkpoint records, from ``weights`` or the weights cache.
         weights: the backbone weights file, if not the cached download.

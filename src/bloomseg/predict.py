@@ -31,7 +31,7 @@ from torch import Tensor
 
 from bloomseg.features import FeatureSource, stitched_features
 from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, label_cells
-from bloomseg.model import SegmentationModel, load_model
+from bloomseg.model import SegmentationModel, load_model, resolve_model
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, chunks, pad_reflect, render, whole_view
 from bloomseg.vit import PATCH_SIZE
@@ -233,11 +233,14 @@ class Segmenter:
         threshold: probability above which a pixel is cell.
         instances: how cells are separated (default: the centre map's defaults for a
             model that has one, else the distance transform's).
+        name: what the model is called in reports.
     """
 
     def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
-                 threshold: float = 0.5, instances: InstanceParams | None = None) -> None:
+                 threshold: float = 0.5, instances: InstanceParams | None = None,
+                 name: str = "a model in memory") -> None:
         options.check()
+        self.name = name
         self.model, self.options, self.threshold = model.eval(), options, threshold
         has_centres = model.out_channels > 1
         if instances is None or (instances.method == "centres" and not has_centres):
@@ -248,21 +251,21 @@ class Segmenter:
     @classmethod
     def load(cls, path: str | Path, weights: str | Path | None = None,
              threshold: float = 0.5, **options) -> "Segmenter":
-        """Load best.pt of a run folder, or a checkpoint file.
+        """Load a trained model.
 
         Args:
-            path: run folder or .pt file.
+            path: ``default`` (the model shipped with bloomseg), a run folder (its
+                best.pt), an exported model folder, or a .pt file.
             weights: backbone weights file, if not the cached download.
             threshold: cell probability threshold.
             options: :class:`InferenceOptions` fields; mode and tile default to the
                 model's training settings.
         """
-        path = Path(path)
-        model, payload = load_model(path / "best.pt" if path.is_dir() else path, weights=weights)
+        model, payload = load_model(resolve_model(path), weights=weights)
         trained = {"mode": payload["config"]["mode"], "tile": payload["config"]["tile"]}
         tuned = payload.get("instances")
         return cls(model, InferenceOptions(**(trained | options)), threshold,
-                   InstanceParams.from_dict(tuned) if tuned else None)
+                   InstanceParams.from_dict(tuned) if tuned else None, name=str(path))
 
     def logits(self, image: np.ndarray) -> Tensor:
         """(H, W, 3) uint8 -> (C, H, W) float32 logits."""
