@@ -1,11 +1,12 @@
-"""Cell separation and counting on the real smears' test split, three ways side by side.
+"""Cell separation and counting on the real smears' test split, four ways side by side.
 
-    python benchmarks/instances.py --model out/unet-centres
+    python benchmarks/instances.py --model default
 
 (a) the model's mask, cells seeded at its learned centre map (settings tuned on the
 validation split during training); (b) the same mask, cells seeded at distance-transform
 peaks (settings tuned here on the same validation images); (c) the classical pipeline:
-Otsu's threshold, holes filled, distance-transform watershed (tuned the same way).
+Otsu's threshold, holes filled, distance-transform watershed (tuned the same way);
+(d) the ceiling of the instance step: the true mask, seeded at the true boxes' centres.
 Scores: cells matched to the true boxes at IoU >= 0.5 (bloomseg.matching), and the mean
 relative count error of the cells that do not touch the border.
 """
@@ -21,8 +22,9 @@ import numpy as np
 from scipy import ndimage
 from train_baseline import DATA, otsu_mask
 
+from bloomseg.centres import boxes_to_pixels, centre_map
 from bloomseg.data import load_sample, read_boxes, scan_split
-from bloomseg.instances import label_cells, tune
+from bloomseg.instances import InstanceParams, label_cells, tune
 from bloomseg.matching import match_boxes, total_boxes, yolo_to_xyxy
 from bloomseg.predict import Segmenter
 
@@ -45,19 +47,20 @@ def main() -> None:
         for sample in scan_split(args.data, split).samples:
             if stems is None or sample.stem in stems:
                 image, mask = load_sample(sample)
-                boxes = yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape)
-                yield image, boxes
+                rows = read_boxes(sample.boxes)
+                exact = centre_map(boxes_to_pixels(rows, *mask.shape), 0, 0, *mask.shape)
+                yield image, mask, exact, yolo_to_xyxy(rows, *mask.shape)
 
     val = [(segmenter.predict(image).mask, classical_mask(image), boxes)
-           for image, boxes in cases("train", set(splits["val"]))]
+           for image, _, _, boxes in cases("train", set(splits["val"]))]
     model_distance, _ = tune([(m, None, b) for m, _, b in val], "distance")
     otsu_distance, _ = tune([(o, None, b) for _, o, b in val], "distance")
     print(f"model: {run}; instance settings: centres {segmenter.instances}, "
           f"distance (model mask) {model_distance}, distance (Otsu) {otsu_distance}")
 
-    results: dict[str, list] = {"a": [], "b": [], "c": []}
+    results: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}
     seconds = {"predict": [], "instances": []}
-    for image, boxes in cases("test"):
+    for image, mask, exact, boxes in cases("test"):
         start = time.perf_counter()
         prediction = segmenter.predict(image)
         seconds["predict"].append(time.perf_counter() - start)
@@ -67,8 +70,11 @@ def main() -> None:
         results["a"].append(match_boxes(labels, boxes))
         results["b"].append(match_boxes(label_cells(prediction.mask, None, model_distance), boxes))
         results["c"].append(match_boxes(label_cells(classical_mask(image), None, otsu_distance), boxes))
+        results["d"].append(match_boxes(label_cells(mask, exact, InstanceParams("centres", 15, 0.3, 50)),
+                                        boxes))
     names = {"a": "model mask + learned centres", "b": "model mask + distance transform",
-             "c": "Otsu + distance transform (classical)"}
+             "c": "Otsu + distance transform (classical)",
+             "d": "true mask + true box centres (ceiling)"}
     print(f"test split: {len(results['a'])} images, {sum(m.true for m in results['a'])} boxes")
     for key, matches in results.items():
         t = total_boxes(matches)

@@ -13,9 +13,9 @@ def test_a_gaussian_per_box_peaks_at_its_centre():
     heat = centre_map(boxes, 0, 0, 50, 80)
     assert heat.shape == (50, 80) and heat.dtype == np.float32
     assert heat[10, 20] == pytest.approx(1.0) and heat[30, 60] == pytest.approx(1.0)
-    # one sigma off centre: exp(-1/2), with sigma = 0.15 x the box side on each axis
+    # sigma = SIGMA_SCALE x the box side on each axis: two sigma off, exp(-2)
     assert heat[10, 20 + round(SIGMA_SCALE * 10 * 2)] == pytest.approx(np.exp(-0.5 * 4), abs=1e-6)
-    assert heat[30, 63] == pytest.approx(np.exp(-0.5), abs=1e-6)  # sigma_x = 3 for w = 20
+    assert heat[30, 60 + round(SIGMA_SCALE * 20)] == pytest.approx(np.exp(-0.5), abs=1e-6)  # one sigma
     assert heat[45, 5] < 1e-6 and heat.max() <= 1
 
 

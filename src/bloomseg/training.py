@@ -30,7 +30,7 @@ from torch import Tensor
 from bloomseg import __version__
 from bloomseg.augment import ColourJitter, dihedral
 from bloomseg.cache import FeatureCache, ImageStore, content_key, module_fingerprint
-from bloomseg.centres import boxes_to_pixels, centre_map
+from bloomseg.centres import SIGMA_SCALE, boxes_to_pixels, centre_map
 from bloomseg.data import Sample, load_or_make_splits, read_boxes, scan_split
 from bloomseg.errors import BloomsegError, ConfigError, DataError
 from bloomseg.heads import HEADS
@@ -86,7 +86,7 @@ class TrainConfig:
     cache_dir: str | None = None
     centres: bool = True
     centre_weight: float = 1.0
-    centre_sigma: float = 0.1
+    centre_sigma: float = SIGMA_SCALE
     unet_levels: int = 5
 
     def __post_init__(self) -> None:
