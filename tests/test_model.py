@@ -137,7 +137,7 @@ def test_the_shipped_default_model_finds_cells():
 
     from bloomseg.model import PACKAGED, resolve_model
     from bloomseg.predict import Segmenter
-    from bloomseg.synthetic import REAL_SCALE, smear
+    from bloomseg.synthetic import smear
 
     folder = resolve_model("default")
     assert folder == PACKAGED / "default"
