@@ -94,9 +94,9 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     """Segment every labelled image of ``data/split`` and score it.
 
     Writes ``metrics.json`` (from confusion counts over all pixels, plus the per-image
-    mean), ``per_image_metrics.json``, the four plots, ``report.html``, and for ``visualize`` = N the
-    N best and N worst images by Dice as image | overlay | error map pictures
-    (TP green, FP red, FN blue, TN black) in ``visualizations/``.
+    mean), ``per_image_metrics.json``, the four plots, ``report.html``, and for
+    ``visualize`` = N the N best and N worst images by Dice as image | overlay | error
+    map pictures (TP green, FP red, FN blue, TN black) in ``visualizations/``.
 
     Where the split has boxes (``boxes/``), cells are separated and ``metrics.json``
     gains ``instances.boxes`` (matching at IoU 0.5, see :mod:`bloomseg.matching`, and
