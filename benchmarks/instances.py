@@ -14,7 +14,6 @@ relative count error of the cells that do not touch the border.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from scipy import ndimage
 from train_baseline import DATA, otsu_mask
 
 from bloomseg.centres import boxes_to_pixels, centre_map
-from bloomseg.data import load_sample, read_boxes, scan_split
+from bloomseg.data import load_or_make_splits, load_sample, read_boxes, scan_split
 from bloomseg.instances import InstanceParams, label_cells, tune
 from bloomseg.matching import match_boxes, total_boxes, yolo_to_xyxy
 from bloomseg.predict import Segmenter
@@ -41,7 +40,9 @@ def main() -> None:
     args = parser.parse_args()
     segmenter = Segmenter.load(args.model)
     run = Path(args.model)
-    splits = json.loads((Path(args.data) / "splits.json").read_text())
+    # the training split: splits.json beside the data, or made again as training made it
+    stems = [s.stem for s in scan_split(args.data, "train").samples]
+    splits, _ = load_or_make_splits(args.data, stems)
 
     def cases(split: str, stems=None):
         for sample in scan_split(args.data, split).samples:

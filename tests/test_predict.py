@@ -18,6 +18,7 @@ class RedChannel(nn.Module):
     """An identity 'model': its logit is the input's normalised red channel."""
 
     backbone = None
+    grid, reach = 14, 0  # pixel-local: any window gives the same logits
 
     def forward(self, x):
         return x[:, :1]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloomseg.batch import segment_files
+from bloomseg.batch import OutputOptions, segment_files
 from bloomseg.evaluate import evaluate
 from bloomseg.instances import InstanceParams
 from bloomseg.predict import Prediction
@@ -67,7 +67,7 @@ def test_predict_report_shows_counts_overlays_and_failures(tmp_path):
     hostile = tmp_path / "<b>bad&.png"
     hostile.write_bytes(b"not a png")
     out = tmp_path / "out"
-    rows = segment_files(Blobs(), [*inputs, hostile], out, progress=False, instances=True, coco=True)
+    rows = segment_files(Blobs(), [*inputs, hostile], out, OutputOptions(coco=True), progress=False)
     page = out / REPORT
     text = page.read_text("utf-8")
     links = assert_links_resolve(page)

@@ -1,20 +1,20 @@
 """Segmenting many image files: outputs per image and a summary, one bad file never
-stopping the rest."""
+stopping the rest.
+
+One image is one call of :func:`segment_image`, which writes every output atomically and
+turns any failure into a summary row; :func:`segment_files` runs those calls in this
+process and :mod:`bloomseg.cluster` on Dask workers, and both end with
+:func:`finish_run`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bloomseg.errors import BloomsegError
-from bloomseg.export import coco_dataset, geojson_features, read_labels, save_labels
-from bloomseg.figures import label_overlay, overlay
-from bloomseg.io import atomic_output, read_image, save_csv, save_json, save_png
-from bloomseg.measure import COLUMNS as CELL_COLUMNS
-from bloomseg.measure import measure_cells
-from bloomseg.predict import Segmenter
-from bloomseg.report import predict_report
 
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    "seconds", "status")
@@ -23,81 +23,210 @@ the image border, the count to compare between fields."""
 COCO_FILE = "cells_coco.json"
 
 
-def output_paths(out_dir: Path, stem: str, save_prob: bool = False,
-                 instances: bool = False) -> list[Path]:
-    """The files ``segment_files`` writes for one image."""
-    paths = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"]
-    if save_prob:
-        paths.append(out_dir / f"{stem}_prob.tif")
-    if instances:
-        paths += [out_dir / f"{stem}_labels.tif", out_dir / f"{stem}_cells.csv",
-                  out_dir / f"{stem}.geojson"]
+@dataclass(frozen=True)
+class OutputOptions:
+    """What is written for each image, and how large images are handled.
+
+    Attributes:
+        save_prob: also the float32 probability, ``<stem>_prob.tif``.
+        instances: one label per cell: labels, cell table and GeoJSON.
+        coco: also one COCO file for the run (implies ``instances``).
+        large: predict block-wise (True), in memory (False), or block-wise above
+            :data:`bloomseg.blockwise.LARGE_PIXELS` pixels (None).
+        block: block core side, px (a multiple of 256).
+        halo: context around each block, px; more than the largest cell.
+    """
+
+    save_prob: bool = False
+    instances: bool = False
+    coco: bool = False
+    large: bool | None = None
+    block: int = 2048
+    halo: int = 256
+
+    @property
+    def cells(self) -> bool:
+        return self.instances or self.coco
+
+    def check(self) -> None:
+        """Raise ValueError naming an invalid setting."""
+        from bloomseg.blockwise import TILE
+
+        if self.block <= 0 or self.block % TILE:
+            raise ValueError(f"block {self.block} must be a positive multiple of {TILE}")
+        if not 0 <= self.halo < self.block:
+            raise ValueError(f"halo {self.halo} must be at least 0 and under the block ({self.block})")
+
+
+def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOptions(),
+                 large: bool = False) -> dict[str, Path]:
+    """The files :func:`segment_image` writes for one image, by kind. A large image's
+    mask is a tiled TIFF and its overlay a reduced picture."""
+    paths = {"mask": out_dir / f"{stem}_mask.{'tif' if large else 'png'}",
+             "overlay": out_dir / f"{stem}_overlay.png"}
+    if options.save_prob:
+        paths["prob"] = out_dir / f"{stem}_prob.tif"
+    if options.cells:
+        paths |= {"labels": out_dir / f"{stem}_labels.tif", "cells": out_dir / f"{stem}_cells.csv",
+                  "geojson": out_dir / f"{stem}.geojson"}
     return paths
 
 
-def _save_cells(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray) -> list[dict]:
-    cells = measure_cells(labels, image)
-    save_labels(out_dir / f"{stem}_labels.tif", labels)
-    save_csv(out_dir / f"{stem}_cells.csv", cells, CELL_COLUMNS)
-    save_json(out_dir / f"{stem}.geojson", geojson_features(labels, cells))
-    return cells
+def existing_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
+    """Outputs of an image already in ``out_dir``, in either size class."""
+    return [p for large in (False, True)
+            for p in output_paths(out_dir, stem, options, large).values() if p.exists()]
 
 
-def segment_files(segmenter: Segmenter, paths: list[Path], out_dir: str | Path,
-                  save_prob: bool = False, overwrite: bool = False, progress: bool = True,
-                  instances: bool = False, coco: bool = False) -> list[dict]:
-    """Segment image files; write ``<stem>_mask.png`` (0/255, the image's size),
-    ``<stem>_overlay.png``, optionally ``<stem>_prob.tif`` (float32), summary.csv and
-    report.html.
+def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
+                       options: OutputOptions) -> dict:
+    from PIL import Image
 
-    With ``instances``: also ``<stem>_labels.tif`` (cells 1..N, uint16 or uint32),
-    ``<stem>_cells.csv`` (one row of measurements per cell), ``<stem>.geojson`` (QuPath
-    detections), cell counts in summary.csv, and cell outlines in the overlay; with
-    ``coco`` too, ``cells_coco.json`` for every image that has a label file.
+    from bloomseg.blockwise import LazyImage
+    from bloomseg.export import geojson_features, save_labels
+    from bloomseg.figures import label_overlay, overlay
+    from bloomseg.io import atomic_output, read_image, save_csv, save_json, save_png
+    from bloomseg.measure import COLUMNS as CELL_COLUMNS
+    from bloomseg.measure import measure_cells
+
+    if path.suffix.lower() == ".zarr":
+        with LazyImage(path) as source:
+            image = source.read(0, source.shape[0], 0, source.shape[1])
+    else:
+        image = read_image(path)
+    result = segmenter.predict(image, instances=options.cells)
+    save_png(outputs["mask"], result.mask.astype(np.uint8) * 255)
+    if options.save_prob:
+        with atomic_output(outputs["prob"]) as f:
+            Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
+    row = {"width": image.shape[1], "height": image.shape[0],
+           "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}"}
+    if result.labels is not None:
+        cells = measure_cells(result.labels, image)
+        save_labels(outputs["labels"], result.labels)
+        save_csv(outputs["cells"], cells, CELL_COLUMNS)
+        save_json(outputs["geojson"], geojson_features(result.labels, cells))
+        row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells))
+        save_png(outputs["overlay"], label_overlay(image, result.labels))
+    else:
+        save_png(outputs["overlay"], overlay(image, result.mask))
+    return row
+
+
+def segment_image(segmenter, path: str | Path, out_dir: str | Path,
+                  options: OutputOptions = OutputOptions(), progress: bool = False) -> dict:
+    """Segment one image file and write its outputs (:func:`output_paths`), replacing
+    any there. Never raises for a bad image: the row says what went wrong.
+
+    Args:
+        segmenter: a :class:`bloomseg.predict.Segmenter` (or anything with its
+            ``predict``).
+        path: the image: PNG, JPEG, TIFF, BMP, or a zarr array folder.
+        out_dir: the output folder.
+        options: what to write.
+        progress: a progress bar over the blocks of a large image.
+
+    Returns:
+        The image's summary row (:data:`SUMMARY_COLUMNS`); ``status`` is ``ok`` or
+        ``failed: ...`` (the reason, naming the file).
+    """
+    from bloomseg.blockwise import LARGE_PIXELS, LazyImage, image_pixels, segment_large
+
+    path, out_dir = Path(path), Path(out_dir)
+    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
+    try:
+        large = options.large
+        if large is None:
+            large = image_pixels(path) > LARGE_PIXELS
+        outputs = output_paths(out_dir, path.stem, options, large)
+        if large:
+            with LazyImage(path) as source:
+                row.update(segment_large(segmenter, source, outputs, options.cells,
+                                         options.save_prob, options.block, options.halo, progress))
+        else:
+            row.update(_segment_in_memory(segmenter, path, outputs, options))
+    except BloomsegError as e:
+        row["status"] = f"failed: {e}"
+        return row
+    except (MemoryError, RuntimeError, ValueError, OSError) as e:
+        # unforeseen trouble with one image must not end the batch
+        row["status"] = f"failed: {path}: {type(e).__name__}: {e}"
+        return row
+    row["status"] = "ok"
+    return row
+
+
+def remove_stale_temporaries(out_dir: Path, names: list[str]) -> None:
+    """Remove temporary files and block folders that a killed process left for these
+    output names (a finished write renames its temporary file away)."""
+    import glob
+    import shutil
+
+    for name in names:
+        for stale in out_dir.glob(f".{glob.escape(name)}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.suffix == ".tmp":
+                stale.unlink(missing_ok=True)
+
+
+def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
+               model: str) -> None:
+    """Write a run's summary.csv, the COCO file (with ``coco``) and report.html, and clear
+    what killed processes left behind."""
+    from bloomseg.export import coco_dataset, read_labels
+    from bloomseg.io import save_csv, save_json
+    from bloomseg.report import predict_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir, [p.name for r in rows for large in (False, True) for p in
+                                       output_paths(out_dir, Path(r["image"]).stem, options,
+                                                    large).values()])
+    save_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
+    if options.coco:
+        labelled = [(Path(r["image"]).name, out_dir / f"{Path(r['image']).stem}_labels.tif")
+                    for r in rows]
+        save_json(out_dir / COCO_FILE, coco_dataset([(name, read_labels(f))
+                                                     for name, f in labelled if f.is_file()]))
+    predict_report(out_dir, rows, model, options.cells, [COCO_FILE] if options.coco else [])
+
+
+def skipped_row(path: Path) -> dict:
+    """The summary row of an image whose outputs exist already."""
+    return dict.fromkeys(SUMMARY_COLUMNS, "") | {
+        "image": str(path), "status": "skipped: outputs exist (use --overwrite)"}
+
+
+def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
+                  options: OutputOptions = OutputOptions(), overwrite: bool = False,
+                  progress: bool = True) -> list[dict]:
+    """Segment image files in this process; write each image's outputs
+    (:func:`output_paths`), summary.csv and report.html.
+
+    Per image: ``<stem>_mask.png`` (0/255, the image's size; a tiled TIFF for a large
+    image) and ``<stem>_overlay.png``; with ``save_prob`` ``<stem>_prob.tif``; with
+    ``instances`` ``<stem>_labels.tif`` (cells 1..N, uint16 or uint32),
+    ``<stem>_cells.csv`` (measurements per cell), ``<stem>.geojson`` (QuPath detections),
+    cell counts in summary.csv and outlines in the overlay; with ``coco`` also
+    ``cells_coco.json`` for the run.
 
     Returns:
         One summary row per input; ``status`` is ``ok``, ``skipped: ...`` (outputs
         exist) or ``failed: ...`` (the reason, naming the file).
     """
-    from PIL import Image
     from tqdm import tqdm
 
+    options.check()
     out_dir = Path(out_dir)
-    instances = instances or coco
     rows = []
     for path in tqdm(paths, desc="segmenting", unit="image", disable=not progress):
-        row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
+        if not overwrite and existing_outputs(out_dir, path.stem, options):
+            rows.append(skipped_row(path))
+            continue
+        row = segment_image(segmenter, path, out_dir, options, progress)
+        if progress and row["status"] != "ok":
+            tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
         rows.append(row)
-        outputs = output_paths(out_dir, path.stem, save_prob, instances)
-        if not overwrite and any(p.exists() for p in outputs):
-            row["status"] = "skipped: outputs exist (use --overwrite)"
-            continue
-        try:
-            image = read_image(path)
-        except BloomsegError as e:
-            row["status"] = f"failed: {e}"
-            if progress:
-                tqdm.write(f"skipped {e}")
-            continue
-        result = segmenter.predict(image, instances=instances)
-        save_png(outputs[0], result.mask.astype(np.uint8) * 255)
-        if save_prob:
-            with atomic_output(outputs[2]) as f:
-                Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
-        if result.labels is not None:
-            cells = _save_cells(out_dir, path.stem, image, result.labels)
-            row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells))
-            save_png(outputs[1], label_overlay(image, result.labels))
-        else:
-            save_png(outputs[1], overlay(image, result.mask))
-        row.update(width=image.shape[1], height=image.shape[0],
-                   cell_fraction=f"{result.mask.mean():.6f}", seconds=f"{result.seconds:.3f}",
-                   status="ok")
-    save_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
-    if coco:
-        labelled = [(Path(r["image"]).name, out_dir / f"{Path(r['image']).stem}_labels.tif")
-                    for r in rows]
-        save_json(out_dir / COCO_FILE, coco_dataset([(name, read_labels(f))
-                                                     for name, f in labelled if f.is_file()]))
-    predict_report(out_dir, rows, segmenter.name, instances, [COCO_FILE] if coco else [])
+    finish_run(out_dir, rows, options, segmenter.name)
     return rows

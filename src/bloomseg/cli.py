@@ -23,18 +23,22 @@ MODEL_HELP = ("default (the model shipped with bloomseg), a run folder (its best
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns -> image paths, in order.
 
-    A path that does not exist is kept, so the caller reports it like any bad input.
+    A zarr array folder (``*.zarr``) is an image. A path that does not exist is kept, so
+    the caller reports it like any bad input.
     """
     from bloomseg.io import IMAGE_SUFFIXES
+
+    def is_image(p: Path) -> bool:
+        return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or \
+            (p.is_dir() and p.suffix.lower() == ".zarr")
 
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir() and not is_image(path):
+            found += sorted(p for p in path.iterdir() if is_image(p))
         elif not path.exists() and glob.has_magic(item):
-            found += sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            found += sorted(Path(p) for p in glob.glob(item) if Path(p).is_file() or is_image(Path(p)))
         else:
             found.append(path)
     return list(dict.fromkeys(found))
@@ -198,21 +202,39 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bloomseg.batch import segment_files
-    from bloomseg.predict import Segmenter
+    from bloomseg.batch import OutputOptions, segment_files
+    from bloomseg.cluster import ModelSpec
+    from bloomseg.model import resolve_model
 
     options = {k: getattr(args, k)
                for k in ("strategy", "overlap", "sigma", "context", "tta", "batch_size")}
     if args.mode:
         options["mode"] = args.mode
-    segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
+    spec = ModelSpec(args.model, args.weights, args.threshold, tuple(options.items()))
+    outputs = OutputOptions(args.save_prob, args.instances, args.coco,
+                            True if args.large else None, args.block, args.halo)
+    try:
+        outputs.check()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILED
-    rows = segment_files(segmenter, paths, args.output, save_prob=args.save_prob,
-                         overwrite=args.overwrite, progress=not args.quiet,
-                         instances=args.instances, coco=args.coco)
+    if args.workers or args.scheduler:
+        from bloomseg.cluster import connect, segment_files_on_cluster
+
+        resolve_model(args.model)  # a wrong name fails here, not in every task
+        with connect(args.workers, args.scheduler) as client:
+            if not args.quiet:
+                print(f"Dask cluster: {client.scheduler.address}, "
+                      f"{len(client.scheduler_info()['workers'])} workers", file=sys.stderr)
+            rows = segment_files_on_cluster(client, spec, paths, args.output, outputs,
+                                            args.overwrite, progress=not args.quiet)
+    else:
+        rows = segment_files(spec.load(), paths, args.output, outputs, args.overwrite,
+                             progress=not args.quiet)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
     print(f"report: {(Path(args.output) / 'report.html').resolve()}")
@@ -483,6 +505,26 @@ def build_parser() -> argparse.ArgumentParser:
                       "<stem>.geojson (QuPath), cell counts in summary.csv")
     pred.add_argument("--coco", action="store_true",
                       help="with --instances: also cells_coco.json (COCO, RLE masks)")
+    large = pred.add_argument_group(
+        "large images", "images over 36 Mpx (6000x6000) are predicted block by block in "
+        "bounded memory: TIFF and zarr read lazily, cells merged across block borders, "
+        "mask and labels written as tiled TIFFs")
+    large.add_argument("--large", action="store_true",
+                       help="predict every image block by block, whatever its size")
+    large.add_argument("--block", type=int, default=2048,
+                       help="block side in px, a multiple of 256 (default: %(default)s)")
+    large.add_argument("--halo", type=int, default=256,
+                       help="context around each block in px, more than the largest cell "
+                       "(default: %(default)s)")
+    dask = pred.add_argument_group(
+        "Dask", "one task per image on worker processes; outputs are written by the workers "
+        "(needs: pip install 'bloomseg[distributed]')")
+    where = dask.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="start a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use a running Dask cluster, e.g. tcp://HOST:8786 (the output "
+                       "folder and inputs must be on storage the workers share)")
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     pred.set_defaults(func=_cmd_predict)

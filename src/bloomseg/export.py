@@ -112,9 +112,15 @@ def geojson_features(labels: np.ndarray, rows: list[dict], name: str = "Cell") -
         rows: per-cell measurements (:func:`bloomseg.measure.measure_cells`), keyed by ``id``.
         name: the classification QuPath shows.
     """
+    return polygons_geojson(cell_polygons(labels), rows, name)
+
+
+def polygons_geojson(polygons: dict[int, list[np.ndarray]], rows: list[dict],
+                     name: str = "Cell") -> dict:
+    """:func:`geojson_features` of outlines already traced (:func:`cell_polygons`)."""
     by_id = {row["id"]: row for row in rows}
     features = []
-    for index, rings in cell_polygons(labels).items():
+    for index, rings in sorted(polygons.items()):
         row = by_id.get(index, {"id": index})
         measurements = {k: float(v) for k, v in row.items() if k != "id"}
         features.append({

@@ -130,6 +130,9 @@ class UNet(nn.Module):
             c_in = w
         self.out = nn.Conv2d(c_in, out_channels, 1)
         self.multiple = 2 ** (len(widths) - 1)
+        # receptive-field radius, px: two 3x3 convolutions per level down and up, the
+        # pools and the transposed convolutions, each at its level's scale
+        self.reach = 2 * (2 * self.multiple - 1) + 4 * (self.multiple - 1)
 
     def forward(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) normalised image -> (B, out_channels, H, W) logits."""

@@ -59,6 +59,10 @@ class InstanceParams:
         return asdict(self)
 
 
+TIE_SCALE = 64.0
+"""px: the distance transform is added to the centre map in these units to break its flat
+ties; about the largest cell radius in the real smears (their largest distance to the
+background is 53-69 px)."""
 DEFAULT_CENTRES = InstanceParams("centres", min_distance=15, min_height=0.3)
 DEFAULT_DISTANCE = InstanceParams("distance", min_distance=15, min_height=5.0)
 
@@ -75,7 +79,9 @@ class _Prepared:
             if centres is None:
                 raise ValueError("the centres method needs a centre map")
             self.surface = np.where(foreground, centres, 0).astype(np.float32)
-            self.elevation = -(self.surface + 0.2 * distance / max(float(distance.max()), 1.0))
+            # a fixed scale, not the image's largest distance: labels must depend only on
+            # the neighbourhood, so that an image cut into blocks gives the same cells
+            self.elevation = -(self.surface + 0.2 * distance / TIE_SCALE)
         else:
             # a little smoothing keeps ragged borders from making ridge peaks
             self.surface = ndimage.gaussian_filter(distance, 1.0)

@@ -18,22 +18,43 @@ from bloomseg.errors import ImageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale an integer or float image to uint8 without clipping its data."""
+def _to_uint8(array: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """Scale an integer or float image to uint8 without clipping its data.
+
+    ``peak`` is the whole image's largest value where ``array`` is only part of it, so
+    every part is scaled alike (default: ``array``'s own)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        peak = int(array.max(initial=0))
+        peak = int(array.max(initial=0)) if peak is None else peak
         # Cameras write 10-16 bit data into 16-bit containers: scale by the container
         # depth that holds the data, so a 12-bit image is not crushed into the dark end.
         depth = next((d for d in (8, 10, 12, 14, 16, 32) if peak < 2**d), 32)
         return (array.astype(np.float64) * (255.0 / (2**depth - 1))).round().astype(np.uint8)
     array = np.nan_to_num(array.astype(np.float64))
-    if array.max(initial=0.0) <= 1.0:
+    if (array.max(initial=0.0) if peak is None else peak) <= 1.0:
         array = array * 255.0
     return np.clip(array, 0, 255).round().astype(np.uint8)
+
+
+def to_rgb(array: np.ndarray, name: str | Path, peak: float | None = None) -> np.ndarray:
+    """(H, W), (H, W, 1-4) pixel data -> (H, W, 3) uint8: grey repeated, alpha dropped,
+    values scaled by :func:`_to_uint8`.
+
+    Raises:
+        ImageError: naming ``name``, for any other shape.
+    """
+    if array.ndim == 2:
+        array = array[..., None]
+    elif array.ndim == 3 and array.shape[2] in (2, 4):  # drop alpha
+        array = array[..., :-1]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ImageError(f"{name}: unsupported image shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(_to_uint8(array, peak))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -65,17 +86,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: refused, too many pixels to decode safely ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: truncated or corrupt image ({e})") from None
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] in (2, 4):  # drop alpha
-        array = array[..., :-1]
-    if array.ndim != 3 or array.shape[2] not in (1, 3):
-        raise ImageError(f"{path}: unsupported image shape {array.shape}")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"{path}: the image has no pixels ({array.shape[1]}x{array.shape[0]})")
-    return np.ascontiguousarray(_to_uint8(array))
+    return to_rgb(array, path)
 
 
 _UMASK = os.umask(0o022)  # reading the umask means setting it: once, at import
@@ -83,24 +96,37 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` and rename it over ``path`` on success.
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that wants a file name; on success
+    it is flushed to disk and renamed over ``path``.
 
     A crash or an exception leaves either the old file or no file, never a torn one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and rename it over ``path`` on success
+    (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def save_json(path: str | Path, data: Any) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from bloomseg.errors import CheckpointError
 from bloomseg.heads import UNet, build_head, head_layers
-from bloomseg.vit import DinoVisionTransformer
+from bloomseg.vit import PATCH_SIZE, DinoVisionTransformer
 
 
 class SegmentationModel(nn.Module):
@@ -51,6 +51,18 @@ class SegmentationModel(nn.Module):
             backbone.blocks[depth - unfreeze_blocks:].requires_grad_(True)
             backbone.norm.requires_grad_(True)
         self.train()
+
+    @property
+    def grid(self) -> int:
+        """px: windows of an image must start on this grid to see it as the whole image
+        does (the ViT's patches, the U-Net's pooling)."""
+        return PATCH_SIZE if self.backbone is not None else self.head.multiple
+
+    @property
+    def reach(self) -> int:
+        """px of context that can change an output pixel: a ViT model's heads see about
+        8 patches; a U-Net its receptive field."""
+        return 8 * PATCH_SIZE if self.backbone is not None else self.head.reach
 
     def train(self, mode: bool = True) -> "SegmentationModel":
         super().train(mode)

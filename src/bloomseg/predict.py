@@ -97,21 +97,21 @@ def _stitch(model: SegmentationModel, image: np.ndarray, opts: InferenceOptions,
             features: FeatureSource | None) -> Tensor:
     """Logits of an image through windows; a ViT model sees stitched features."""
     h, w = image.shape[:2]
-    hp = max(1, math.ceil(h / PATCH_SIZE)) * PATCH_SIZE
-    wp = max(1, math.ceil(w / PATCH_SIZE)) * PATCH_SIZE
-    # window and margin in whole patches, so every region starts on the patch grid; the
-    # margin (112 px) covers the heads' and the U-Net's receptive fields
-    size, margin, p = opts.window // PATCH_SIZE, 8, PATCH_SIZE
+    # window and margin in whole grid cells, so every region starts on the model's grid
+    # (ViT patches, U-Net pooling) as the whole image does; the margin covers its reach
+    p = model.grid
+    hp, wp = max(1, math.ceil(h / p)) * p, max(1, math.ceil(w / p)) * p
+    size, margin = opts.window // p, math.ceil(model.reach / p)
     out: Tensor | None = None
     for a, b, ra, rb in _windows(hp // p, size, margin):
         for c, d, rc, rd in _windows(wp // p, size, margin):
-            # pad each region, not the image: a copy of a huge image costs as much as it
-            region = pad_reflect(image[ra * p:rb * p, rc * p:rd * p],
-                                 (rb - ra) * p, (rd - rc) * p)
-            x = to_tensor(region)
+            region = image[ra * p:rb * p, rc * p:rd * p]
             if model.backbone is None:
-                logits = model(x)
+                # the U-Net pads to its own multiple as it does for the whole image
+                logits = model(to_tensor(region))
             else:
+                # pad each region, not the image: a copy of a huge image costs as much as it
+                x = to_tensor(pad_reflect(region, (rb - ra) * p, (rd - rc) * p))
                 maps = stitched_features(features or _live(model), x, opts.tile,
                                          opts.context, opts.batch_size, (ra, rc))
                 logits = model.forward_head(maps, x)

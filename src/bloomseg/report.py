@@ -100,7 +100,7 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         instances: cells were separated (label, table and GeoJSON files exist).
         files: further run-level files to link (e.g. the COCO file).
     """
-    from bloomseg.batch import output_paths
+    from bloomseg.batch import OutputOptions, existing_outputs
 
     out_dir = Path(out_dir)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -116,9 +116,9 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
     image_rows = []
     for r in ok:
         stem = Path(r["image"]).stem
-        names = [p.name for p in output_paths(out_dir, stem, instances=instances)]
-        links = " ".join(_link(n, n[len(stem):].lstrip("_.") or n) for n in names
-                         if (out_dir / n).exists())
+        everything = OutputOptions(save_prob=True, instances=instances)
+        names = [p.name for p in existing_outputs(out_dir, stem, everything)]
+        links = " ".join(_link(n, n[len(stem):].lstrip("_.") or n) for n in names)
         image_rows.append([_e(Path(r["image"]).name), _e(f"{r['width']}x{r['height']}"),
                            _e(r["cell_fraction"]), _e(r["cells"]), _e(r["complete_cells"]),
                            _e(r["seconds"]), links])

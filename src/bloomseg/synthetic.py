@@ -26,22 +26,29 @@ def smear(rng: np.random.Generator, height: int, width: int, cells: list[Cell] |
     Returns:
         (H, W, 3) uint8 image and its (H, W) bool cell mask.
     """
-    yy, xx = np.mgrid[:height, :width]
     mask = np.zeros((height, width), bool)
     centre = np.zeros((height, width), bool)
     for _ in range(max(2, int(height * width * density))):
         cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(*radius)
+        # draw within the disk's box: whole-image grids cost too much for big smears
+        r0, r1 = max(0, int(cy - r) - 1), min(height, int(cy + r) + 2)
+        c0, c1 = max(0, int(cx - r) - 1), min(width, int(cx + r) + 2)
+        yy, xx = np.mgrid[r0:r1, c0:c1]
         d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        mask |= d2 <= r * r
-        centre |= d2 <= (r / 3) ** 2
+        mask[r0:r1, c0:c1] |= d2 <= r * r
+        centre[r0:r1, c0:c1] |= d2 <= (r / 3) ** 2
         if cells is not None:
             cells.append((cy, cx, r))
-    image = np.empty((height, width, 3), np.float64)
-    image[:] = (236, 226, 232)
-    image[mask] = (205, 120, 135)
-    image[centre & mask] = (220, 160, 170)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
+    image = np.empty((height, width, 3), np.uint8)
+    rows = max(1, 2**22 // (3 * width))  # noise in bands of about 4M values, same stream
+    for a in range(0, height, rows):
+        band = np.empty((min(rows, height - a), width, 3), np.float64)
+        band[:] = (236, 226, 232)
+        band[mask[a:a + rows]] = (205, 120, 135)
+        band[(centre & mask)[a:a + rows]] = (220, 160, 170)
+        band += rng.normal(0, 6, band.shape)
+        image[a:a + rows] = np.clip(band, 0, 255).astype(np.uint8)
+    return image, mask
 
 
 def yolo_lines(cells: list[Cell], height: int, width: int) -> str:
