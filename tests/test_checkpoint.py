@@ -191,3 +191,28 @@ def test_code_executing_pickle_is_refused_and_never_runs(tmp_path, small_weights
     # Control: the file really is malicious, an unsafe load would have run the payload.
     torch.load(path, weights_only=False)
     assert marker.is_dir()
+
+
+def test_no_code_path_can_unpickle():
+    """Every torch.load in bloomseg passes weights_only=True, and nothing calls pickle's
+    or numpy's object loaders: model files, caches and configs are data, never code."""
+    import ast
+    from pathlib import Path
+
+    import bloomseg
+
+    found = []
+    for path in sorted(Path(bloomseg.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if name == "torch.load":
+                found.append((path.name, node.lineno))
+                assert keywords.get("weights_only") == "True", f"{path}:{node.lineno}"
+            assert name not in ("pickle.load", "pickle.loads", "dill.load", "joblib.load"), \
+                f"{path}:{node.lineno}: {name}"
+            if name in ("np.load", "numpy.load"):
+                assert keywords.get("allow_pickle", "False") == "False", f"{path}:{node.lineno}"
+    assert found  # the scan sees the loaders that exist

@@ -131,6 +131,54 @@ def test_exported_model_refuses_damaged_files(tmp_path):
         resolve_model(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"unet_levels": 40}, "unet_levels 40 is not in 1..8"),  # 16 * 2**39 channels
+    ({"unet_levels": "5"}, "unet_levels must be int"),
+    ({"unet_levels": True}, "unet_levels must be int"),
+    ({"head": 5}, "head must be str"),
+    ({"head": "no-such-head", "backbone": "unet"}, "invalid model settings"),
+    ({"tile": 10**12}, "tile 1000000000000 is not a multiple"),
+    ({"mode": "eval(1)"}, "mode 'eval\\(1\\)' is not one of"),
+    ({"centres": "yes"}, "centres must be bool"),
+    (None, "settings are missing"),
+])
+def test_model_settings_are_checked_before_anything_is_built(tmp_path, change, message):
+    """A model file is data: wrong types and absurd sizes in config.json are refused by
+    name, quickly, before any layer is allocated."""
+    import json
+    import time
+
+    from bloomseg.errors import CheckpointError
+    from bloomseg.model import export_model, load_model
+
+    folder = export_model("default", tmp_path / "model")
+    payload = json.loads((folder / "config.json").read_text())
+    if change is None:
+        del payload["config"]
+    else:
+        payload["config"].update(change)
+    (folder / "config.json").write_text(json.dumps(payload))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=message):
+        load_model(folder)
+    assert time.perf_counter() - start < 5
+
+
+def test_hostile_instance_settings_are_refused(tmp_path):
+    import json
+
+    from bloomseg.errors import CheckpointError
+    from bloomseg.model import export_model, load_model
+
+    folder = export_model("default", tmp_path / "model")
+    payload = json.loads((folder / "config.json").read_text())
+    for bad in ({"method": "centres", "min_area": "x"}, {"__class__": 1}, {"method": "rm -rf"}):
+        payload["instances"] = bad
+        (folder / "config.json").write_text(json.dumps(payload))
+        with pytest.raises(CheckpointError, match="instance settings"):
+            load_model(folder)
+
+
 def test_the_shipped_default_model_finds_cells():
     """The model in the package loads by name, offline, and separates drawn cells."""
     import numpy as np

@@ -257,7 +257,7 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
     from bloomseg.cache import module_fingerprint
 
     payload = read_checkpoint_file(path)
-    cfg = payload["config"]
+    cfg = _checked_config(payload, path)
     if cfg["backbone"] != "unet" and backbone is None:
         backbone = load_backbone(cfg["backbone"], weights or cfg.get("weights"))
     if backbone is not None:
@@ -266,13 +266,63 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
             raise CheckpointError(
                 f"{path}: trained on other backbone weights than those given "
                 f"(tensor fingerprint {payload['backbone_fingerprint'][:12]}, given {found[:12]})")
-    model = SegmentationModel(cfg["head"], backbone, out_channels=2 if cfg.get("centres") else 1,
-                              unfreeze_blocks=cfg.get("unfreeze_blocks", 0),
-                              unet_levels=cfg.get("unet_levels", 4))  # 4: runs before the setting
+    try:
+        model = SegmentationModel(cfg["head"], backbone, out_channels=2 if cfg.get("centres") else 1,
+                                  unfreeze_blocks=cfg.get("unfreeze_blocks", 0),
+                                  unet_levels=cfg.get("unet_levels", 4))  # 4: runs before the setting
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid model settings: {e}") from None
     state = payload.pop("state")
     expected = set(trainable_state(model))
     if set(state) != expected:
         raise CheckpointError(f"{path}: weights do not match a {cfg['head']} model "
                               f"({len(set(state) ^ expected)} tensors differ in name)")
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensor shapes that do not fit the settings
+        raise CheckpointError(f"{path}: weights do not fit a {cfg['head']} model: {e}") from None
     return model.eval(), payload
+
+
+MAX_UNET_LEVELS = 8
+"""The deepest U-Net a model file may ask for (16 * 2**7 = 2048 channels at the bottom)."""
+
+
+def _checked_config(payload: dict, path: str | Path) -> dict:
+    """The settings a model is rebuilt from, checked before anything is built: a model
+    file is data, and a wrong type or an absurd size must not reach the constructors.
+
+    Raises:
+        CheckpointError: naming the file and the setting.
+    """
+    from bloomseg.instances import InstanceParams
+    from bloomseg.views import MODES
+
+    cfg = payload.get("config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: the model settings are missing or not a mapping")
+    expected = {"head": str, "backbone": str, "mode": str, "tile": int, "centres": bool,
+                "unfreeze_blocks": int, "unet_levels": int}
+    for key, kind in expected.items():
+        value = cfg.get(key, False if kind is bool else (0 if kind is int else ""))
+        # bool is an int to Python, but not a size
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{path}: setting {key} must be {kind.__name__}, got {value!r}")
+    problems = []
+    if cfg["mode"] not in MODES:
+        problems.append(f"mode {cfg['mode']!r} is not one of {', '.join(MODES)}")
+    if not (0 < cfg["tile"] <= 4096 and cfg["tile"] % PATCH_SIZE == 0):
+        problems.append(f"tile {cfg['tile']} is not a multiple of {PATCH_SIZE} up to 4096")
+    if not 1 <= cfg.get("unet_levels", 4) <= MAX_UNET_LEVELS:
+        problems.append(f"unet_levels {cfg['unet_levels']} is not in 1..{MAX_UNET_LEVELS}")
+    if not 0 <= cfg.get("unfreeze_blocks", 0) <= 64:
+        problems.append(f"unfreeze_blocks {cfg['unfreeze_blocks']} is not in 0..64")
+    tuned = payload.get("instances")
+    if tuned is not None:
+        try:
+            InstanceParams.from_dict(tuned)
+        except (TypeError, ValueError) as e:
+            problems.append(f"instance settings {tuned!r}: {e}")
+    if problems:
+        raise CheckpointError(f"{path}: invalid model settings: " + "; ".join(problems))
+    return cfg
