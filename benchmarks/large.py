@@ -5,7 +5,7 @@
 Writes a synthetic smear (cells the size of the real smears' red cells) as a tiled TIFF,
 segments it with cells once block-wise and once whole in memory, each in its own process,
 and reports seconds, peak resident memory (VmHWM) and how well the two label images
-agree (cells matched one-to-one at IoU > 0.5).
+agree (cells matched one-to-one at IoU >= 0.5, and their mean IoU).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tifffile
 
 from bloomseg.blockwise import TILE
 from bloomseg.export import read_labels
+from bloomseg.matching import match_masks
 from bloomseg.synthetic import REAL_SCALE, smear
 
 RUN = """
@@ -36,17 +37,6 @@ assert row["status"] == "ok", row
 peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
 print(row["cells"], int(peak) // 1024)
 """
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
-    """(cells of ``a`` matched in ``b`` at IoU > 0.5, their median IoU)."""
-    both = (a > 0) & (b > 0)
-    top = int(b.max()) + 1
-    pairs, counts = np.unique(a[both].astype(np.int64) * top + b[both], return_counts=True)
-    area_a, area_b = np.bincount(a.ravel()), np.bincount(b.ravel(), minlength=top)
-    iou = counts / (area_a[pairs // top] + area_b[pairs % top] - counts)
-    matched = iou[iou > 0.5]
-    return len(matched), float(np.median(matched)) if len(matched) else 0.0
 
 
 def main() -> None:
@@ -73,12 +63,13 @@ def main() -> None:
             cells, peak = (int(v) for v in done.stdout.split())
             results[large] = (cells, peak, time.perf_counter() - start, read_labels(out / "slide_labels.tif"))
         blocks, memory = results[True], results[False]
-        matched, median_iou = agreement(memory[3], blocks[3])
+        match = match_masks(blocks[3], memory[3])
     print(f"{args.size}x{args.size} synthetic smear, model {args.model}, block {args.block} px")
     print(f"{'':<10} {'cells':>6} {'peak RSS MiB':>13} {'seconds':>8}")
     for name, (cells, peak, seconds, _) in (("block-wise", blocks), ("in memory", memory)):
         print(f"{name:<10} {cells:>6} {peak:>13} {seconds:>8.1f}")
-    print(f"cells matched one-to-one: {matched} of {memory[0]} (median IoU {median_iou:.4f})")
+    print(f"cells matched one-to-one at IoU >= 0.5: {match.tp} of {memory[0]} "
+          f"(mean IoU {match.sum_iou / max(match.tp, 1):.4f}; {match.fp} and {match.fn} unmatched)")
 
 
 if __name__ == "__main__":

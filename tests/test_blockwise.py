@@ -17,6 +17,7 @@ from bloomseg.batch import OutputOptions, output_paths, segment_image
 from bloomseg.blockwise import TILE, LazyImage, block_grid, image_pixels, segment_large
 from bloomseg.errors import ImageError
 from bloomseg.io import read_image
+from bloomseg.matching import label_iou
 from bloomseg.predict import Prediction
 from bloomseg.synthetic import REAL_SCALE, smear
 
@@ -36,19 +37,9 @@ class Components:
 
 
 def same_cells(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each cell of ``a`` with its best match in ``b``, after checking that the
-    matches are one-to-one."""
-    both = (a > 0) & (b > 0)
-    top = int(b.max()) + 1
-    pairs, counts = np.unique(a[both].astype(np.int64) * top + b[both], return_counts=True)
-    area_a, area_b = np.bincount(a.ravel()), np.bincount(b.ravel(), minlength=top)
-    la, lb = pairs // top, pairs % top
-    iou = counts / (area_a[la] + area_b[lb] - counts)
-    matched = iou > 0.5
-    assert len(set(la[matched])) == len(set(lb[matched])) == matched.sum()  # one-to-one
-    best = np.zeros(int(a.max()) + 1)
-    np.maximum.at(best, la, iou)
-    return best[1:]
+    """IoU of each cell of ``a`` with its match in ``b`` (0 where none overlaps it by
+    IoU > 0.5; such matches are one-to-one)."""
+    return label_iou(a, b).max(axis=1, initial=0.0)
 
 
 def write_smear_tiff(path, size: int, seed: int = 1, **kwargs) -> np.ndarray:

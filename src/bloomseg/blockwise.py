@@ -27,6 +27,7 @@ import numpy as np
 
 from bloomseg.errors import ImageError
 from bloomseg.io import atomic_path, read_image, save_csv, save_json, save_png, to_rgb
+from bloomseg.matching import label_iou
 
 LARGE_PIXELS = 6000 * 6000
 """Images with more pixels than this are predicted block-wise unless told otherwise."""
@@ -82,15 +83,14 @@ class LazyImage:
             raise ImageError(f"{self.path}: not an image bloomseg can read "
                              f"({type(e).__name__}: {e})") from None
         shape = self._array.shape
-        if len(shape) not in (2, 3):
-            raise ImageError(f"{self.path}: unsupported image shape {shape}")
-        self.shape = (int(shape[1]), int(shape[2])) if self._planar else (int(shape[0]), int(shape[1]))
-        if 0 in self.shape:
-            raise ImageError(f"{self.path}: the image has no pixels ({self.shape[1]}x{self.shape[0]})")
-        if np.dtype(self._array.dtype) not in (np.uint8, bool):
-            # every region must be scaled alike: by the whole image's peak (one more read)
-            self._peak = max(float(np.nanmax(self._raw(r0, r1, c0, c1), initial=0))
-                             for r0, r1, c0, c1 in block_grid(*self.shape, 4 * TILE))
+        problem = f"unsupported image shape {shape}" if len(shape) not in (2, 3) else None
+        if problem is None:
+            self.shape = (int(shape[1]), int(shape[2])) if self._planar else (int(shape[0]), int(shape[1]))
+            if 0 in self.shape:
+                problem = f"the image has no pixels ({self.shape[1]}x{self.shape[0]})"
+        if problem:
+            self.close()
+            raise ImageError(f"{self.path}: {problem}")
 
     def _raw(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         if self._planar:
@@ -100,6 +100,11 @@ class LazyImage:
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Rows r0:r1, columns c0:c1 as (h, w, 3) uint8 RGB."""
         try:
+            if self._peak is None and np.dtype(self._array.dtype) not in (np.uint8, bool):
+                # every region must be scaled alike: by the whole image's peak, found
+                # once with one more pass over the image
+                self._peak = max(float(np.nanmax(self._raw(*box), initial=0))
+                                 for box in block_grid(*self.shape, 4 * TILE))
             raw = self._raw(r0, r1, c0, c1)
         except Exception as e:
             raise ImageError(f"{self.path}: rows {r0}-{r1}, columns {c0}-{c1} cannot be read "
@@ -190,22 +195,6 @@ def _overlap(a: tuple, b: tuple) -> tuple[int, int, int, int] | None:
 
 def _crop(array: np.ndarray, origin: tuple, box: tuple) -> np.ndarray:
     return array[box[0] - origin[0]:box[1] - origin[0], box[2] - origin[2]:box[3] - origin[2]]
-
-
-def _matches(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
-    """(label in a, label in b) pairs covering the same pixels with IoU > 0.5."""
-    both = (a > 0) & (b > 0)
-    if not both.any():
-        return []
-    codes = (a[both].astype(np.int64) << 32) | b[both].astype(np.int64)
-    pairs, counts = np.unique(codes, return_counts=True)
-    area_a, area_b = np.bincount(a.ravel()), np.bincount(b.ravel())
-    out = []
-    for code, n in zip(pairs.tolist(), counts.tolist()):
-        la, lb = code >> 32, code & 0xFFFFFFFF
-        if n / (area_a[la] + area_b[lb] - n) > 0.5:
-            out.append((la, lb))
-    return out
 
 
 def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path], instances: bool,
@@ -362,8 +351,9 @@ def _merge(blocks: list[_Block], tmp: Path, columns: int) -> tuple[list[np.ndarr
                 continue
             la = _crop(np.load(tmp / f"labels{k}.npy", mmap_mode="r"), a.band, box)
             lb = _crop(np.load(tmp / f"labels{l}.npy", mmap_mode="r"), b.band, box)
-            for x, y in _matches(np.asarray(la), np.asarray(lb)):
-                sets.union(offsets[k] + x, offsets[l] + y)
+            # labels covering the same pixels there (IoU > 0.5) are one cell
+            for x, y in np.argwhere(label_iou(np.asarray(la), np.asarray(lb)) > 0.5) + 1:
+                sets.union(offsets[k] + int(x), offsets[l] + int(y))
     roots = sorted({sets.find(offsets[k] + int(i)) for k, b in enumerate(blocks) for i in b.ids})
     number = {root: n for n, root in enumerate(roots, start=1)}
     luts, chosen = [], {}
