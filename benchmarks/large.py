@@ -11,7 +11,6 @@ agree (cells matched one-to-one at IoU >= 0.5, and their mean IoU).
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile

@@ -50,12 +50,9 @@ class OutputOptions:
 
     def check(self) -> None:
         """Raise ValueError naming an invalid setting."""
-        from bloomseg.blockwise import TILE
+        from bloomseg.blockwise import check_blocks
 
-        if self.block <= 0 or self.block % TILE:
-            raise ValueError(f"block {self.block} must be a positive multiple of {TILE}")
-        if not 0 <= self.halo < self.block:
-            raise ValueError(f"halo {self.halo} must be at least 0 and under the block ({self.block})")
+        check_blocks(self.block, self.halo)
 
 
 def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOptions(),
@@ -72,10 +69,15 @@ def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOption
     return paths
 
 
+def possible_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
+    """The files an image may have, whichever size class it falls in."""
+    return list(dict.fromkeys(p for large in (False, True)
+                              for p in output_paths(out_dir, stem, options, large).values()))
+
+
 def existing_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
     """Outputs of an image already in ``out_dir``, in either size class."""
-    return [p for large in (False, True)
-            for p in output_paths(out_dir, stem, options, large).values() if p.exists()]
+    return [p for p in possible_outputs(out_dir, stem, options) if p.exists()]
 
 
 def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
@@ -180,9 +182,8 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, [p.name for r in rows for large in (False, True) for p in
-                                       output_paths(out_dir, Path(r["image"]).stem, options,
-                                                    large).values()])
+    remove_stale_temporaries(out_dir, [p.name for r in rows for p in
+                                       possible_outputs(out_dir, Path(r["image"]).stem, options)])
     save_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     if options.coco:
         labelled = [(Path(r["image"]).name, out_dir / f"{Path(r['image']).stem}_labels.tif")

@@ -143,6 +143,14 @@ def block_grid(height: int, width: int, block: int) -> list[tuple[int, int, int,
             for r in range(0, height, block) for c in range(0, width, block)]
 
 
+def check_blocks(block: int, halo: int) -> None:
+    """Raise ValueError naming an invalid block side or halo."""
+    if block <= 0 or block % TILE:
+        raise ValueError(f"block {block} must be a positive multiple of {TILE}")
+    if not 0 <= halo < block:
+        raise ValueError(f"halo {halo} must be at least 0 and under the block ({block})")
+
+
 def write_tiled(path: Path, shape: tuple[int, int], dtype: type,
                 tiles: Iterator[np.ndarray]) -> None:
     """Write a zlib-compressed TIFF of TILE x TILE tiles (given in raster order),
@@ -223,10 +231,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path], instan
     from bloomseg.figures import label_overlay, overlay
     from bloomseg.measure import COLUMNS, measure_cells
 
-    if block <= 0 or block % TILE:
-        raise ValueError(f"block {block} must be a positive multiple of {TILE}")
-    if halo < 0:
-        raise ValueError(f"halo {halo} must not be negative")
+    check_blocks(block, halo)
     start = time.perf_counter()
     h, w = source.shape
     f = max(1, math.ceil(max(h, w) / PREVIEW))
