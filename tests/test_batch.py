@@ -53,6 +53,9 @@ def test_what_a_killed_writer_left_is_cleared_at_the_end(tmp_path):
     (out / ".a_mask.tif.x81.blocks").mkdir()
     (out / ".a_mask.tif.x81.blocks" / "mask0.npy").write_bytes(b"")
     (out / ".other.tmp").write_bytes(b"not ours")
+    (out / ".bloomseg").mkdir()
+    (out / ".bloomseg" / ".a.json.q1.tmp").write_bytes(b"{")  # a record torn the same way
     rows = segment_files(Dark(), [tmp_path / "a.png"], out, progress=False)
     assert rows[0]["status"] == "ok"
-    assert sorted(p.name for p in out.glob(".*")) == [".other.tmp"]
+    assert sorted(p.name for p in out.glob(".*")) == [".bloomseg", ".other.tmp"]
+    assert [p.name for p in (out / ".bloomseg").iterdir()] == ["a.json"]

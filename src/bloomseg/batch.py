@@ -15,12 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from bloomseg.errors import BloomsegError
+from bloomseg.io import MAX_PIXELS
 
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    "seconds", "status")
 """``cells``: labelled cells (with ``instances``); ``complete_cells``: those not cut by
 the image border, the count to compare between fields."""
 COCO_FILE = "cells_coco.json"
+RECORDS = ".bloomseg"
+"""Folder in the output folder holding ``<stem>.json`` for each image whose outputs are
+all written: its summary row, written last, so ``--resume`` knows a finished image
+from one a killed run left half done."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class OutputOptions:
             :data:`bloomseg.blockwise.LARGE_PIXELS` pixels (None).
         block: block core side, px (a multiple of 256).
         halo: context around each block, px; more than the largest cell.
+        max_pixels: larger images are refused (None: no limit), see
+            :func:`bloomseg.io.read_image`.
     """
 
     save_prob: bool = False
@@ -43,6 +50,7 @@ class OutputOptions:
     large: bool | None = None
     block: int = 2048
     halo: int = 256
+    max_pixels: int | None = MAX_PIXELS
 
     @property
     def cells(self) -> bool:
@@ -80,6 +88,42 @@ def existing_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[P
     return [p for p in possible_outputs(out_dir, stem, options) if p.exists()]
 
 
+def record_path(out_dir: Path, stem: str) -> Path:
+    """Where :func:`segment_image` records that an image is finished."""
+    return out_dir / RECORDS / f"{stem}.json"
+
+
+def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | None:
+    """The summary row of an image that an earlier run finished with every output these
+    options ask for, or None (never done, failed, torn by a kill, or fewer outputs)."""
+    import json
+
+    try:
+        record = json.loads(record_path(out_dir, path.stem).read_text("utf-8"))
+        row, large = dict(record["row"]), bool(record["large"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if row.get("status") != "ok" or not all(
+            p.is_file() for p in output_paths(out_dir, path.stem, options, large).values()):
+        return None
+    return dict.fromkeys(SUMMARY_COLUMNS, "") | row | {"image": str(path)}
+
+
+def planned_row(out_dir: Path, path: Path, options: OutputOptions, overwrite: bool,
+                resume: bool) -> dict | None:
+    """The row of an image that needs no work in this run, or None if it is to be done.
+
+    With ``resume``, an image is done if :func:`finished_row` says so, and redone
+    otherwise (a torn image's outputs are replaced). Without it, an image with any
+    output is skipped unless ``overwrite``.
+    """
+    if resume:
+        return finished_row(out_dir, path, options)
+    if not overwrite and existing_outputs(out_dir, path.stem, options):
+        return skipped_row(path)
+    return None
+
+
 def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
                        options: OutputOptions) -> dict:
     from PIL import Image
@@ -92,10 +136,10 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     from bloomseg.measure import measure_cells
 
     if path.suffix.lower() == ".zarr":
-        with LazyImage(path) as source:
+        with LazyImage(path, options.max_pixels) as source:
             image = source.read(0, source.shape[0], 0, source.shape[1])
     else:
-        image = read_image(path)
+        image = read_image(path, options.max_pixels)
     result = segmenter.predict(image, instances=options.cells)
     save_png(outputs["mask"], result.mask.astype(np.uint8) * 255)
     if options.save_prob:
@@ -134,15 +178,19 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
     """
     from bloomseg.blockwise import LARGE_PIXELS, LazyImage, image_pixels, segment_large
 
+    from bloomseg.io import save_json
+
     path, out_dir = Path(path), Path(out_dir)
     row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
+    record = record_path(out_dir, path.stem)
     try:
+        record.unlink(missing_ok=True)  # until every output is rewritten
         large = options.large
         if large is None:
             large = image_pixels(path) > LARGE_PIXELS
         outputs = output_paths(out_dir, path.stem, options, large)
         if large:
-            with LazyImage(path) as source:
+            with LazyImage(path, options.max_pixels) as source:
                 row.update(segment_large(segmenter, source, outputs, options.cells,
                                          options.save_prob, options.block, options.halo, progress))
         else:
@@ -155,6 +203,10 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
         row["status"] = f"failed: {path}: {type(e).__name__}: {e}"
         return row
     row["status"] = "ok"
+    try:
+        save_json(record, {"row": row, "large": large})
+    except OSError as e:
+        row["status"] = f"failed: {record}: {type(e).__name__}: {e}"
     return row
 
 
@@ -182,8 +234,10 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, [p.name for r in rows for p in
-                                       possible_outputs(out_dir, Path(r["image"]).stem, options)])
+    stems = [Path(r["image"]).stem for r in rows]
+    remove_stale_temporaries(out_dir, [p.name for stem in stems
+                                       for p in possible_outputs(out_dir, stem, options)])
+    remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
     save_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     if options.coco:
         labelled = [(Path(r["image"]).name, out_dir / f"{Path(r['image']).stem}_labels.tif")
@@ -201,7 +255,7 @@ def skipped_row(path: Path) -> dict:
 
 def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
                   options: OutputOptions = OutputOptions(), overwrite: bool = False,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, resume: bool = False) -> list[dict]:
     """Segment image files in this process; write each image's outputs
     (:func:`output_paths`), summary.csv and report.html.
 
@@ -211,6 +265,10 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
     ``<stem>_cells.csv`` (measurements per cell), ``<stem>.geojson`` (QuPath detections),
     cell counts in summary.csv and outlines in the overlay; with ``coco`` also
     ``cells_coco.json`` for the run.
+
+    ``overwrite`` replaces outputs that exist (else such images are skipped); ``resume``
+    continues a run that was stopped: finished images are kept, the rest (never done,
+    failed, or torn by a kill) are done again (see :func:`planned_row`).
 
     Returns:
         One summary row per input; ``status`` is ``ok``, ``skipped: ...`` (outputs
@@ -222,8 +280,9 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
     out_dir = Path(out_dir)
     rows = []
     for path in tqdm(paths, desc="segmenting", unit="image", disable=not progress):
-        if not overwrite and existing_outputs(out_dir, path.stem, options):
-            rows.append(skipped_row(path))
+        planned = planned_row(out_dir, path, options, overwrite, resume)
+        if planned is not None:
+            rows.append(planned)
             continue
         row = segment_image(segmenter, path, out_dir, options, progress)
         if progress and row["status"] != "ok":

@@ -26,7 +26,8 @@ from typing import Iterator
 import numpy as np
 
 from bloomseg.errors import ImageError
-from bloomseg.io import atomic_path, read_image, save_csv, save_json, save_png, to_rgb
+from bloomseg.io import (MAX_PIXELS, atomic_path, check_pixels, header_shape, read_image,
+                         save_csv, save_json, save_png, to_rgb)
 from bloomseg.matching import label_iou
 
 LARGE_PIXELS = 6000 * 6000
@@ -54,15 +55,19 @@ class LazyImage:
     """An image read region by region: TIFF (through tifffile's zarr store) and zarr
     arrays lazily, other formats decoded once. Use it as a context manager.
 
+    Args:
+        path: the file.
+        max_pixels: refuse larger images (None: no limit); see :func:`bloomseg.io.read_image`.
+
     Attributes:
         path: the file.
         shape: (H, W).
 
     Raises:
-        ImageError: naming the file: missing, unreadable, or not one 2D image.
+        ImageError: naming the file: missing, unreadable, not one 2D image, or too large.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_pixels: int | None = MAX_PIXELS) -> None:
         self.path = Path(path)
         self._planar, self._peak, self._store = False, None, None
         suffix = self.path.suffix.lower()
@@ -76,7 +81,7 @@ class LazyImage:
 
                 self._array = zarr.open_array(self.path, mode="r")
             else:
-                self._array = read_image(self.path)
+                self._array = read_image(self.path, max_pixels)
         except ImageError:
             raise
         except Exception as e:  # tifffile and zarr raise many types for bad files
@@ -91,6 +96,11 @@ class LazyImage:
         if problem:
             self.close()
             raise ImageError(f"{self.path}: {problem}")
+        try:
+            check_pixels(self.path, *self.shape, max_pixels)
+        except ImageError:
+            self.close()
+            raise
 
     def _raw(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         if self._planar:
@@ -127,12 +137,10 @@ def image_pixels(path: str | Path) -> int:
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff", ".zarr"):
-            with LazyImage(path) as image:
+            with LazyImage(path, max_pixels=None) as image:
                 return image.shape[0] * image.shape[1]
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return img.size[0] * img.size[1]
+        height, width = header_shape(path)
+        return height * width
     except Exception:  # the full read that follows reports what is wrong
         return 0
 

@@ -24,14 +24,21 @@ import torch
 from torch import nn
 
 from bloomseg.data import Sample, load_sample
-from bloomseg.io import atomic_output
+from bloomseg.io import MAX_PIXELS, atomic_output, check_file
 from bloomseg.weights import sha256sum
 
 FORMAT_VERSION = 1
 
 
 def content_key(sample: Sample) -> str:
-    """A short hash of an image file's and its mask file's bytes."""
+    """A short hash of an image file's and its mask file's bytes.
+
+    Raises:
+        ImageError: naming a file that is missing or a link that leads nowhere.
+    """
+    for path in (sample.image, sample.mask):
+        if path is not None:
+            check_file(path)
     parts = [sha256sum(sample.image), sha256sum(sample.mask) if sample.mask else "-"]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:20]
 
@@ -60,8 +67,8 @@ class ImageStore:
     Random crops then read a few rows of a file instead of decoding a whole PNG.
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, max_pixels: int | None = MAX_PIXELS) -> None:
+        self.root, self.max_pixels = Path(root), max_pixels
 
     def load(self, sample: Sample, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps.
@@ -72,7 +79,7 @@ class ImageStore:
         key = key or content_key(sample)
         rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
         if not (rgb_path.is_file() and mask_path.is_file()):
-            image, mask = load_sample(sample)
+            image, mask = load_sample(sample, self.max_pixels)
             _save_npy(rgb_path, image)
             _save_npy(mask_path, mask)
         return np.load(rgb_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,13 +24,15 @@ MODEL_HELP = ("default (the model shipped with bloomseg), a run folder (its best
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns -> image paths, in order.
 
-    A zarr array folder (``*.zarr``) is an image. A path that does not exist is kept, so
-    the caller reports it like any bad input.
+    A zarr array folder (``*.zarr``) is an image. Folders are not searched below their
+    top level, so links that loop cannot trap the search. A path that does not exist is
+    kept, so the caller reports it like any bad input.
     """
     from bloomseg.io import IMAGE_SUFFIXES
 
     def is_image(p: Path) -> bool:
-        return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or \
+        # a broken or looping link with an image's name is kept, to be reported
+        return ((p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES) or \
             (p.is_dir() and p.suffix.lower() == ".zarr")
 
     found: list[Path] = []
@@ -41,7 +44,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             found += sorted(Path(p) for p in glob.glob(item) if Path(p).is_file() or is_image(Path(p)))
         else:
             found.append(path)
-    return list(dict.fromkeys(found))
+    # one file reached twice (through links, or a folder given twice) is read once
+    unique: dict[str, Path] = {}
+    for path in found:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
 
 
 def _cmd_weights_list(args: argparse.Namespace) -> int:
@@ -212,7 +219,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         options["mode"] = args.mode
     spec = ModelSpec(args.model, args.weights, args.threshold, tuple(options.items()))
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
-                            True if args.large else None, args.block, args.halo)
+                            True if args.large else None, args.block, args.halo, args.max_pixels)
     try:
         outputs.check()
     except ValueError as e:
@@ -231,10 +238,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 print(f"Dask cluster: {client.scheduler.address}, "
                       f"{len(client.scheduler_info()['workers'])} workers", file=sys.stderr)
             rows = segment_files_on_cluster(client, spec, paths, args.output, outputs,
-                                            args.overwrite, progress=not args.quiet)
+                                            args.overwrite, progress=not args.quiet,
+                                            resume=args.resume)
     else:
         rows = segment_files(spec.load(), paths, args.output, outputs, args.overwrite,
-                             progress=not args.quiet)
+                             progress=not args.quiet, resume=args.resume)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / 'summary.csv'}")
     print(f"report: {(Path(args.output) / 'report.html').resolve()}")
@@ -251,7 +259,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     options = {k: getattr(args, k) for k in ("strategy", "tta", "batch_size")}
     segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
-    m = evaluate(segmenter, args.data, out, args.split, args.visualize, progress=not args.quiet)
+    m = evaluate(segmenter, args.data, out, args.split, args.visualize, progress=not args.quiet,
+                 max_pixels=args.max_pixels)
+    for s in m["skipped"]:
+        print(f"skipped {s['reason']}", file=sys.stderr)
     print(f"{m['num_samples']} images: Dice {m['dice']['cell']:.4f}, IoU {m['iou']['cell']:.4f} "
           f"(cell, all pixels); per-image mean Dice {m['per_image_mean']['dice']:.4f}")
     boxes = m.get("instances", {}).get("boxes")
@@ -265,6 +276,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"{masks['panoptic_quality']:.4f}")
     print(f"-> {out / 'metrics.json'}")
     print(f"report: {(out / 'report.html').resolve()}")
+    if m["skipped"]:
+        print(f"{len(m['skipped'])} images skipped (listed in metrics.json and the report)")
+        return EXIT_SKIPPED
     return EXIT_OK
 
 
@@ -415,7 +429,17 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                    help="run the frozen backbone on every tile of every epoch")
     a.add_argument("--cache-dir", help="decoded images and features (default: "
                    "$BLOOMSEG_HOME/cache)")
+    _add_max_pixels(io)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    from bloomseg.io import MAX_PIXELS
+
+    parser.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=int,
+                        default=MAX_PIXELS, metavar="N",
+                        help="refuse images of more pixels, read from the header before "
+                        "decoding: a guard against decompression bombs (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -525,7 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="use a running Dask cluster, e.g. tcp://HOST:8786 (the output "
                        "folder and inputs must be on storage the workers share)")
-    pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_max_pixels(pred)
+    again = pred.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    again.add_argument("--resume", action="store_true",
+                       help="continue a stopped run into the same folder: keep the images it "
+                       "finished, redo the rest (those a kill left half written included)")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     pred.set_defaults(func=_cmd_predict)
 
@@ -541,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     ev.add_argument("--threshold", type=float, default=0.5)
     ev.add_argument("--batch-size", type=int, default=8)
+    _add_max_pixels(ev)
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     ev.set_defaults(func=_cmd_evaluate)
@@ -568,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
+    # file names that are not UTF-8 are printed with \x escapes rather than crash a run
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

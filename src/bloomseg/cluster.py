@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from bloomseg.batch import (OutputOptions, existing_outputs, finish_run, segment_image,
-                            skipped_row, SUMMARY_COLUMNS)
+from bloomseg.batch import (SUMMARY_COLUMNS, OutputOptions, finish_run, planned_row,
+                            segment_image)
 from bloomseg.errors import BloomsegError
 
 
@@ -125,7 +125,8 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
 
 def segment_files_on_cluster(client, spec: ModelSpec, paths: list[Path], out_dir: str | Path,
                              options: OutputOptions = OutputOptions(), overwrite: bool = False,
-                             progress: bool = True, threads: int | None = None) -> list[dict]:
+                             progress: bool = True, threads: int | None = None,
+                             resume: bool = False) -> list[dict]:
     """:func:`bloomseg.batch.segment_files` with one Dask task per image.
 
     Args:
@@ -135,6 +136,7 @@ def segment_files_on_cluster(client, spec: ModelSpec, paths: list[Path], out_dir
         out_dir: output folder on storage the workers share with this process.
         options: what to write per image.
         overwrite: replace outputs that exist (else those images are skipped).
+        resume: keep the images an earlier run finished, redo the rest.
         progress: a progress bar that follows the tasks.
         threads: torch threads per worker (default: the worker's cores over its task
             slots).
@@ -153,8 +155,8 @@ def segment_files_on_cluster(client, spec: ModelSpec, paths: list[Path], out_dir
     futures = {}
     run = uuid.uuid4().hex[:8]
     for i, path in enumerate(paths):
-        if not overwrite and existing_outputs(out_dir, path.stem, options):
-            rows[i] = skipped_row(path)
+        rows[i] = planned_row(out_dir, path, options, overwrite, resume)
+        if rows[i] is not None:
             continue
         future = client.submit(_run_task, spec, str(Path(path).resolve()), str(out_dir.resolve()),
                                options, threads, key=f"bloomseg-{run}-{i}", pure=False)

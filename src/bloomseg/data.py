@@ -3,7 +3,7 @@
 Layout (the Kaggle "BCCD dataset with mask" download and ../shared/data/bbbc041seg)::
 
     ROOT/{train,test}/original/<stem>.{png,jpg,jpeg,tif,tiff}
-    ROOT/{train,test}/mask/<stem>.png          cell = value > 127 (RGB, grey or 1-bit)
+    ROOT/{train,test}/mask/<stem>.png          two values: cell > 127 (0/255), or 0/1
     ROOT/{train,test}/boxes/<stem>.txt         optional, YOLO "class cx cy w h" per cell
     ROOT/{train,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bloomseg.errors import DataError
-from bloomseg.io import IMAGE_SUFFIXES, read_image, save_json
+from bloomseg.io import IMAGE_SUFFIXES, MAX_PIXELS, read_image, save_json
 
 SPLITS_FILE = "splits.json"
 CLASS_NAMES = {0: "red blood cell", 1: "trophozoite", 2: "ring", 3: "schizont", 4: "gametocyte",
@@ -66,7 +66,8 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     if not folder.is_dir():
         return found
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in suffixes:
+        # a broken or looping link is kept, so reading it names the problem
+        if not (path.is_file() or path.is_symlink()) or path.suffix.lower() not in suffixes:
             continue
         if path.stem in found:
             raise DataError(f"{found[path.stem]} and {path}: two files for one image stem")
@@ -98,13 +99,34 @@ def scan_split(root: str | Path, split: str = "train") -> Scan:
     )
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """A cell mask as bool (H, W): a pixel is cell where any channel is above 127."""
-    return read_image(path).max(axis=2) > 127
+def read_mask(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A cell mask as bool (H, W).
+
+    A mask holds two values, background and cell (taking the largest channel of each
+    pixel): cell is above 127 (0/255 masks), or 1 in a 0/1 mask.
+
+    Raises:
+        DataError: naming the file, for a mask of more values (anti-aliased, JPEG-
+            compressed, or instance labels) or of two on the same side of 127.
+    """
+    grey = read_image(path, max_pixels).max(axis=2)
+    values = np.flatnonzero(np.bincount(grey.ravel(), minlength=256))
+    listed = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if len(values) > 2:
+        raise DataError(f"{path}: a mask holds two values, background and cell (0/255 or 0/1), "
+                        f"but this one holds {len(values)} ({listed}); save it without "
+                        "anti-aliasing or JPEG compression (cell instance labels go in labels/)")
+    if tuple(values) == (0, 1):
+        return grey == 1
+    if len(values) == 2 and not values[0] <= 127 < values[1]:
+        raise DataError(f"{path}: the mask's two values ({listed}) are on the same side of 127, "
+                        "so cell and background cannot be told apart (use 0/255 or 0/1)")
+    return grey > 127
 
 
-def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask of a sample.
+def load_sample(sample: Sample, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask of a sample (larger than ``max_pixels``: refused, see
+    :func:`bloomseg.io.read_image`).
 
     Returns:
         (H, W, 3) uint8 image, (H, W) bool mask.
@@ -114,8 +136,8 @@ def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """
     if sample.mask is None:
         raise DataError(f"{sample.image}: no mask")
-    image = read_image(sample.image)
-    mask = read_mask(sample.mask)
+    image = read_image(sample.image, max_pixels)
+    mask = read_mask(sample.mask, max_pixels)
     if mask.shape != image.shape[:2]:
         raise DataError(
             f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.data import load_sample, read_boxes, scan_split
-from bloomseg.errors import DataError
+from bloomseg.data import Sample, load_sample, read_boxes, scan_split
+from bloomseg.errors import BloomsegError, DataError
 from bloomseg.export import read_labels
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
-from bloomseg.io import save_json, save_png
+from bloomseg.io import MAX_PIXELS, save_json, save_png
 from bloomseg.matching import (BoxMatch, MaskMatch, match_boxes, match_masks, total_boxes,
                                yolo_to_xyxy)
 from bloomseg.metrics import PixelCounts, report
@@ -89,8 +89,37 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     save_figure(fig, out_dir / PLOTS[3])
 
 
+def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None
+           ) -> tuple[PixelCounts, dict, BoxMatch | None, MaskMatch | None]:
+    """One sample's pixel counts, per-image row, and box and mask matches (None where
+    the sample has no boxes or labels)."""
+    image, mask = load_sample(sample, max_pixels)
+    boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
+    true_labels = None
+    if sample.labels is not None:
+        true_labels = read_labels(sample.labels)
+        if true_labels.shape != mask.shape:
+            raise DataError(f"{sample.labels}: labels are {true_labels.shape[::-1]} but the "
+                            f"image is {mask.shape[::-1]}")
+    result = segmenter.predict(image, instances=boxes is not None or true_labels is not None)
+    counts = PixelCounts.of(result.mask, mask)
+    row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
+           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
+    box_match = mask_match = None
+    if boxes is not None:
+        m = box_match = match_boxes(result.labels, yolo_to_xyxy(boxes, *mask.shape))
+        row |= {"cells": int(result.labels.max()), "complete_cells": m.predicted,
+                "true_cells": m.true, "cell_tp": m.tp, "cell_fp": m.fp, "cell_fn": m.fn,
+                "cell_f1": m.f1, "count_error": m.count_error,
+                "relative_count_error": m.relative_count_error}
+    if true_labels is not None:
+        mask_match = match_masks(result.labels, true_labels)
+        row |= {"mask_f1": mask_match.f1, "panoptic_quality": mask_match.panoptic_quality}
+    return counts, row, box_match, mask_match
+
+
 def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split: str = "test",
-             visualize: int = 0, progress: bool = True) -> dict:
+             visualize: int = 0, progress: bool = True, max_pixels: int | None = MAX_PIXELS) -> dict:
     """Segment every labelled image of ``data/split`` and score it.
 
     Writes ``metrics.json`` (from confusion counts over all pixels, plus the per-image
@@ -103,11 +132,14 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     count errors) and ``counts.png``; where it has instance labels (``labels/``),
     ``instances.masks`` (stardist-style precision, recall, F1 and panoptic quality).
 
+    A sample that cannot be read (image, mask, boxes or labels) is skipped and listed in
+    ``metrics.json`` under ``skipped`` with the reason; the metrics are over the rest.
+
     Returns:
         The metrics.json content.
 
     Raises:
-        DataError: no labelled images, or orphans (named).
+        DataError: no usable labelled images, or orphans (named).
     """
     from tqdm import tqdm
 
@@ -115,33 +147,26 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     if scan.problems():
         raise DataError(f"{Path(data) / split}: {scan.problems()}")
     out_dir = Path(out_dir)
-    total, per_image = PixelCounts(), []
+    total, per_image, skipped = PixelCounts(), [], []
     box_matches, mask_total, mask_images = [], MaskMatch(), 0
     for sample in tqdm(scan.samples, desc="evaluating", unit="image", disable=not progress):
-        image, mask = load_sample(sample)
-        instances = sample.boxes is not None or sample.labels is not None
-        result = segmenter.predict(image, instances=instances)
-        counts = PixelCounts.of(result.mask, mask)
+        try:
+            counts, row, box_match, mask_match = _score(segmenter, sample, max_pixels)
+        except BloomsegError as e:
+            skipped.append({"image": sample.stem, "reason": str(e)})
+            if progress:
+                tqdm.write(f"skipped {e}")
+            continue
         total = total + counts
-        row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
-               "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
-        if sample.boxes is not None:
-            m = match_boxes(result.labels, yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape))
-            box_matches.append(m)
-            row |= {"cells": int(result.labels.max()), "complete_cells": m.predicted,
-                    "true_cells": m.true, "cell_tp": m.tp, "cell_fp": m.fp, "cell_fn": m.fn,
-                    "cell_f1": m.f1, "count_error": m.count_error,
-                    "relative_count_error": m.relative_count_error}
-        if sample.labels is not None:
-            true_labels = read_labels(sample.labels)
-            if true_labels.shape != mask.shape:
-                raise DataError(f"{sample.labels}: labels are {true_labels.shape[::-1]} but the "
-                                f"image is {mask.shape[::-1]}")
-            mm = match_masks(result.labels, true_labels)
-            mask_total, mask_images = mask_total + mm, mask_images + 1
-            row |= {"mask_f1": mm.f1, "panoptic_quality": mm.panoptic_quality}
+        if box_match is not None:
+            box_matches.append(box_match)
+        if mask_match is not None:
+            mask_total, mask_images = mask_total + mask_match, mask_images + 1
         per_image.append(row)
-    metrics = report(total) | {"num_samples": len(per_image)}
+    if not per_image:
+        raise DataError(f"{Path(data) / split}: none of the {len(skipped)} images could be "
+                        "used:\n  " + "\n  ".join(s["reason"] for s in skipped))
+    metrics = report(total) | {"num_samples": len(per_image), "skipped": skipped}
     metrics["per_image_mean"] = {k: float(np.mean([r[k] for r in per_image])) for k in ("dice", "iou")}
     if box_matches or mask_images:
         metrics["instances"] = {"method": segmenter.instances.as_dict()}
@@ -163,7 +188,7 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     pictures = []
     for sample in scan.samples:
         if sample.stem in chosen:
-            image, mask = load_sample(sample)
+            image, mask = load_sample(sample, max_pixels)
             result = segmenter.predict(image, instances=True)
             picture = np.concatenate([image, label_overlay(image, result.labels),
                                       error_map(result.mask, mask)], axis=1)

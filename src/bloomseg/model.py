@@ -187,7 +187,33 @@ def read_checkpoint_file(path: str | Path) -> dict:
     if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{path}: not a bloomseg model checkpoint (best.pt or last.pt "
                               "of a `bloomseg train` run)")
+    check_written_by(payload.get("bloomseg"), path)
     return payload
+
+
+def check_written_by(version: object, path: str | Path) -> None:
+    """Refuse a checkpoint or run written by a newer bloomseg (by major.minor): its
+    settings may mean what this version does not know. Older files are read, with the
+    defaults of their time for settings added since.
+
+    Raises:
+        CheckpointError: naming the file and both versions.
+    """
+    from bloomseg import __version__
+
+    def major_minor(text: object) -> tuple[int, int]:
+        major, minor = (str(text).split(".") + ["0"])[:2]
+        return int(major), int(minor)
+
+    if version is None:  # written before versions were recorded
+        return
+    try:
+        written = major_minor(version)
+    except ValueError:
+        raise CheckpointError(f"{path}: unreadable bloomseg version {version!r}") from None
+    if written > major_minor(__version__):
+        raise CheckpointError(f"{path}: written by bloomseg {version}, newer than this bloomseg "
+                              f"{__version__}; upgrade bloomseg to use it")
 
 
 def _read_exported(folder: Path) -> dict:
@@ -204,6 +230,7 @@ def _read_exported(folder: Path) -> dict:
         raise CheckpointError(f"{folder}: not a readable exported model ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{config}: not a bloomseg model configuration")
+    check_written_by(payload.get("bloomseg"), config)
     return payload | {"state": state}
 
 

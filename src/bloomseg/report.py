@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
-from bloomseg.io import atomic_output
+from bloomseg.io import atomic_output, printable
 
 REPORT = "report.html"
 
@@ -35,11 +35,16 @@ figcaption { font-size: .85em; color: #333; }
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(printable(str(value)), quote=True)
+
+
+def _url(path: str) -> str:
+    # a file name that is not UTF-8 keeps its own bytes, percent-encoded
+    return quote(path.encode("utf-8", "surrogateescape"))
 
 
 def _link(path: str, text: str | None = None) -> str:
-    return f'<a href="{quote(path)}">{_e(text or path)}</a>'
+    return f'<a href="{_url(path)}">{_e(text or path)}</a>'
 
 
 def _fmt(value: object) -> str:
@@ -58,7 +63,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], raw: bool = F
 
 def figure(path: str, caption: str, wide: bool = False) -> str:
     cls = ' class="wide"' if wide else ""
-    return (f'<figure{cls}><a href="{quote(path)}"><img src="{quote(path)}" alt="{_e(caption)}" '
+    return (f'<figure{cls}><a href="{_url(path)}"><img src="{_url(path)}" alt="{_e(caption)}" '
             f'loading="lazy"></a><figcaption>{_e(caption)}</figcaption></figure>')
 
 
@@ -83,7 +88,7 @@ def write_page(out_dir: str | Path, title: str, subtitle: str, sections: list[tu
     parts += [f"<h2>{_e(heading)}</h2>{body}" for heading, body in sections]
     parts.append("</body></html>\n")
     path = Path(out_dir) / REPORT
-    with atomic_output(path, "w") as f:
+    with atomic_output(path, "w", encoding="utf-8") as f:
         f.write("".join(parts))
     return path
 
@@ -187,6 +192,10 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
                          "<p class=\"note\">image | cells | errors: true positive green, false "
                          "positive red, false negative blue.</p>" + "".join(
                              figure(p, Path(p).stem.replace("_", " ", 1), wide=True) for p in pictures)))
+    if metrics.get("skipped"):
+        sections.append(("Skipped images", '<p class="bad">These could not be used and are '
+                         "not in the metrics.</p>" + table(
+                             ["image", "reason"], [[s["image"], s["reason"]] for s in metrics["skipped"]])))
     columns = [c for c in ("image", "dice", "iou", "true_cells", "complete_cells", "cell_tp",
                            "cell_fp", "cell_fn", "cell_f1", "count_error") if per_image and c in per_image[0]]
     sections.append(("Per image", table(columns, [[r.get(c) for c in columns] for r in per_image])

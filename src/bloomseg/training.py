@@ -32,15 +32,16 @@ from bloomseg.augment import ColourJitter, dihedral
 from bloomseg.cache import FeatureCache, ImageStore, content_key, module_fingerprint
 from bloomseg.centres import SIGMA_SCALE, boxes_to_pixels, centre_map
 from bloomseg.data import Sample, load_or_make_splits, read_boxes, scan_split
-from bloomseg.errors import BloomsegError, ConfigError, DataError
+from bloomseg.errors import BloomsegError, CheckpointError, ConfigError, DataError
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
 from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune
-from bloomseg.io import save_csv, save_json
+from bloomseg.io import MAX_PIXELS, save_csv, save_json
 from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
-from bloomseg.model import SegmentationModel, read_checkpoint_file, save_checkpoint
+from bloomseg.model import (SegmentationModel, check_written_by, read_checkpoint_file,
+                            save_checkpoint)
 from bloomseg.predict import InferenceOptions, predict_logits
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, View, random_view, render, training_views
@@ -88,6 +89,7 @@ class TrainConfig:
     centre_weight: float = 1.0
     centre_sigma: float = SIGMA_SCALE
     unet_levels: int = 5
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -108,7 +110,8 @@ class TrainConfig:
             problems.append(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if self.tile <= 0 or self.tile % PATCH_SIZE:
             problems.append(f"tile {self.tile} is not a positive multiple of {PATCH_SIZE}")
-        for name in ("epochs", "batch_size", "tiles_per_image", "step_size", "unet_levels"):
+        for name in ("epochs", "batch_size", "tiles_per_image", "step_size", "unet_levels",
+                     "max_pixels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("unfreeze_blocks", "early_stopping", "grad_clip", "weight_decay",
@@ -249,7 +252,7 @@ class _Run:
             raise DataError(f"{Path(cfg.data) / 'train'}: {scan.problems()} (every image "
                             "needs a mask <stem>.png in mask/, and every mask an image)")
         by_stem = {s.stem: s for s in scan.samples}
-        store = self.store = ImageStore(Path(cfg.cache_dir) / "images")
+        store = self.store = ImageStore(Path(cfg.cache_dir) / "images", cfg.max_pixels)
         images, errors = {}, []
         from tqdm import tqdm
 
@@ -440,10 +443,15 @@ class _Run:
         if payload.get("backbone_fingerprint") != self.fingerprint:
             raise ConfigError(f"{path}: the run was trained on other backbone weights than "
                               f"{self.cfg.weights or 'these'}")
-        self.model.load_state_dict(payload["state"], strict=False)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.history = list(payload["history"])
-        return int(payload["epoch"])
+        try:
+            self.model.load_state_dict(payload["state"], strict=False)
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.history = list(payload["history"])
+            return int(payload["epoch"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: does not fit the settings in "
+                                  f"{self.run_dir / 'config.json'} ({type(e).__name__}: "
+                                  f"{str(e)[:300]})") from None
 
     def _save(self, epoch: int, best: bool) -> None:
         info = self._checkpoint_info(epoch)
@@ -594,12 +602,14 @@ def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
         raise ConfigError(f"{run_dir}: no last.pt (the run stopped before its first epoch "
                           "ended); start it again with --overwrite")
     try:
-        recorded = json.loads(config_path.read_text("utf-8"))["config"]
+        record = json.loads(config_path.read_text("utf-8"))
+        check_written_by(record.get("versions", {}).get("bloomseg"), config_path)
+        recorded = record["config"]
         # runs from before these settings existed had a 4-level U-Net, no centre map,
         # and then centre Gaussians of sigma 0.15
         config = TrainConfig.from_dict({"unet_levels": 4, "centres": False,
                                         "centre_sigma": 0.15} | recorded)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
     config.out = str(run_dir)
     run = _Run(config, run_dir, backbone, progress, resuming=True)
