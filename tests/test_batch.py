@@ -59,3 +59,21 @@ def test_what_a_killed_writer_left_is_cleared_at_the_end(tmp_path):
     assert rows[0]["status"] == "ok"
     assert sorted(p.name for p in out.glob(".*")) == [".bloomseg", ".other.tmp"]
     assert [p.name for p in (out / ".bloomseg").iterdir()] == ["a.json"]
+
+
+def test_input_paths_that_climb_or_are_absolute_write_only_into_the_output_folder(tmp_path):
+    """Only an input's final name component names its outputs: `../../x.png` and
+    `/abs/x.png` give `OUT/x_*`, never a path outside OUT."""
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 20, np.uint8)).save(tmp_path / "x.png")
+    out = deep / "out"
+    climbing = deep / ".." / ".." / "x.png"
+    for path in (climbing, (tmp_path / "x.png").resolve()):
+        rows = segment_files(Dark(), [path], out, OutputOptions(instances=True), overwrite=True,
+                             progress=False)
+        assert rows[0]["status"] == "ok"
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert written == sorted(["x_mask.png", "x_overlay.png", "x_labels.tif", "x_cells.csv",
+                              "x.geojson", "summary.csv", "report.html"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "x.png"]

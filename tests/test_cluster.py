@@ -65,7 +65,10 @@ def assert_same_outputs(out: Path, reference: Path) -> None:
             assert (out / name).read_bytes() == (reference / name).read_bytes(), name
         np.testing.assert_array_equal(read_labels(out / f"{stem}_labels.tif"),
                                       read_labels(reference / f"{stem}_labels.tif"))
-    assert not list(out.glob(".*")), list(out.glob(".*"))  # no temporary files left
+    # no temporary files left; the records of finished images (for --resume) only
+    assert [p.name for p in out.glob(".*")] == [".bloomseg"]
+    assert sorted(p.name for p in (out / ".bloomseg").iterdir()) == \
+        sorted(f"smear_{i}.json" for i in range(IMAGES))
 
 
 def test_local_cluster_writes_the_in_process_outputs(tmp_path, smears, in_process):

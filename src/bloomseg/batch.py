@@ -205,23 +205,9 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
     row["status"] = "ok"
     try:
         save_json(record, {"row": row, "large": large})
-    except OSError as e:
-        row["status"] = f"failed: {record}: {type(e).__name__}: {e}"
+    except BloomsegError as e:
+        row["status"] = f"failed: {e}"
     return row
-
-
-def remove_stale_temporaries(out_dir: Path, names: list[str]) -> None:
-    """Remove temporary files and block folders that a killed process left for these
-    output names (a finished write renames its temporary file away)."""
-    import glob
-    import shutil
-
-    for name in names:
-        for stale in out_dir.glob(f".{glob.escape(name)}.*"):
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            elif stale.suffix == ".tmp":
-                stale.unlink(missing_ok=True)
 
 
 def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
@@ -229,7 +215,7 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
     """Write a run's summary.csv, the COCO file (with ``coco``) and report.html, and clear
     what killed processes left behind."""
     from bloomseg.export import coco_dataset, read_labels
-    from bloomseg.io import save_csv, save_json
+    from bloomseg.io import remove_stale_temporaries, save_csv, save_json
     from bloomseg.report import predict_report
 
     out_dir = Path(out_dir)

@@ -11,11 +11,16 @@ name or date:
 ``identity`` hashes the backbone's tensors, the layers read and the colour-jitter
 settings, so another backbone or weights file lands in another folder and never reads
 stale features; a view's name carries its position and size (``t224_0_197``).
+
+Every file is written atomically and ends with a BLAKE2b checksum of its contents, checked
+before the file is first used: a file damaged after it was written (a bad disk, a copy
+cut short) is a cache miss, recomputed and replaced, never data.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -27,7 +32,8 @@ from bloomseg.data import Sample, load_sample
 from bloomseg.io import MAX_PIXELS, atomic_output, check_file
 from bloomseg.weights import sha256sum
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums
+DIGEST_SIZE = 16
 
 
 def content_key(sample: Sample) -> str:
@@ -56,9 +62,34 @@ def module_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+
+
+def save_checked(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as .npy followed by its checksum, atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    data = buffer.getvalue()
     with atomic_output(path) as f:
-        np.save(f, array)
+        f.write(data + _digest(data))
+
+
+def load_checked(path: Path, mmap: bool = False) -> np.ndarray | None:
+    """An array written by :func:`save_checked`, or None where the file is missing or
+    its checksum does not match (memory-mapped with ``mmap``: NumPy ignores the
+    checksum after the data)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    body = data[:-DIGEST_SIZE]
+    if len(data) <= DIGEST_SIZE or _digest(body) != data[-DIGEST_SIZE:]:
+        return None
+    try:
+        return np.load(path, mmap_mode="r") if mmap else np.load(io.BytesIO(body))
+    except (OSError, ValueError):
+        return None
 
 
 class ImageStore:
@@ -69,6 +100,7 @@ class ImageStore:
 
     def __init__(self, root: str | Path, max_pixels: int | None = MAX_PIXELS) -> None:
         self.root, self.max_pixels = Path(root), max_pixels
+        self._checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def load(self, sample: Sample, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps.
@@ -77,12 +109,16 @@ class ImageStore:
             ImageError, DataError: the image or mask cannot be read or differ in size.
         """
         key = key or content_key(sample)
-        rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
-        if not (rgb_path.is_file() and mask_path.is_file()):
-            image, mask = load_sample(sample, self.max_pixels)
-            _save_npy(rgb_path, image)
-            _save_npy(mask_path, mask)
-        return np.load(rgb_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
+        if key not in self._checked:  # checksums read once per process
+            rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
+            rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
+            if rgb is None or mask is None:
+                image, truth = load_sample(sample, self.max_pixels)
+                save_checked(rgb_path, image)
+                save_checked(mask_path, truth)
+                rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
+            self._checked[key] = (rgb, mask)
+        return self._checked[key]
 
 
 class FeatureCache:
@@ -107,11 +143,8 @@ class FeatureCache:
 
     def get(self, image_key: str, view: str, k: int) -> np.ndarray | None:
         """The (layers, D, h, w) float16 features stored for this item, or None."""
-        try:
-            return np.load(self._path(image_key, view, k), mmap_mode="r")
-        except (OSError, ValueError):  # absent, or damaged: recompute and replace
-            return None
+        return load_checked(self._path(image_key, view, k))  # None: absent or damaged
 
     def put(self, image_key: str, view: str, k: int, features: np.ndarray) -> None:
         """Store (layers, D, h, w) features as float16 (atomically)."""
-        _save_npy(self._path(image_key, view, k), features.astype(np.float16))
+        save_checked(self._path(image_key, view, k), features.astype(np.float16))

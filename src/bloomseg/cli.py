@@ -608,6 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BloomsegError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # the system's own message names the file
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

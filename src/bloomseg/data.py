@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.errors import DataError
+from bloomseg.errors import DataError, OutputError
 from bloomseg.io import IMAGE_SUFFIXES, MAX_PIXELS, read_image, save_json
 
 SPLITS_FILE = "splits.json"
@@ -231,6 +231,6 @@ def load_or_make_splits(data_root: str | Path, stems: list[str], run_dir: str | 
         try:
             save_json(path, splits)
             return splits, path
-        except OSError:
+        except OutputError:
             continue  # read-only data folder: fall back to the run folder
     return splits, None

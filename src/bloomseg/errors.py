@@ -27,3 +27,7 @@ class CheckpointError(BloomsegError):
 
 class ConfigError(BloomsegError):
     """A training setting is invalid, or a run folder is not in the state asked for."""
+
+
+class OutputError(BloomsegError):
+    """An output file cannot be written (disk full, no permission, read-only folder)."""

@@ -13,7 +13,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bloomseg.errors import ImageError
+from bloomseg.errors import ImageError, OutputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 200_000_000
@@ -199,11 +199,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     it is flushed to disk and renamed over ``path``.
 
     A crash or an exception leaves either the old file or no file, never a torn one.
+
+    Raises:
+        OutputError: naming ``path``, where the disk is full or the folder not writable.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot be written ({e.strerror or e})") from None
     tmp = Path(name)
     try:
         yield tmp
@@ -214,6 +220,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot be written ({e.strerror or e}); nothing was left "
+                          "half written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -231,6 +241,21 @@ def printable(text: str) -> str:
     """``text`` with the bytes of a non-UTF-8 file name shown as ``\\xff`` escapes, so
     it can be written as UTF-8 (Python keeps such bytes as lone surrogates)."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def remove_stale_temporaries(out_dir: str | Path, names: Iterable[str]) -> None:
+    """Remove temporary files and block folders that a killed process left for these
+    output names (a finished write renames its temporary file away)."""
+    import glob
+    import shutil
+
+    out_dir = Path(out_dir)
+    for name in names:
+        for stale in out_dir.glob(f".{glob.escape(name)}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.suffix == ".tmp":
+                stale.unlink(missing_ok=True)
 
 
 def save_json(path: str | Path, data: Any) -> None:

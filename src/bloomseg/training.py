@@ -36,7 +36,7 @@ from bloomseg.errors import BloomsegError, CheckpointError, ConfigError, DataErr
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
 from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune
-from bloomseg.io import MAX_PIXELS, save_csv, save_json
+from bloomseg.io import MAX_PIXELS, remove_stale_temporaries, save_csv, save_json
 from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
@@ -218,6 +218,7 @@ class _Run:
             self.weights_sha256 = sha256sum(weights)
             backbone = load_backbone(config.backbone, weights)
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)  # what a killed run was writing
         self.log = _Log(run_dir / "train.log", progress)
         self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
         torch.manual_seed(config.seed)
@@ -590,7 +591,8 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
 
 def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
            progress: bool = True) -> TrainResult:
-    """Continue a run from its last.pt with its own config.json.
+    """Continue a run from its last.pt with its own config.json (from the start if it
+    stopped before its first epoch ended).
 
     The result equals that of the run never having stopped (same seed, same draws).
     """
@@ -598,9 +600,6 @@ def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
     config_path, last = run_dir / "config.json", run_dir / "last.pt"
     if not config_path.is_file():
         raise ConfigError(f"{run_dir}: no config.json here; not a bloomseg training run")
-    if not last.is_file():
-        raise ConfigError(f"{run_dir}: no last.pt (the run stopped before its first epoch "
-                          "ended); start it again with --overwrite")
     try:
         record = json.loads(config_path.read_text("utf-8"))
         check_written_by(record.get("versions", {}).get("bloomseg"), config_path)
@@ -612,5 +611,7 @@ def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
     config.out = str(run_dir)
+    if not last.is_file():  # stopped before its first epoch ended: from the start
+        return _execute(_Run(config, run_dir, backbone, progress, resuming=False), 0)
     run = _Run(config, run_dir, backbone, progress, resuming=True)
     return _execute(run, run.restore(last))
