@@ -191,7 +191,7 @@ def test_predict(name, model, tmp_path, capsys):
         assert status.startswith(f"failed: {inputs / case.name}: ")
         assert re.search(case.error, status), status
         assert not list(out.glob(f"{stem}_*"))  # nothing half written for it
-        assert "1 of 2 images segmented" not in capsys.readouterr().err
+        assert "1 of 2 images segmented" in capsys.readouterr().out
     else:
         assert code == EXIT_OK and rows[shown]["status"] == "ok"
         mask = np.array(Image.open(out / f"{stem}_mask.png"))
@@ -341,6 +341,8 @@ def test_a_30000_px_image_is_accepted_with_max_pixels_and_done_block_by_block(tm
     """The bomb guard's other side: a genuine 30000x30000 slide (900 Mpx), refused by
     default, is predicted block by block when --max-pixels allows it. A stand-in
     segmenter (dark blobs are cells) keeps this to the block machinery, not the model."""
+    import zarr
+
     from bloomseg.batch import OutputOptions, segment_image
     from bloomseg.blockwise import LazyImage
     from test_blockwise import Components
@@ -372,10 +374,6 @@ def test_a_30000_px_image_is_accepted_with_max_pixels_and_done_block_by_block(tm
     assert (out / "slide_mask.tif").is_file()  # the large-image form: a tiled TIFF
     with LazyImage(out / "slide_labels.tif", max_pixels=None) as labels:
         assert labels.shape == (side, side)
-    with tifffile.TiffFile(out / "slide_labels.tif") as tif:
-        store = tif.pages[0].aszarr()
-        import zarr
-
+    with tifffile.TiffFile(out / "slide_labels.tif") as tif, tif.pages[0].aszarr() as store:
         found = {int(zarr.open(store, mode="r")[r, c]) for r, c in centres}
-        store.close()
     assert len(found) == 9 and 0 not in found  # each blob its own cell, where it was drawn

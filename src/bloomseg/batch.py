@@ -9,6 +9,7 @@ process and :mod:`bloomseg.cluster` on Dask workers, and both end with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +97,6 @@ def record_path(out_dir: Path, stem: str) -> Path:
 def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | None:
     """The summary row of an image that an earlier run finished with every output these
     options ask for, or None (never done, failed, torn by a kill, or fewer outputs)."""
-    import json
-
     try:
         record = json.loads(record_path(out_dir, path.stem).read_text("utf-8"))
         row, large = dict(record["row"]), bool(record["large"])
@@ -177,7 +176,6 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
         ``failed: ...`` (the reason, naming the file).
     """
     from bloomseg.blockwise import LARGE_PIXELS, LazyImage, image_pixels, segment_large
-
     from bloomseg.io import save_json
 
     path, out_dir = Path(path), Path(out_dir)
