@@ -200,12 +200,17 @@ def test_predict(name, model, tmp_path, capsys):
         assert shown in (out / "report.html").read_text("utf-8")
 
 
+def _evaluate(model: Path, data: Path) -> tuple[int, dict]:
+    """(exit code, metrics.json) of evaluate on ``data``'s test split."""
+    out = data.parent / "eval"
+    code = main(["evaluate", str(model), "--data", str(data), "-o", str(out), "-q"])
+    return code, json.loads((out / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("name", list(IMAGE_CASES))
 def test_evaluate_image(name, model, tmp_path, capsys):
     case = IMAGE_CASES[name]
-    data = write_split(tmp_path / "data", "test", 1, case=case)
-    code = main(["evaluate", str(model), "--data", str(data), "-o", str(tmp_path / "eval"), "-q"])
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    code, metrics = _evaluate(model, write_split(tmp_path / "data", "test", 1, case=case))
     if case.error:
         assert code == EXIT_SKIPPED and metrics["num_samples"] == 1
         [skipped] = metrics["skipped"]
@@ -220,9 +225,7 @@ def test_evaluate_image(name, model, tmp_path, capsys):
 @pytest.mark.parametrize("name", list(MASK_CASES))
 def test_evaluate_mask(name, model, tmp_path):
     case = MASK_CASES[name]
-    data = write_split(tmp_path / "data", "test", 1, mask_case=case)
-    code = main(["evaluate", str(model), "--data", str(data), "-o", str(tmp_path / "eval"), "-q"])
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    code, metrics = _evaluate(model, write_split(tmp_path / "data", "test", 1, mask_case=case))
     if case.error:
         assert code == EXIT_SKIPPED and metrics["num_samples"] == 1
         [skipped] = metrics["skipped"]
