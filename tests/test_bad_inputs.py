@@ -200,38 +200,34 @@ def test_predict(name, model, tmp_path, capsys):
         assert shown in (out / "report.html").read_text("utf-8")
 
 
-def _evaluate(model: Path, data: Path) -> tuple[int, dict]:
-    """(exit code, metrics.json) of evaluate on ``data``'s test split."""
-    out = data.parent / "eval"
-    code = main(["evaluate", str(model), "--data", str(data), "-o", str(out), "-q"])
-    return code, json.loads((out / "metrics.json").read_text())
+SAMPLE_CASES = [("image", n) for n in IMAGE_CASES] + [("mask", n) for n in MASK_CASES]
 
 
-@pytest.mark.parametrize("name", list(IMAGE_CASES))
-def test_evaluate_image(name, model, tmp_path, capsys):
-    case = IMAGE_CASES[name]
-    code, metrics = _evaluate(model, write_split(tmp_path / "data", "test", 1, case=case))
-    if case.error:
-        assert code == EXIT_SKIPPED and metrics["num_samples"] == 1
-        [skipped] = metrics["skipped"]
-        assert skipped["image"] == Path(case.name).stem
-        assert case.name in skipped["reason"]
-        assert re.search(case.error, skipped["reason"]), skipped["reason"]
-        assert case.name in capsys.readouterr().err
-    else:
-        assert code == EXIT_OK and metrics["num_samples"] == 2 and metrics["skipped"] == []
-
-
-@pytest.mark.parametrize("name", list(MASK_CASES))
-def test_evaluate_mask(name, model, tmp_path):
+def sample_case(kind: str, name: str, root: Path, split: str) -> tuple[Case, Path, str]:
+    """(the case, its dataset of three good samples and one odd one, the odd file's path
+    relative to the split)."""
+    if kind == "image":
+        case = IMAGE_CASES[name]
+        return case, write_split(root, split, 3, case=case), f"original/{case.name}"
     case = MASK_CASES[name]
-    code, metrics = _evaluate(model, write_split(tmp_path / "data", "test", 1, mask_case=case))
+    return case, write_split(root, split, 3, mask_case=case), "mask/odd.png"
+
+
+@pytest.mark.parametrize("kind, name", SAMPLE_CASES)
+def test_evaluate(kind, name, model, tmp_path, capsys):
+    case, data, odd = sample_case(kind, name, tmp_path / "data", "test")
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(model), "--data", str(data), "-o", str(out), "-q"])
+    metrics = json.loads((out / "metrics.json").read_text())
     if case.error:
-        assert code == EXIT_SKIPPED and metrics["num_samples"] == 1
+        assert code == EXIT_SKIPPED and metrics["num_samples"] == 3
         [skipped] = metrics["skipped"]
-        assert re.search(r"mask.odd\.png.*" + case.error, skipped["reason"])
+        assert skipped["image"] == Path(odd).stem
+        assert skipped["reason"].startswith(f"{data / 'test' / odd}: ")
+        assert re.search(case.error, skipped["reason"]), skipped["reason"]
+        assert Path(odd).name.split()[0] in capsys.readouterr().err
     else:
-        assert code == EXIT_OK and metrics["num_samples"] == 2
+        assert code == EXIT_OK and metrics["num_samples"] == 4 and metrics["skipped"] == []
 
 
 def _train(data: Path, run: Path, *extra: str) -> int:
@@ -240,33 +236,20 @@ def _train(data: Path, run: Path, *extra: str) -> int:
                  "--cache-dir", str(run.parent / "cache"), "-q", *extra])
 
 
-@pytest.mark.parametrize("name", list(IMAGE_CASES))
-def test_train_image(name, tmp_path, capsys):
-    case = IMAGE_CASES[name]
-    data = write_split(tmp_path / "data", "train", 3, case=case)
+@pytest.mark.parametrize("kind, name", SAMPLE_CASES)
+def test_train(kind, name, tmp_path, capsys):
+    case, data, odd = sample_case(kind, name, tmp_path / "data", "train")
     code = _train(data, tmp_path / "run")
     if case.error:
         err = capsys.readouterr().err
-        assert code == EXIT_FAILED and case.name.split()[0] in err
+        # the name's first word: stderr shows the bytes of a non-UTF-8 name as escapes
+        assert code == EXIT_FAILED and f"{Path(odd).parent}/{Path(odd).name.split()[0]}" in err
         assert re.search(case.error, err), err
         assert not (tmp_path / "run").exists()  # refused before anything is written
     else:
         assert code == EXIT_OK
         recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
         assert recorded["train_images"] + recorded["val_images"] == 4
-
-
-@pytest.mark.parametrize("name", list(MASK_CASES))
-def test_train_mask(name, tmp_path, capsys):
-    case = MASK_CASES[name]
-    data = write_split(tmp_path / "data", "train", 3, mask_case=case)
-    code = _train(data, tmp_path / "run")
-    if case.error:
-        err = capsys.readouterr().err
-        assert code == EXIT_FAILED and re.search(case.error, err), err
-        assert "odd.png" in err and not (tmp_path / "run").exists()
-    else:
-        assert code == EXIT_OK
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"train": 3}', "[]", '{"train": [], "val": ["x"]}'])

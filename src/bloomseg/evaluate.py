@@ -154,8 +154,6 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             counts, row, box_match, mask_match = _score(segmenter, sample, max_pixels)
         except BloomsegError as e:
             skipped.append({"image": sample.stem, "reason": str(e)})
-            if progress:
-                tqdm.write(f"skipped {e}")
             continue
         total = total + counts
         if box_match is not None:
