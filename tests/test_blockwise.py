@@ -28,7 +28,7 @@ class Components:
 
     name = "components"
 
-    def predict(self, image: np.ndarray, instances: bool = False) -> Prediction:
+    def predict(self, image: np.ndarray, instances: bool = False, edges=None) -> Prediction:
         from scipy import ndimage
 
         mask = image.mean(axis=2) < 200

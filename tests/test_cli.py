@@ -258,6 +258,53 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, unet_run):
     assert "skipped" in (out / "summary.csv").read_text()
 
 
+def test_training_tunes_edge_slivers_and_resuming_a_finished_run_tunes_again(unet_run):
+    from bloomseg.instances import EDGE_GRID
+    from bloomseg.model import read_checkpoint_file
+
+    _, run = unet_run
+
+    def tuned() -> tuple[int, list[dict]]:
+        with open(run / "edge_tuning.csv") as f:
+            rows = list(csv.DictReader(f))
+        return read_checkpoint_file(run / "best.pt")["instances"]["edge_min_area"], rows
+
+    edge, rows = tuned()
+    assert [int(r["edge_min_area"]) for r in rows] == list(EDGE_GRID)
+    assert edge == int(max(rows, key=lambda r: float(r["dice"]))["edge_min_area"])
+    (run / "edge_tuning.csv").unlink()
+    assert main(["train", "--resume", str(run), "-q"]) == EXIT_OK
+    assert tuned() == (edge, rows)
+    assert "resuming after epoch 1" in (run / "train.log").read_text()
+
+
+def test_predict_keep_edges_keeps_the_slivers_the_default_model_drops(tmp_path):
+    from scipy import ndimage
+
+    from bloomseg.synthetic import smear
+
+    cells: list = []
+    image, _ = smear(np.random.default_rng(0), 300, 500, cells, radius=(40, 50), density=1 / 20000)
+    # cut the image through a cell left of its centre's far side: a sliver of about 15 px
+    cy, cx, r = next(c for c in cells if c[2] + 5 < c[1] < 300 and 60 < c[0] < 240)
+    start = int(cx + r - 15)
+    Image.fromarray(image[:, start:]).save(tmp_path / "cut.png")
+    masks = {}
+    for flag in ([], ["--keep-edges"]):
+        out = tmp_path / f"out{len(flag)}"
+        assert main(["predict", "default", str(tmp_path / "cut.png"), "-o", str(out), "-q",
+                     *flag]) == EXIT_OK
+        with Image.open(out / "cut_mask.png") as mask:
+            masks[bool(flag)] = np.array(mask) > 0
+    extra = masks[True] & ~masks[False]
+    assert not (masks[False] & ~masks[True]).any()
+    assert extra[int(cy) - 5:int(cy) + 5, :10].all()  # the sliver, kept only when asked
+    # everything else the option keeps is cut by the image's edge too
+    pieces, count = ndimage.label(extra)
+    edge = np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]])
+    assert set(range(1, count + 1)) <= set(edge.tolist())
+
+
 def test_predict_instances_writes_every_cell_format(tmp_path, unet_run):
     import tifffile
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bloomseg.centres import centre_map
-from bloomseg.instances import InstanceParams, label_cells, tune
+from bloomseg.instances import InstanceParams, edge_pieces, label_cells, separate, tune, tune_edges
 
 
 def disks(shape, circles):
@@ -72,6 +72,53 @@ def test_tuning_drops_debris_smaller_than_cells():
     assert params.min_area == 500
     assert label_cells(foreground, None, params).max() == 1
     assert max(r["f1"] for r in rows if r["min_area"] == 50) < 1.0
+
+
+def edge_scene():
+    """A whole cell (709 px), a cell cut by the left edge down to a 140 px sliver, and a
+    half cell (370 px) at the top edge."""
+    whole, sliver, half = disks((60, 140), [(30, 70, 15), (30, -8, 15), (0, 120, 15)])
+    return whole, sliver, half
+
+
+def test_edge_pieces_are_the_small_ones_touching_the_given_edges():
+    whole, sliver, half = edge_scene()
+    pieces = (whole + 2 * sliver + 3 * half).astype(np.int32)
+    assert sliver.sum() == 140 and half.sum() == 370
+    assert (edge_pieces(pieces, 200) == sliver).all()
+    assert (edge_pieces(pieces, 500) == (sliver | half)).all()
+    assert not edge_pieces(pieces, 0).any()
+    # a side that is not the image's edge (a block's) drops nothing
+    assert (edge_pieces(pieces, 500, (True, True, False, True)) == half).all()
+    assert not edge_pieces(pieces, 10_000, (False,) * 4).any()
+
+
+def test_separate_drops_edge_slivers_from_mask_and_labels():
+    whole, sliver, half = edge_scene()
+    foreground = whole | sliver | half
+    params = InstanceParams("distance", 5, 1.0, 20, edge_min_area=200)
+    labels, mask = separate(foreground, None, params)
+    assert (mask == (whole | half)).all()
+    assert labels.max() == 2 and (labels[sliver] == 0).all()
+    # without the rule every piece stays
+    assert (separate(foreground, None, InstanceParams("distance", 5, 1.0, 20))[1] == foreground).all()
+    with pytest.raises(ValueError, match="invalid instance settings"):
+        separate(foreground, None, InstanceParams("distance", edge_min_area=-1))
+
+
+def test_edge_tuning_finds_the_annotation_convention():
+    whole, sliver, half = edge_scene()
+    foreground = whole | sliver | half
+    # the annotators left out the sliver only: any value in (140, 370] px is right
+    params, rows = tune_edges([(foreground, None, whole | half)],
+                              InstanceParams("distance", 5, 1.0, 20), (0, 100, 300, 600))
+    assert params.edge_min_area == 300 and params.min_distance == 5
+    dice = {r["edge_min_area"]: r["dice"] for r in rows}
+    assert dice[300] == 1.0
+    assert dice[0] == dice[100] == 2 * 1079 / (1219 + 1079)
+    assert dice[600] == 2 * 709 / (709 + 1079)
+    # a truth that keeps the sliver keeps the rule off (ties go to the smaller value)
+    assert tune_edges([(foreground, None, foreground)], params, (0, 100, 300))[0].edge_min_area == 0
 
 
 @pytest.mark.realdata

@@ -183,6 +183,7 @@ def test_the_shipped_default_model_finds_cells():
     """The model in the package loads by name, offline, and separates drawn cells."""
     import numpy as np
 
+    from bloomseg.cluster import ModelSpec
     from bloomseg.model import PACKAGED, resolve_model
     from bloomseg.predict import Segmenter
     from bloomseg.synthetic import smear
@@ -193,6 +194,9 @@ def test_the_shipped_default_model_finds_cells():
     assert (folder / "MODEL_CARD.md").is_file()
     segmenter = Segmenter.load("default")
     assert segmenter.instances.method == "centres"
+    # the training masks leave out slivers of cells at the image edge: so does the model
+    assert segmenter.instances.edge_min_area > 0
+    assert ModelSpec("default", keep_edges=True).load().instances.edge_min_area == 0
     cells: list = []
     image, mask = smear(np.random.default_rng(3), 300, 400, cells, radius=(40, 50), density=1 / 30000)
     prediction = segmenter.predict(image, instances=True)

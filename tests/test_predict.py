@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from bloomseg.instances import InstanceParams
 from bloomseg.model import SegmentationModel
 from bloomseg.features import stitched_features
 from bloomseg.predict import InferenceOptions, Segmenter, gaussian_weights, predict_logits, tile_starts
@@ -19,6 +20,7 @@ class RedChannel(nn.Module):
 
     backbone = None
     grid, reach = 14, 0  # pixel-local: any window gives the same logits
+    out_channels = 1
 
     def forward(self, x):
         return x[:, :1]
@@ -142,3 +144,20 @@ def test_segmenter_probability_and_mask():
     assert result.probability.shape == result.mask.shape == (31, 45)
     assert ((result.probability > 0.5) == result.mask).all()
     assert 0 <= result.probability.min() and result.probability.max() <= 1
+
+
+def test_slivers_are_dropped_at_the_image_edge_only():
+    yy, xx = np.mgrid[:60, :100]
+    whole = (yy - 30) ** 2 + (xx - 50) ** 2 <= 15 ** 2
+    sliver = (yy - 30) ** 2 + (xx + 8) ** 2 <= 15 ** 2  # a cell cut by the left edge
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[whole | sliver, 0] = 255  # the red channel is the logit
+    segmenter = Segmenter(RedChannel(), instances=InstanceParams("distance", 5, 1.0, 20,
+                                                                 edge_min_area=300))
+    result = segmenter.predict(image, instances=True)
+    assert ((result.probability > 0.5) == (whole | sliver)).all()
+    assert (result.mask == whole).all() and result.labels.max() == 1
+    assert segmenter.predict(image).labels is None
+    # the same pixels as a block whose left side is not the image's edge keep the sliver
+    block = segmenter.predict(image, edges=(True, True, False, True))
+    assert (block.mask == (whole | sliver)).all()

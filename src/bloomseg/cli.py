@@ -17,6 +17,8 @@ from bloomseg import __version__
 from bloomseg.errors import BloomsegError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+KEEP_EDGES_HELP = ("keep the slivers of cells cut by the image's edge that the model drops "
+                   "(those under its tuned edge_min_area; the training masks leave them out)")
 MODEL_HELP = ("default (the model shipped with bloomseg), a run folder (its best.pt), an "
               "exported model folder, or a .pt file")
 
@@ -217,7 +219,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                for k in ("strategy", "overlap", "sigma", "context", "tta", "batch_size")}
     if args.mode:
         options["mode"] = args.mode
-    spec = ModelSpec(args.model, args.weights, args.threshold, tuple(options.items()))
+    spec = ModelSpec(args.model, args.weights, args.threshold, tuple(options.items()),
+                     args.keep_edges)
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
                             True if args.large else None, args.block, args.halo, args.max_pixels)
     try:
@@ -258,7 +261,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {out / 'metrics.json'} exists (use --overwrite)", file=sys.stderr)
         return EXIT_FAILED
     options = {k: getattr(args, k) for k in ("strategy", "tta", "batch_size")}
-    segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold, **options)
+    segmenter = Segmenter.load(args.model, weights=args.weights, threshold=args.threshold,
+                               keep_edges=args.keep_edges, **options)
     m = evaluate(segmenter, args.data, out, args.split, args.visualize, progress=not args.quiet,
                  max_pixels=args.max_pixels)
     for s in m["skipped"]:
@@ -521,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     pred.add_argument("--threshold", type=float, default=0.5,
                       help="cell probability threshold (default: %(default)s)")
+    pred.add_argument("--keep-edges", action="store_true", help=KEEP_EDGES_HELP)
     pred.add_argument("--batch-size", type=int, default=8, help="tiles per pass (default: 8)")
     pred.add_argument("--save-prob", action="store_true",
                       help="also write <stem>_prob.tif (float32 probability)")
@@ -569,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strategy", choices=["stitch", "blend"], default="stitch")
     ev.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--keep-edges", action="store_true", help=KEEP_EDGES_HELP)
     ev.add_argument("--batch-size", type=int, default=8)
     _add_max_pixels(ev)
     ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")

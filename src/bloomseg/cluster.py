@@ -36,19 +36,21 @@ class ModelSpec:
         weights: backbone weights file, if not the cached download.
         threshold: cell probability threshold.
         options: :class:`bloomseg.predict.InferenceOptions` fields, as (name, value) pairs.
+        keep_edges: keep the slivers of cells at the image's edge.
     """
 
     model: str
     weights: str | None = None
     threshold: float = 0.5
     options: tuple[tuple[str, object], ...] = ()
+    keep_edges: bool = False
 
     def load(self):
         """The :class:`bloomseg.predict.Segmenter` this describes."""
         from bloomseg.predict import Segmenter
 
         return Segmenter.load(self.model, weights=self.weights, threshold=self.threshold,
-                              **dict(self.options))
+                              keep_edges=self.keep_edges, **dict(self.options))
 
     def absolute(self) -> "ModelSpec":
         """The same with file paths made absolute, for workers started elsewhere."""

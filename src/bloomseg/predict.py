@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bloomseg.features import FeatureSource, stitched_features
-from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, label_cells
+from bloomseg.instances import ALL_EDGES, DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
 from bloomseg.model import SegmentationModel, load_model, resolve_model
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, chunks, pad_reflect, render, whole_view
@@ -211,7 +211,8 @@ class Prediction:
 
     Attributes:
         probability: (H, W) float32 cell probability.
-        mask: (H, W) bool, probability > threshold.
+        mask: (H, W) bool, probability > threshold, less the slivers of cells cut by
+            the image's edge that the model's settings drop (``edge_min_area``).
         seconds: time the prediction took (with the instance step, if asked for).
         centres: (H, W) float32 cell-centre probability, for models that learned it.
         labels: (H, W) int32 cells 1..N (0 background), if instances were asked for.
@@ -250,7 +251,7 @@ class Segmenter:
 
     @classmethod
     def load(cls, path: str | Path, weights: str | Path | None = None,
-             threshold: float = 0.5, **options) -> "Segmenter":
+             threshold: float = 0.5, keep_edges: bool = False, **options) -> "Segmenter":
         """Load a trained model.
 
         Args:
@@ -258,27 +259,45 @@ class Segmenter:
                 best.pt), an exported model folder, or a .pt file.
             weights: backbone weights file, if not the cached download.
             threshold: cell probability threshold.
+            keep_edges: keep the slivers of cells at the image's edge that the model's
+                tuned ``edge_min_area`` would drop.
             options: :class:`InferenceOptions` fields; mode and tile default to the
                 model's training settings.
         """
         model, payload = load_model(resolve_model(path), weights=weights)
         trained = {"mode": payload["config"]["mode"], "tile": payload["config"]["tile"]}
         tuned = payload.get("instances")
-        return cls(model, InferenceOptions(**(trained | options)), threshold,
-                   InstanceParams.from_dict(tuned) if tuned else None, name=str(path))
+        params = InstanceParams.from_dict(tuned) if tuned else None
+        if params is not None and keep_edges:
+            params = replace(params, edge_min_area=0)
+        return cls(model, InferenceOptions(**(trained | options)), threshold, params,
+                   name=str(path))
 
     def logits(self, image: np.ndarray) -> Tensor:
         """(H, W, 3) uint8 -> (C, H, W) float32 logits."""
         with torch.no_grad():
             return predict_logits(self.model, image, self.options)
 
-    def predict(self, image: np.ndarray, instances: bool = False) -> Prediction:
+    def predict(self, image: np.ndarray, instances: bool = False,
+                edges: tuple[bool, bool, bool, bool] = ALL_EDGES) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
-        ``instances``, also one label per cell."""
+        ``instances``, also one label per cell.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            instances: also label the cells.
+            edges: which sides of ``image`` are the edges of the whole image (top,
+                bottom, left, right): a block of a larger image passes False for the
+                sides it shares with other blocks, so that slivers are only dropped at
+                the real edge (``InstanceParams.edge_min_area``).
+        """
         start = time.perf_counter()
         logits = self.logits(image).sigmoid_()  # in place: images can be huge
         probability = logits[0].numpy()
         centres = logits[1].numpy() if logits.shape[0] > 1 else None
         mask = probability > self.threshold
-        labels = label_cells(mask, centres, self.instances) if instances else None
-        return Prediction(probability, mask, time.perf_counter() - start, centres, labels)
+        labels = None
+        if instances or self.instances.edge_min_area:
+            labels, mask = separate(mask, centres, self.instances, edges)
+        return Prediction(probability, mask, time.perf_counter() - start, centres,
+                          labels if instances else None)

@@ -35,7 +35,7 @@ from bloomseg.data import Sample, load_or_make_splits, read_boxes, scan_split
 from bloomseg.errors import BloomsegError, CheckpointError, ConfigError, DataError
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
-from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune
+from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune, tune_edges
 from bloomseg.io import MAX_PIXELS, remove_stale_temporaries, save_csv, save_json
 from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
@@ -506,7 +506,8 @@ class _Run:
 
     def _tune_instances(self) -> None:
         """Choose the cell-separation settings on the validation images' boxes with the
-        best model, and store them in best.pt (and instance_tuning.csv)."""
+        best model, then the edge sliver size on their masks, and store them in best.pt
+        (and instance_tuning.csv, edge_tuning.csv)."""
         from tqdm import tqdm
 
         path = self.run_dir / "best.pt"
@@ -514,28 +515,36 @@ class _Run:
         self.model.load_state_dict(payload["state"], strict=False)
         self.model.eval()
         method = "centres" if self.cfg.centres else "distance"
-        cases = []
+        cases = []  # (foreground, centres, true mask, boxes or None)
         with torch.no_grad():
-            for img in tqdm([i for i in self.val_images if i.boxes is not None],
-                            desc="tuning cell separation", unit="image",
+            for img in tqdm(self.val_images, desc="tuning cell separation", unit="image",
                             disable=not self.progress, leave=False):
-                image, _ = self.store.load(img.sample, img.key)
+                image, mask = self.store.load(img.sample, img.key)
                 source = (lambda names, x, key=img.key:
                           self._features([(key, n, 0) for n in names], x))
                 logits = predict_logits(self.model, np.asarray(image), self.inference, features=source)
                 centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
-                cases.append(((logits[0] > 0).numpy(), centres, yolo_to_xyxy(img.boxes, *img.size)))
-        if cases:
-            params, rows = tune(cases, method)
+                boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
+                cases.append(((logits[0] > 0).numpy(), centres, np.asarray(mask), boxes))
+        boxed = [(fg, c, boxes) for fg, c, _, boxes in cases if boxes is not None]
+        if boxed:
+            params, rows = tune(boxed, method)
             save_csv(self.run_dir / "instance_tuning.csv", rows, list(rows[0]))
-            best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()))
+            best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
+                                               if k != "edge_min_area"))
             self.log(f"cell separation ({method}): min_distance {params.min_distance} px, "
                      f"min_height {params.min_height}, min_area {params.min_area} px: "
                      f"val instance F1 {best['f1']:.4f}, "
-                     f"count error {best['count_error']:.2%} ({len(cases)} images)")
+                     f"count error {best['count_error']:.2%} ({len(boxed)} images)")
         else:
             params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
             self.log(f"cell separation ({method}): no validation boxes to tune on; defaults")
+        if cases:
+            params, rows = tune_edges([(fg, c, m) for fg, c, m, _ in cases], params)
+            save_csv(self.run_dir / "edge_tuning.csv", rows, list(rows[0]))
+            self.log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
+                     f"dropped: val Dice {rows[0]['dice']:.4f} -> "
+                     f"{max(r['dice'] for r in rows):.4f}")
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 
