@@ -285,7 +285,7 @@ def test_predict_keep_edges_keeps_the_slivers_the_default_model_drops(tmp_path):
 
     cells: list = []
     image, _ = smear(np.random.default_rng(0), 300, 500, cells, radius=(40, 50), density=1 / 20000)
-    # cut the image through a cell left of its centre's far side: a sliver of about 15 px
+    # crop so that only the rightmost 15 px of one cell remain, a sliver at the new left edge
     cy, cx, r = next(c for c in cells if c[2] + 5 < c[1] < 300 and 60 < c[0] < 240)
     start = int(cx + r - 15)
     Image.fromarray(image[:, start:]).save(tmp_path / "cut.png")
