@@ -188,6 +188,12 @@ def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
     assert main(["train", "--out", str(run)]) == EXIT_USAGE
     with pytest.raises(SystemExit):
         main(base + ["--mode", "crop"])
+    # fine-tuning the run: its weights are the start, any hue is drawn
+    tuned = tmp_path / "tuned"
+    fine = [str(tuned) if a == str(run) else a for a in base if a != "--no-colour-jitter"]
+    assert main(fine + ["--hue-jitter", "0.5", "--init", str(run)]) == EXIT_OK
+    recorded = json.loads((tuned / "config.json").read_text())["config"]
+    assert (recorded["init"], recorded["hue_jitter"]) == (str(run / "best.pt"), 0.5)
 
 
 def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):

@@ -214,11 +214,49 @@ def test_learning_rate_schedules(dataset, tmp_path, scheduler, expected):
     (dict(mode="crop"), "mode 'crop'"), (dict(head="segformer"), "head 'segformer'"),
     (dict(tile=100), "tile 100"), (dict(loss="l2"), "loss 'l2'"),
     (dict(backbone="unet", head="fusion"), "own head"), (dict(val_fraction=0), "val_fraction"),
-    (dict(epochs=0), "epochs")])
+    (dict(epochs=0), "epochs"), (dict(hue_jitter=0.6), "hue_jitter")])
 def test_invalid_settings_are_named(dataset, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train(config(dataset, tmp_path / "run", **overrides), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def _parameters(run: Path) -> dict[str, torch.Tensor]:
+    return dict(load_model(run / "best.pt")[0].named_parameters())
+
+
+def test_init_starts_from_another_runs_weights(dataset, tmp_path):
+    train(config(dataset, tmp_path / "a", epochs=1, **HEADS["unet"]), progress=False)
+    # a learning rate too small to move the weights: the run ends where it started
+    still = dict(epochs=1, seed=4, lr=1e-12, weight_decay=0, **HEADS["unet"])
+    train(config(dataset, tmp_path / "b", init=str(tmp_path / "a"), **still), progress=False)
+    train(config(dataset, tmp_path / "c", **still), progress=False)
+    start, tuned, fresh = (_parameters(tmp_path / r) for r in "abc")
+    for name, tensor in start.items():
+        torch.testing.assert_close(tuned[name], tensor, atol=1e-6, rtol=0)
+    assert not all(torch.allclose(fresh[n], t, atol=1e-3) for n, t in start.items())
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert recorded["init"] == str((tmp_path / "a" / "best.pt").resolve())
+
+
+def test_init_from_a_model_that_does_not_fit_is_refused(dataset, tmp_path):
+    from bloomseg.errors import CheckpointError
+
+    train(config(dataset, tmp_path / "a", epochs=1, unet_levels=2, **HEADS["unet"]), progress=False)
+    with pytest.raises(ConfigError, match=r"--init .*best.pt: .*unet_levels 2 there, 5 here"):
+        train(config(dataset, tmp_path / "b", init=str(tmp_path / "a"), **HEADS["unet"]),
+              progress=False)
+    train(config(dataset, tmp_path / "f", epochs=1, **HEADS["fusion"]), backbone=tiny_vit(),
+          progress=False)
+    with pytest.raises(ConfigError, match="trained on another backbone"):
+        train(config(dataset, tmp_path / "b", init=str(tmp_path / "f"), **HEADS["fusion"]),
+              backbone=tiny_vit(seed=5), progress=False)
+    with pytest.raises(ConfigError, match="its weights do not fit a fusion model"):
+        train(config(dataset, tmp_path / "b", init=str(tmp_path / "f"), unfreeze_blocks=1,
+                     **HEADS["fusion"]), backbone=tiny_vit(), progress=False)
+    with pytest.raises(CheckpointError, match="nowhere"):
+        train(config(dataset, tmp_path / "b", init=str(tmp_path / "nowhere")), progress=False)
+    assert not (tmp_path / "b").exists()
 
 
 def _fails_cleanly(dataset: Path, tmp_path: Path, match: str) -> None:

@@ -374,6 +374,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     io.add_argument("--out", help="run folder to create")
     io.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
     io.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
+    io.add_argument("--init", metavar="MODEL",
+                    help="start from this model's weights instead of random ones: fine-tune "
+                    "`default`, a run folder or a model file on your smears (same backbone, "
+                    "head and settings)")
     io.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
     m = p.add_argument_group("model")
     m.add_argument("--mode", choices=MODES, default=defaults["mode"],
@@ -429,6 +433,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                    help="no 90-degree rotations")
     a.add_argument("--no-colour-jitter", "--no-color-jitter", dest="colour_jitter",
                    action="store_false", help="no brightness/contrast/saturation/hue jitter")
+    a.add_argument("--hue-jitter", "--hue_jitter", type=float, default=defaults["hue_jitter"],
+                   metavar="TURNS", help="largest hue shift, in turns of the colour wheel; 0.5 "
+                   "draws any hue, for stains unlike the training smears' (default: %(default)s)")
     a.add_argument("--no-cache", dest="cache", action="store_false",
                    help="run the frozen backbone on every tile of every epoch")
     a.add_argument("--cache-dir", help="decoded images and features (default: "

@@ -41,7 +41,7 @@ from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
 from bloomseg.metrics import PixelCounts
 from bloomseg.model import (SegmentationModel, check_written_by, read_checkpoint_file,
-                            save_checkpoint)
+                            resolve_model, save_checkpoint, trainable_state)
 from bloomseg.predict import InferenceOptions, predict_logits
 from bloomseg.preprocess import to_tensor
 from bloomseg.views import MODES, View, random_view, render, training_views
@@ -83,6 +83,7 @@ class TrainConfig:
     flips: bool = True
     rotations: bool = True
     colour_jitter: bool = True
+    hue_jitter: float = 0.03
     cache: bool = True
     cache_dir: str | None = None
     centres: bool = True
@@ -90,6 +91,7 @@ class TrainConfig:
     centre_sigma: float = SIGMA_SCALE
     unet_levels: int = 5
     max_pixels: int = MAX_PIXELS
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -118,6 +120,8 @@ class TrainConfig:
                      "centre_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.hue_jitter <= 0.5:
+            problems.append(f"hue_jitter must be in [0, 0.5] turns, got {self.hue_jitter}")
         if not 0 < self.centre_sigma <= 1:
             problems.append(f"centre_sigma must be in (0, 1], got {self.centre_sigma}")
         if not self.lr > 0:
@@ -217,9 +221,6 @@ class _Run:
             config.weights = str(weights.resolve())
             self.weights_sha256 = sha256sum(weights)
             backbone = load_backbone(config.backbone, weights)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir, RUN_FILES)  # what a killed run was writing
-        self.log = _Log(run_dir / "train.log", progress)
         self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
         torch.manual_seed(config.seed)
         self.model = SegmentationModel(config.head, backbone, out_channels=2 if config.centres else 1,
@@ -229,7 +230,7 @@ class _Run:
         groups = self.model.parameter_groups(config.lr)
         self.base_lrs = [g["lr"] for g in groups]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.jitter = ColourJitter() if config.colour_jitter else None
+        self.jitter = ColourJitter(hue=config.hue_jitter) if config.colour_jitter else None
         frozen = backbone is not None and config.unfreeze_blocks == 0
         self.cache = None
         if frozen and config.cache:
@@ -239,10 +240,38 @@ class _Run:
         self.inference = InferenceOptions(config.mode, config.tile, batch_size=config.batch_size)
         self.backbone_tiles = 0
         self.history: list[dict] = []
+        if config.init is not None and not resuming:
+            self._start_from(config.init)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)  # what a killed run was writing
+        self.log = _Log(run_dir / "train.log", progress)
         if not resuming:  # a fresh start (in a used folder only with overwrite)
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
             self._write_config()
+
+    def _start_from(self, name: str) -> None:
+        """Load the trained weights of model ``name`` (see :func:`resolve_model`) into the
+        fresh model: fine-tuning instead of a start from random weights."""
+        path = resolve_model(name)
+        payload = read_checkpoint_file(path)
+        theirs = payload.get("config", {})
+        differ = [f"{key} {theirs.get(key)!r} there, {getattr(self.cfg, key)!r} here"
+                  for key in ("backbone", "head", "unet_levels", "centres")
+                  if key in theirs and theirs[key] != getattr(self.cfg, key)]
+        if differ:  # centres: False here when the data has no boxes
+            raise ConfigError(f"--init {path}: a model of other settings ({'; '.join(differ)})")
+        state, expected = payload["state"], set(trainable_state(self.model))
+        if payload.get("backbone_fingerprint") != self.fingerprint:
+            raise ConfigError(f"--init {path}: trained on another backbone than "
+                              f"{self.cfg.weights or self.cfg.backbone}")
+        try:
+            if set(state) != expected:
+                raise ValueError(f"{len(set(state) ^ expected)} tensor names differ")
+            self.model.load_state_dict(state, strict=False)
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"--init {path}: its weights do not fit a {self.cfg.head} model "
+                              f"with these settings ({str(e)[:300]})") from None
 
     # -- data ------------------------------------------------------------------------
 
@@ -591,6 +620,8 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
     config.cache_dir = str(Path(config.cache_dir or home() / "cache").resolve())
     if config.weights is not None:
         config.weights = str(Path(config.weights).resolve())
+    if config.init is not None:  # recorded as the file it was, and refused before any writing
+        config.init = str(resolve_model(config.init).resolve())
     run_dir = Path(config.out)
     if (run_dir / "config.json").exists() and not overwrite:
         raise ConfigError(f"{run_dir}: holds a training run already; continue it with "
