@@ -261,10 +261,10 @@ class _Run:
                   if key in theirs and theirs[key] != getattr(self.cfg, key)]
         if differ:  # centres: False here when the data has no boxes
             raise ConfigError(f"--init {path}: a model of other settings ({'; '.join(differ)})")
-        state, expected = payload["state"], set(trainable_state(self.model))
         if payload.get("backbone_fingerprint") != self.fingerprint:
             raise ConfigError(f"--init {path}: trained on another backbone than "
                               f"{self.cfg.weights or self.cfg.backbone}")
+        state, expected = payload["state"], set(trainable_state(self.model))
         try:
             if set(state) != expected:
                 raise ValueError(f"{len(set(state) ^ expected)} tensor names differ")
