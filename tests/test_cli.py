@@ -188,12 +188,16 @@ def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
     assert main(["train", "--out", str(run)]) == EXIT_USAGE
     with pytest.raises(SystemExit):
         main(base + ["--mode", "crop"])
-    # fine-tuning the run: its weights are the start, any hue is drawn
+    # fine-tuning the run on every image: its weights are the start, any hue is drawn
     tuned = tmp_path / "tuned"
     fine = [str(tuned) if a == str(run) else a for a in base if a != "--no-colour-jitter"]
-    assert main(fine + ["--hue-jitter", "0.5", "--init", str(run)]) == EXIT_OK
+    capsys.readouterr()
+    fine += ["--hue-jitter", "0.5", "--init", str(run), "--val-fraction", "0"]
+    assert main(fine) == EXIT_OK
+    assert f"no validation images, last epoch 1: {tuned / 'best.pt'}" in capsys.readouterr().out
     recorded = json.loads((tuned / "config.json").read_text())["config"]
-    assert (recorded["init"], recorded["hue_jitter"]) == (str(run / "best.pt"), 0.5)
+    assert (recorded["init"], recorded["hue_jitter"], recorded["val_fraction"]) == (
+        str(run / "best.pt"), 0.5, 0.0)
 
 
 def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):

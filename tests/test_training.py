@@ -13,6 +13,7 @@ import torch
 
 from bloomseg.data import load_sample, scan_split
 from bloomseg.errors import ConfigError, DataError
+from bloomseg.instances import DEFAULT_CENTRES
 from bloomseg.metrics import PixelCounts
 from bloomseg.model import load_model
 from bloomseg.predict import InferenceOptions, predict_logits
@@ -213,7 +214,7 @@ def test_learning_rate_schedules(dataset, tmp_path, scheduler, expected):
 @pytest.mark.parametrize("overrides, message", [
     (dict(mode="crop"), "mode 'crop'"), (dict(head="segformer"), "head 'segformer'"),
     (dict(tile=100), "tile 100"), (dict(loss="l2"), "loss 'l2'"),
-    (dict(backbone="unet", head="fusion"), "own head"), (dict(val_fraction=0), "val_fraction"),
+    (dict(backbone="unet", head="fusion"), "own head"), (dict(val_fraction=1), "val_fraction"),
     (dict(epochs=0), "epochs"), (dict(hue_jitter=0.6), "hue_jitter")])
 def test_invalid_settings_are_named(dataset, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -237,6 +238,37 @@ def test_init_starts_from_another_runs_weights(dataset, tmp_path):
     assert not all(torch.allclose(fresh[n], t, atol=1e-3) for n, t in start.items())
     recorded = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
     assert recorded["init"] == str((tmp_path / "a" / "best.pt").resolve())
+
+
+def test_final_fit_on_every_image_keeps_the_last_epoch_and_inherits_settings(dataset, tmp_path):
+    train(config(dataset, tmp_path / "a", epochs=1, **HEADS["unet"]), progress=False)
+    start = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert start["instances"] != DEFAULT_CENTRES.as_dict()  # so inheriting them shows
+    (dataset / "splits.json").unlink()  # the final fit must neither need nor write one
+    result = train(config(dataset, tmp_path / "b", epochs=3, val_fraction=0,
+                          init=str(tmp_path / "a"), **HEADS["unet"]), progress=False)
+    assert (result.best_epoch, result.best_dice) == (3, None)
+    assert not (dataset / "splits.json").exists()
+    record = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert record["data"] == {"splits_file": None, "val_images": 0,
+                              "train_images": len(scan_split(dataset, "train").samples)}
+    rows = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert [(r["epoch"], r["val_dice"], r["val_loss"]) for r in rows] == [
+        (e, None, None) for e in (1, 2, 3)]
+    best, last = (torch.load(tmp_path / "b" / f, weights_only=True) for f in ("best.pt", "last.pt"))
+    assert best["epoch"] == last["epoch"] == 3
+    for name, tensor in best["state"].items():
+        torch.testing.assert_close(tensor, last["state"][name])
+    assert best["instances"] == start["instances"]
+    assert (tmp_path / "b" / "training_curves.png").stat().st_size > 0
+    assert resume(tmp_path / "b", progress=False).best_epoch == 3  # re-tuning inherits again
+    retuned = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    assert retuned["instances"] == start["instances"]
+    # without --init there is nothing to inherit: the defaults
+    train(config(dataset, tmp_path / "c", epochs=1, val_fraction=0, **HEADS["unet"]),
+          progress=False)
+    fresh = torch.load(tmp_path / "c" / "best.pt", weights_only=True)["instances"]
+    assert fresh == DEFAULT_CENTRES.as_dict()
 
 
 def test_init_from_a_model_that_does_not_fit_is_refused(dataset, tmp_path):

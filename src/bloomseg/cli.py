@@ -350,8 +350,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         names = {f.name for f in fields(TrainConfig)}
         settings = {k: v for k, v in vars(args).items() if k in names}
         result = train(TrainConfig(**settings), progress=not args.quiet, overwrite=args.overwrite)
-    print(f"best val Dice {result.best_dice:.4f} at epoch {result.best_epoch}: "
-          f"{result.run_dir / 'best.pt'}")
+    score = ("no validation images, last epoch" if result.best_dice is None
+             else f"best val Dice {result.best_dice:.4f} at epoch")
+    print(f"{score} {result.best_epoch}: {result.run_dir / 'best.pt'}")
     return EXIT_OK
 
 
@@ -412,7 +413,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
             ("lr", float, "AdamW learning rate of the head"),
             ("weight_decay", float, "AdamW weight decay"),
             ("tiles_per_image", int, "training tiles per image per epoch"),
-            ("val_fraction", float, "share of the train folder held out for validation"),
+            ("val_fraction", float, "share of the train folder held out for validation (0: "
+             "a final fit on every image; the last epoch is kept, and the cell-separation "
+             "settings come from --init's model)"),
             ("grad_clip", float, "clip the gradient norm to this (0: off)"),
             ("early_stopping", int, "stop after this many epochs without a better val Dice "
              "(0: off)"),

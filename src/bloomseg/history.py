@@ -25,17 +25,23 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    validated = rows[0]["val_dice"] is not None  # None: a run with nothing held out
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation")
+    if validated:
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
-    ax_score.plot(epochs, [r["val_dice"] for r in rows], "o-", label="Dice")
-    ax_score.plot(epochs, [r["val_iou"] for r in rows], "s-", label="IoU")
-    best = max(rows, key=lambda r: r["val_dice"])
-    ax_score.axvline(best["epoch"], color="grey", linestyle=":",
-                     label=f"best: epoch {best['epoch']}, Dice {best['val_dice']:.4f}")
+    if validated:
+        ax_score.plot(epochs, [r["val_dice"] for r in rows], "o-", label="Dice")
+        ax_score.plot(epochs, [r["val_iou"] for r in rows], "s-", label="IoU")
+        best = max(rows, key=lambda r: r["val_dice"])
+        ax_score.axvline(best["epoch"], color="grey", linestyle=":",
+                         label=f"best: epoch {best['epoch']}, Dice {best['val_dice']:.4f}")
+        ax_score.legend(loc="lower right")
+    else:
+        ax_score.text(0.5, 0.5, "no validation images\n(the last epoch is kept)",
+                      ha="center", va="center", transform=ax_score.transAxes)
     ax_score.set(xlabel="epoch", ylabel="score", title="validation")
-    ax_score.legend(loc="lower right")
     for ax in (ax_loss, ax_score):
         ax.grid(alpha=0.3)
     if title:

@@ -35,7 +35,8 @@ from bloomseg.data import Sample, load_or_make_splits, read_boxes, scan_split
 from bloomseg.errors import BloomsegError, CheckpointError, ConfigError, DataError
 from bloomseg.heads import HEADS
 from bloomseg.history import plot_curves, write_history
-from bloomseg.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, tune, tune_edges
+from bloomseg.instances import (DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune,
+                                tune_edges)
 from bloomseg.io import MAX_PIXELS, remove_stale_temporaries, save_csv, save_json
 from bloomseg.matching import yolo_to_xyxy
 from bloomseg.losses import SegmentationLoss
@@ -126,8 +127,8 @@ class TrainConfig:
             problems.append(f"centre_sigma must be in (0, 1], got {self.centre_sigma}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
-        if not 0 < self.val_fraction < 1:
-            problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if problems:
             raise ConfigError("invalid training settings: " + "; ".join(problems))
 
@@ -157,7 +158,7 @@ class TrainResult:
 
     run_dir: Path
     best_epoch: int
-    best_dice: float
+    best_dice: float | None  # None: no validation images (the last epoch is kept)
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
 
@@ -304,6 +305,9 @@ class _Run:
             raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
         if cfg.centres and all(img.boxes is None for img in images.values()):
             cfg.centres = False  # recorded in config.json: this run has no centre map
+        if not cfg.val_fraction:  # a final fit on every image: no split to keep or reuse
+            self.splits_path = None
+            return list(images.values()), []
         # split only data that reads cleanly, so a failed start writes no splits.json
         splits, self.splits_path = load_or_make_splits(
             cfg.data, list(by_stem), self.run_dir, cfg.seed, cfg.val_fraction)
@@ -510,28 +514,47 @@ class _Run:
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
             train_loss = self._train_epoch(epoch)
-            val_loss, counts = self._validate()
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_dice": counts.dice, "val_iou": counts.iou, "lr": cfg.lr * factor,
-                   "seconds": time.perf_counter() - start, "backbone_tiles": self.backbone_tiles}
-            best = not self.history or counts.dice > max(r["val_dice"] for r in self.history)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_dice": None,
+                   "val_iou": None, "lr": cfg.lr * factor}
+            if self.val_images:
+                row["val_loss"], counts = self._validate()
+                row["val_dice"], row["val_iou"] = counts.dice, counts.iou
+                scores = (f"val loss {row['val_loss']:.4f}, val Dice {counts.dice:.4f}, "
+                          f"IoU {counts.iou:.4f}")
+            else:
+                scores = "no validation"
+            # without validation images the last epoch is the one kept
+            best = (not self.history or not self.val_images
+                    or row["val_dice"] > self._best()["val_dice"])
+            row |= {"seconds": time.perf_counter() - start, "backbone_tiles": self.backbone_tiles}
             self.history.append(row)
             self._save(epoch, best)
             write_history(self.run_dir, self.history)
             plot_curves(self.history, self.run_dir / "training_curves.png",
                         f"{cfg.backbone} / {cfg.head}, {cfg.mode}")
-            self.log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
-                     f"{val_loss:.4f}, val Dice {counts.dice:.4f}, IoU {counts.iou:.4f}, "
+            self.log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, {scores}, "
                      f"lr {row['lr']:.2e}, {row['seconds']:.1f} s, backbone on "
-                     f"{self.backbone_tiles} tiles{' (best)' if best else ''}")
-        best_row = max(self.history, key=lambda r: r["val_dice"])
+                     f"{self.backbone_tiles} tiles{' (best)' if best and self.val_images else ''}")
+        best_row = self._best()
         if stopped:
             self.log(f"early stop: no better val Dice for {cfg.early_stopping} epochs")
         self._tune_instances()
-        self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU {best_row['val_iou']:.4f}) "
-                 f"at epoch {best_row['epoch']} -> {self.run_dir / 'best.pt'}")
+        if self.val_images:
+            self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU "
+                     f"{best_row['val_iou']:.4f}) at epoch {best_row['epoch']} -> "
+                     f"{self.run_dir / 'best.pt'}")
+        else:
+            self.log(f"done: no validation images, the last epoch ({best_row['epoch']}) kept -> "
+                     f"{self.run_dir / 'best.pt'}")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
                            self.history, stopped)
+
+    def _best(self) -> dict:
+        """The history row of the epoch in best.pt: best val Dice, or the last epoch when
+        nothing is held out."""
+        if not self.val_images:
+            return self.history[-1]
+        return max(self.history, key=lambda r: r["val_dice"])
 
     def _tune_instances(self) -> None:
         """Choose the cell-separation settings on the validation images' boxes with the
@@ -565,6 +588,10 @@ class _Run:
                      f"min_height {params.min_height}, min_area {params.min_area} px: "
                      f"val instance F1 {best['f1']:.4f}, "
                      f"count error {best['count_error']:.2%} ({len(boxed)} images)")
+        elif not cases and (inherited := self._init_instances()) is not None:
+            params = inherited
+            self.log(f"cell separation and edge slivers: no validation images; the settings "
+                     f"of --init {self.cfg.init} kept ({params.as_dict()})")
         else:
             params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
             self.log(f"cell separation ({method}): no validation boxes to tune on; defaults")
@@ -577,11 +604,18 @@ class _Run:
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 
+    def _init_instances(self) -> InstanceParams | None:
+        """The tuned cell-separation settings of the --init model, if it has any: what a
+        final fit on every image (nothing left to tune on) keeps."""
+        if self.cfg.init is None:
+            return None
+        tuned = read_checkpoint_file(resolve_model(self.cfg.init)).get("instances")
+        return InstanceParams.from_dict(tuned) if tuned else None
+
     def _patience_spent(self) -> bool:
-        if not self.cfg.early_stopping or not self.history:
+        if not self.cfg.early_stopping or not self.history or not self.val_images:
             return False
-        best = max(self.history, key=lambda r: r["val_dice"])["epoch"]
-        return self.history[-1]["epoch"] - best >= self.cfg.early_stopping
+        return self.history[-1]["epoch"] - self._best()["epoch"] >= self.cfg.early_stopping
 
 
 def _execute(run: _Run, start_epoch: int) -> TrainResult:
