@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
-from bloomseg.checkpoint import load_vit
-from bloomseg.vit import ARCHS, Attention, DinoVisionTransformer
+from bloomseg.backbone.layouts import load_vit
+from bloomseg.backbone.vit import ARCHS, Attention, DinoVisionTransformer
 
 
 @contextmanager

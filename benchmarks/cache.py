@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from bloomseg.training import TrainConfig, train
-from bloomseg.vit import ARCHS, DinoVisionTransformer
+from bloomseg.backbone.vit import ARCHS, DinoVisionTransformer
+from bloomseg.train.config import TrainConfig
+from bloomseg.train.run import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc041seg"
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from train_baseline import DATA
 
-from bloomseg.batch import OutputOptions, segment_files
-from bloomseg.cli import expand_inputs
-from bloomseg.cluster import ModelSpec, connect, segment_files_on_cluster
+from bloomseg.data.images import expand_inputs
+from bloomseg.inference.options import SegmenterSpec
+from bloomseg.outputs.cluster import connect, segment_files_on_cluster
+from bloomseg.outputs.run import OutputOptions, segment_files
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     paths = expand_inputs([str(Path(args.data) / "test" / "original")])
-    spec, options = ModelSpec(args.model), OutputOptions(instances=True)
+    spec, options = SegmenterSpec(args.model), OutputOptions(cells=True)
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         segmenter = spec.load()

@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloomseg.data import load_sample, scan_split
-from bloomseg.io import read_image
-from bloomseg.metrics import PixelCounts
-from bloomseg.model import SegmentationModel
-from bloomseg.predict import InferenceOptions, Segmenter, predict_logits
-from bloomseg.preprocess import to_tensor
-from bloomseg.vit import ARCHS, PATCH_SIZE, DinoVisionTransformer
+from bloomseg.backbone.vit import ARCHS, PATCH_SIZE, DinoVisionTransformer
+from bloomseg.data.dataset import load_sample, scan_split
+from bloomseg.data.images import read_image
+from bloomseg.evaluation.pixels import PixelCounts
+from bloomseg.inference.logits import predict_logits
+from bloomseg.inference.options import InferenceOptions
+from bloomseg.inference.segmenter import Segmenter
+from bloomseg.model.inputs import to_tensor
+from bloomseg.model.network import SegmentationModel
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc041seg"
 REFERENCE = InferenceOptions(strategy="blend", overlap=0.75, sigma=0.125)

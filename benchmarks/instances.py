@@ -21,11 +21,12 @@ import numpy as np
 from scipy import ndimage
 from train_baseline import DATA, otsu_mask
 
-from bloomseg.centres import boxes_to_pixels, centre_map
-from bloomseg.data import load_or_make_splits, load_sample, read_boxes, scan_split
-from bloomseg.instances import InstanceParams, label_cells, tune
-from bloomseg.matching import match_boxes, total_boxes, yolo_to_xyxy
-from bloomseg.predict import Segmenter
+from bloomseg.cells.instances import InstanceParams, label_cells, tune
+from bloomseg.cells.matching import match_boxes, total_boxes
+from bloomseg.data.boxes import read_boxes, yolo_to_cxcywh, yolo_to_xyxy
+from bloomseg.data.dataset import load_or_make_splits, load_sample, scan_split
+from bloomseg.inference.segmenter import Segmenter
+from bloomseg.train.centres import centre_map
 
 
 def classical_mask(image: np.ndarray) -> np.ndarray:
@@ -49,14 +50,14 @@ def main() -> None:
             if stems is None or sample.stem in stems:
                 image, mask = load_sample(sample)
                 rows = read_boxes(sample.boxes)
-                exact = centre_map(boxes_to_pixels(rows, *mask.shape), 0, 0, *mask.shape)
+                exact = centre_map(yolo_to_cxcywh(rows, *mask.shape), 0, 0, *mask.shape)
                 yield image, mask, exact, yolo_to_xyxy(rows, *mask.shape)
 
     val = [(segmenter.predict(image).mask, classical_mask(image), boxes)
            for image, _, _, boxes in cases("train", set(splits["val"]))]
     model_distance, _ = tune([(m, None, b) for m, _, b in val], "distance")
     otsu_distance, _ = tune([(o, None, b) for _, o, b in val], "distance")
-    print(f"model: {run}; instance settings: centres {segmenter.instances}, "
+    print(f"model: {run}; instance settings: centres {segmenter.separation}, "
           f"distance (model mask) {model_distance}, distance (Otsu) {otsu_distance}")
 
     results: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}

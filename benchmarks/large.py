@@ -20,18 +20,17 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from bloomseg.blockwise import TILE
-from bloomseg.export import read_labels
-from bloomseg.matching import match_masks
-from bloomseg.synthetic import REAL_SCALE, smear
+from bloomseg.cells.matching import match_masks
+from bloomseg.data.images import TILE, read_labels
+from bloomseg.data.synthetic import REAL_SCALE, smear
 
 RUN = """
 import re, sys
 from pathlib import Path
-from bloomseg.batch import OutputOptions, segment_image
-from bloomseg.predict import Segmenter
+from bloomseg.outputs.run import OutputOptions, segment_image
+from bloomseg.inference.segmenter import Segmenter
 row = segment_image(Segmenter.load({model!r}), Path({image!r}), Path({out!r}),
-                    OutputOptions(instances=True, large={large}, block={block}))
+                    OutputOptions(cells=True, large={large}, block={block}))
 assert row["status"] == "ok", row
 peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
 print(row["cells"], int(peak) // 1024)

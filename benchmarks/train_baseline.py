@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloomseg.data import load_sample, scan_split
-from bloomseg.metrics import PixelCounts
-from bloomseg.predict import Segmenter
-from bloomseg.training import TrainConfig, train
+from bloomseg.data.dataset import load_sample, scan_split
+from bloomseg.evaluation.pixels import PixelCounts
+from bloomseg.inference.segmenter import Segmenter
+from bloomseg.train.config import TrainConfig
+from bloomseg.train.run import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc041seg"
 

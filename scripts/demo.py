@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bloomseg.cli import main as bloomseg
-from bloomseg.doctor import find_data
+from bloomseg.tools.doctor import find_data
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 

@@ -8,12 +8,16 @@ model against the real layout rather than against itself.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from bloomseg.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
+from bloomseg.data.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
+from bloomseg.inference.segmenter import Prediction
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc041seg"
 
@@ -159,9 +163,65 @@ def require_shared_data() -> Path:
 
 def tiny_vit(seed: int = 0):
     """A 2-block, width-32 DINOv2 ViT with random weights: fast enough for training tests."""
-    from bloomseg.vit import DinoVisionTransformer, ViTConfig
+    from bloomseg.backbone.vit import DinoVisionTransformer, ViTConfig
 
     model = DinoVisionTransformer(ViTConfig("vit_tiny_test", 32, 2, 2, grid=4))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(random_weights(shapes, seed=seed))
     return model.eval().requires_grad_(False)
+
+
+def reference_features(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int) -> torch.Tensor:
+    """DINOv2's forward written out with explicit tensor maths (no bloomseg code).
+
+    Patch conv, CLS, position embedding (bicubic with DINOv2's +0.1 scale-factor trick),
+    pre-norm blocks with softmax attention and LayerScale, final LayerNorm.
+    """
+    b, _, h, w = x.shape
+    dim = sd["cls_token"].shape[-1]
+    rows, cols = h // 14, w // 14
+    t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14)
+    t = torch.cat([sd["cls_token"].expand(b, 1, dim), t.flatten(2).transpose(1, 2)], dim=1)
+    pos = sd["pos_embed"]
+    m = math.isqrt(pos.shape[1] - 1)
+    if (rows, cols) != (m, m):
+        grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / m, (cols + 0.1) / m), mode="bicubic")
+        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)], dim=1)
+    t = t + pos
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    hd = dim // heads
+    for i in range(depth):
+        p = f"blocks.{i}."
+        y = F.layer_norm(t, (dim,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps=1e-6)
+        qkv = (y @ sd[p + "attn.qkv.weight"].T + sd[p + "attn.qkv.bias"]).reshape(b, -1, 3, heads, hd)
+        q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1) @ v
+        att = att.transpose(1, 2).reshape(b, -1, dim)
+        t = t + sd[p + "ls1.gamma"] * (att @ sd[p + "attn.proj.weight"].T + sd[p + "attn.proj.bias"])
+        y = F.layer_norm(t, (dim,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
+        if p + "mlp.w12.weight" in sd:
+            gate, value = (y @ sd[p + "mlp.w12.weight"].T + sd[p + "mlp.w12.bias"]).chunk(2, dim=-1)
+            y = (F.silu(gate) * value) @ sd[p + "mlp.w3.weight"].T + sd[p + "mlp.w3.bias"]
+        else:
+            y = F.gelu(y @ sd[p + "mlp.fc1.weight"].T + sd[p + "mlp.fc1.bias"])
+            y = y @ sd[p + "mlp.fc2.weight"].T + sd[p + "mlp.fc2.bias"]
+        t = t + sd[p + "ls2.gamma"] * y
+    t = F.layer_norm(t, (dim,), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
+    return t[:, 1:].transpose(1, 2).reshape(b, dim, rows, cols)
+
+
+
+
+class Components:
+    """A stand-in segmenter: dark pixels are cell, each connected blob one cell, so the
+    whole image's labels are known exactly."""
+
+    name = "components"
+
+    def predict(self, image: np.ndarray, instances: bool = False, edges=None) -> Prediction:
+        from scipy import ndimage
+
+        mask = image.mean(axis=2) < 200
+        labels = ndimage.label(mask)[0].astype(np.int32) if instances else None
+        return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)

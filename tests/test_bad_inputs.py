@@ -16,9 +16,9 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ import tifffile
 from PIL import Image
 
 from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, main
-from bloomseg.synthetic import smear
+from bloomseg.data.synthetic import smear
 
 SIZE = (48, 64)  # (height, width) of every good image here
 
@@ -329,9 +329,9 @@ def test_a_30000_px_image_is_accepted_with_max_pixels_and_done_block_by_block(tm
     segmenter (dark blobs are cells) keeps this to the block machinery, not the model."""
     import zarr
 
-    from bloomseg.batch import OutputOptions, segment_image
-    from bloomseg.blockwise import LazyImage
-    from test_blockwise import Components
+    from bloomseg.data.images import LazyImage
+    from bloomseg.outputs.run import OutputOptions, segment_image
+    from conftest import Components
 
     side, tile, every = 30000, 256, 40
     centres = []
@@ -352,9 +352,9 @@ def test_a_30000_px_image_is_accepted_with_max_pixels_and_done_block_by_block(tm
     tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
                      compression="zlib")
     out = tmp_path / "out"
-    refused = segment_image(Components(), path, out, OutputOptions(instances=True))
+    refused = segment_image(Components(), path, out, OutputOptions(cells=True))
     assert "--max-pixels" in refused["status"] and not out.exists()
-    options = OutputOptions(instances=True, block=4096, max_pixels=side * side)
+    options = OutputOptions(cells=True, block=4096, max_pixels=side * side)
     row = segment_image(Components(), path, out, options)
     assert row["status"] == "ok" and row["cells"] == len(centres) == 9
     assert (out / "slide_mask.tif").is_file()  # the large-image form: a tiled TIFF

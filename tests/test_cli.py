@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, expand_inputs, main
-from bloomseg.weights import cached_path, sha256sum
+from bloomseg.backbone.registry import cached_path
+from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, main
+from bloomseg.data.images import expand_inputs
+from bloomseg.files import sha256sum
 from conftest import require_shared_data
 
 
@@ -269,8 +271,8 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, unet_run):
 
 
 def test_training_tunes_edge_slivers_and_resuming_a_finished_run_tunes_again(unet_run):
-    from bloomseg.instances import EDGE_GRID
-    from bloomseg.model import read_checkpoint_file
+    from bloomseg.cells.instances import EDGE_GRID
+    from bloomseg.model.files import read_checkpoint_file
 
     _, run = unet_run
 
@@ -291,7 +293,7 @@ def test_training_tunes_edge_slivers_and_resuming_a_finished_run_tunes_again(une
 def test_predict_keep_edges_keeps_the_slivers_the_default_model_drops(tmp_path):
     from scipy import ndimage
 
-    from bloomseg.synthetic import smear
+    from bloomseg.data.synthetic import smear
 
     cells: list = []
     image, _ = smear(np.random.default_rng(0), 300, 500, cells, radius=(40, 50), density=1 / 20000)
@@ -318,7 +320,7 @@ def test_predict_keep_edges_keeps_the_slivers_the_default_model_drops(tmp_path):
 def test_predict_instances_writes_every_cell_format(tmp_path, unet_run):
     import tifffile
 
-    from bloomseg.export import rle_decode
+    from bloomseg.cells.formats import rle_decode
 
     data, run = unet_run
     out = tmp_path / "cells"
@@ -366,7 +368,7 @@ def test_evaluate_command(tmp_path, unet_run, capsys):
 
 
 def test_doctor_reports_weights_and_data(tmp_path, bloomseg_home, monkeypatch, capsys):
-    from bloomseg.weights import cached_path
+    from bloomseg.backbone.registry import cached_path
 
     data = main(["synthetic", "-o", str(tmp_path / "data"), "--train", "1", "--test", "1"])
     assert data == EXIT_OK

@@ -25,8 +25,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bloomseg.cache import load_checked
 from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, main
+from bloomseg.train.cache import load_checked
 from conftest import write_dataset
 
 TESTS = Path(__file__).resolve().parent
@@ -105,7 +105,8 @@ def train_body(data: Path, out: Path, cache: Path, resume: bool = False) -> str:
     call = (f"resume({str(out)!r}, backbone=tiny_vit(), progress=False)" if resume else
             f"train(TrainConfig(**{settings!r}), backbone=tiny_vit(), progress=False)")
     return f"""
-        from bloomseg.training import TrainConfig, resume, train
+        from bloomseg.train.config import TrainConfig
+        from bloomseg.train.run import resume, train
         {call}
     """
 

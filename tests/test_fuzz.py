@@ -58,10 +58,9 @@ def _seeds() -> list[bytes]:
 
 def _check_image_bytes(data: bytes, suffix: str) -> None:
     """Every image reader on one file: it reads, or raises ImageError/DataError."""
-    from bloomseg.blockwise import LazyImage
-    from bloomseg.data import read_mask
+    from bloomseg.data.dataset import read_mask
+    from bloomseg.data.images import LazyImage, read_image
     from bloomseg.errors import DataError, ImageError
-    from bloomseg.io import read_image
 
     COUNT["n"] += 1
     path = WORK / f"fuzz{suffix}"
@@ -125,7 +124,7 @@ def fuzz_odd_images(data) -> None:
     """Valid images of odd types and shapes: they must read, at their own size."""
     import tifffile
 
-    from bloomseg.io import read_image
+    from bloomseg.data.images import read_image
 
     COUNT["n"] += 1
     h, w = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
@@ -153,7 +152,7 @@ FIELD = st.one_of(st.sampled_from(["0", "1", "5", "-1", "0.5", "1.0", "nan", "in
                  .map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))))
 def fuzz_box_files(data: bytes) -> None:
     """A box file reads as an (N, 5) array of valid boxes, or raises DataError."""
-    from bloomseg.data import read_boxes
+    from bloomseg.data.boxes import read_boxes
     from bloomseg.errors import DataError
 
     COUNT["n"] += 1

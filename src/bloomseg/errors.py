@@ -26,8 +26,13 @@ class CheckpointError(BloomsegError):
 
 
 class ConfigError(BloomsegError):
-    """A training setting is invalid, or a run folder is not in the state asked for."""
+    """A setting is invalid (out of its range, or not fitting the others), or a run folder
+    is not in the state asked for. The command line exits 2 for it."""
 
 
 class OutputError(BloomsegError):
     """An output file cannot be written (disk full, no permission, read-only folder)."""
+
+
+class OutputExistsError(OutputError):
+    """An output is there already and ``--overwrite`` was not given."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.io import atomic_output
+from bloomseg.files import atomic_output
 
 
 def pyplot():

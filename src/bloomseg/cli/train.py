@@ -1,0 +1,116 @@
+"""``bloomseg train``: every option is a :class:`~bloomseg.train.config.TrainConfig` field,
+with its default and range."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from bloomseg.cli import EXIT_OK, EXIT_USAGE, add_output, add_setting
+from bloomseg.model.config import HEADS, MODES
+from bloomseg.train.config import LOSSES, SCHEDULERS, TrainConfig
+
+
+def _interrupt_on_sigterm() -> None:
+    """Let `kill` and batch schedulers stop a run the way Ctrl-C does (logged, resumable)."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 (signal handler signature)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bloomseg.train.run import resume, train
+
+    _interrupt_on_sigterm()
+    if args.resume:
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        if not args.data or not args.output:
+            print("error: bloomseg train: --data and -o/--output are needed (or --resume "
+                  "RUN_DIR)", file=sys.stderr)
+            return EXIT_USAGE
+        settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                    if hasattr(args, f.name)}
+        config = TrainConfig(**settings | {"out": args.output})
+        result = train(config, progress=not args.quiet, overwrite=args.overwrite)
+    score = ("no validation images, last epoch" if result.best_dice is None
+             else f"best val Dice {result.best_dice:.4f} at epoch")
+    print(f"{score} {result.best_epoch}: {result.run_dir / 'best.pt'}")
+    return EXIT_OK
+
+
+def add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train", help="train a head on frozen DinoBloom features, or a U-Net from scratch",
+        description="Train on ROOT/train/{original,mask} (80/20 train/validation split, kept "
+        "in splits.json). Everything goes into the run folder -o/--output: config.json, "
+        "history.json/.csv, best.pt, last.pt, training_curves.png, train.log.")
+    io = p.add_argument_group("data and run folder")
+    io.add_argument("--data", help="dataset root holding train/original and train/mask")
+    add_output(io, "run folder to create", "--out", required=False)
+    io.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    io.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
+    io.add_argument("--init", metavar="MODEL",
+                    help="start from this model's weights instead of random ones: fine-tune "
+                    "`default`, a run folder or a model file on your smears (same backbone, "
+                    "head and settings)")
+    io.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    add_setting(io, TrainConfig, "max_pixels", "refuse images of more pixels, read from the "
+                "header before decoding: a guard against decompression bombs", metavar="N")
+
+    m = p.add_argument_group("model")
+    add_setting(m, TrainConfig, "mode", "what the network sees: tiles, the padded image, or the "
+                "resized image", "--mode", choices=MODES)
+    add_setting(m, TrainConfig, "backbone", "dinobloom-s|b|l|g (frozen), dinov2-*, or unet "
+                "(from scratch, no weights)", "--backbone")
+    m.add_argument("--weights", help="backbone weights file (default: the cached download)")
+    m.add_argument("--head", choices=[*HEADS, "unet"],
+                   help="segmentation head (default: fusion; unet for --backbone unet)")
+    add_setting(m, TrainConfig, "unfreeze_blocks", "fine-tune the last N backbone blocks at "
+                "lr/10 (turns the feature cache off)")
+    add_setting(m, TrainConfig, "tile", "tile side in pixels, a multiple of 14", "--tile")
+    add_setting(m, TrainConfig, "unet_levels", "resolution levels of the unet")
+    m.add_argument("--no-centres", "--no-centers", dest="centres", action="store_false",
+                   help="no cell-centre map, even where boxes/ exist (cells are then "
+                   "separated by the distance transform)")
+    add_setting(m, TrainConfig, "centre_weight", "weight of the centre-map loss")
+    add_setting(m, TrainConfig, "centre_sigma", "sigma of each centre Gaussian as a share of "
+                "its box's size")
+
+    t = p.add_argument_group("training")
+    for name, text in (
+            ("epochs", "epochs"), ("batch_size", "tiles per step"),
+            ("lr", "AdamW learning rate of the head"), ("weight_decay", "AdamW weight decay"),
+            ("tiles_per_image", "training tiles per image per epoch"),
+            ("val_fraction", "share of the train folder held out for validation (0: a final "
+             "fit on every image; the last epoch is kept, and the cell-separation settings "
+             "come from --init's model)"),
+            ("grad_clip", "clip the gradient norm to this (0: off)"),
+            ("early_stopping", "stop after this many epochs without a better val Dice (0: off)"),
+            ("seed", "seed of the split, the head and every random draw"),
+            ("bce_weight", "BCE share of bce_dice"), ("dice_weight", "Dice share of bce_dice"),
+            ("step_size", "epochs between learning-rate steps (--scheduler step)"),
+            ("step_gamma", "learning-rate factor per step (--scheduler step)")):
+        add_setting(t, TrainConfig, name, text)
+    add_setting(t, TrainConfig, "loss", "the loss", "--loss", choices=LOSSES)
+    add_setting(t, TrainConfig, "scheduler", "learning-rate schedule", "--scheduler",
+                choices=SCHEDULERS)
+
+    a = p.add_argument_group("augmentation and cache")
+    a.add_argument("--no-flips", dest="flips", action="store_false", help="no mirror flips")
+    a.add_argument("--no-rotations", dest="rotations", action="store_false",
+                   help="no 90-degree rotations")
+    a.add_argument("--no-colour-jitter", "--no-color-jitter", dest="colour_jitter",
+                   action="store_false", help="no brightness/contrast/saturation/hue jitter")
+    add_setting(a, TrainConfig, "hue_jitter", "largest hue shift, in turns of the colour "
+                "wheel; 0.5 draws any hue, for stains unlike the training smears'",
+                metavar="TURNS")
+    a.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="run the frozen backbone on every tile of every epoch")
+    a.add_argument("--cache-dir", help="decoded images and features (default: "
+                   "$BLOOMSEG_HOME/cache)")
+    p.set_defaults(func=_train)

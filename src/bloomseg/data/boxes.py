@@ -1,0 +1,88 @@
+"""Cell boxes: the YOLO files datasets hold, and every conversion between box forms.
+
+A YOLO row is (class, cx, cy, w, h) with the last four as fractions of the image's width
+and height. Pixel boxes are x0, y0, x1, y1 (x1, y1 exclusive) with the origin at the
+image's top-left corner, or centre x, y and width, height in pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bloomseg.errors import DataError
+
+
+def read_boxes(path: str | Path) -> np.ndarray:
+    """Cell boxes of one image from a YOLO text file.
+
+    Returns:
+        (N, 5) float64 array: class, cx, cy, w, h with the last four as fractions of
+        the image's width and height. Blank lines are ignored.
+
+    Raises:
+        DataError: naming the file and line of any malformed entry.
+    """
+    path = Path(path)
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read box file ({e})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            values = []
+        ok = (len(values) == 5 and values[0] >= 0 and values[0] == int(values[0])
+              and all(np.isfinite(values)) and all(0 <= v <= 1 for v in values[1:])
+              and values[3] > 0 and values[4] > 0)
+        if not ok:
+            raise DataError(
+                f"{path} line {number}: expected 'class cx cy w h' (class a whole number, the "
+                f"rest fractions in [0, 1], sizes > 0), got {line.strip()!r}"
+            )
+        rows.append(values)
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def yolo_to_xyxy(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """YOLO rows -> (N, 4) x0, y0, x1, y1 pixels of an image of the given size."""
+    cx, cy = boxes[:, 1] * width, boxes[:, 2] * height
+    bw, bh = boxes[:, 3] * width, boxes[:, 4] * height
+    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).reshape(-1, 4)
+
+
+def yolo_to_cxcywh(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """YOLO rows -> (N, 4) centre x, y and width, height in pixels."""
+    scale = np.array([width, height, width, height], np.float64)
+    return boxes[:, 1:5] * scale
+
+
+def ellipse_areas(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N,) px: the area of the ellipse inscribed in each YOLO box, comparable with a
+    round cell's pixel area."""
+    return np.pi / 4 * boxes[:, 3] * width * boxes[:, 4] * height
+
+
+def xyxy_to_yolo_lines(boxes: np.ndarray, height: int, width: int, label: int = 0) -> str:
+    """Pixel boxes (N, 4) x0, y0, x1, y1 -> YOLO text lines of class ``label``, each box
+    clipped to the image (boxes left empty by the clipping are dropped)."""
+    lines = []
+    for x0, y0, x1, y1 in boxes:
+        x0, x1 = max(0.0, x0), min(float(width), x1)
+        y0, y1 = max(0.0, y0), min(float(height), y1)
+        if x1 > x0 and y1 > y0:
+            lines.append(f"{label} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def touches_border(x0, y0, x1, y1, height: int, width: int):
+    """Whether boxes (pixel x0, y0, x1, y1; scalars or arrays) reach the image's border:
+    the one rule for a cell cut by the border, whose count and size are partial."""
+    return (x0 == 0) | (y0 == 0) | (x1 == width) | (y1 == height)

@@ -1,0 +1,201 @@
+"""Dataset folders: images paired with masks and boxes, and the train/val split.
+
+Layout (the Kaggle "BCCD dataset with mask" download and ../shared/data/bbbc041seg)::
+
+    ROOT/{train,test}/original/<stem>.{png,jpg,jpeg,tif,tiff}
+    ROOT/{train,test}/mask/<stem>.png          two values: cell > 127 (0/255), or 0/1
+    ROOT/{train,test}/boxes/<stem>.txt         optional, YOLO "class cx cy w h" per cell
+    ROOT/{train,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bloomseg.data.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image
+from bloomseg.errors import DataError, OutputError
+from bloomseg.files import save_json
+
+SPLITS_FILE = "splits.json"
+CLASS_NAMES = {0: "red blood cell", 1: "trophozoite", 2: "ring", 3: "schizont", 4: "gametocyte",
+               5: "leukocyte"}
+"""Box classes of BBBC041 (../shared/data); other datasets show as "class N"."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset and its annotations (None where absent)."""
+
+    stem: str
+    image: Path
+    mask: Path | None = None
+    boxes: Path | None = None
+    labels: Path | None = None
+
+
+@dataclass
+class Scan:
+    """What a split folder holds.
+
+    Attributes:
+        samples: images that have a mask, sorted by stem.
+        images_without_masks: stems of images with no mask.
+        masks_without_images: stems of masks with no image.
+    """
+
+    samples: list[Sample] = field(default_factory=list)
+    images_without_masks: list[str] = field(default_factory=list)
+    masks_without_images: list[str] = field(default_factory=list)
+
+    def problems(self) -> str:
+        """The orphans as one readable line ('' if none)."""
+        parts = []
+        if self.images_without_masks:
+            parts.append(f"images without masks: {', '.join(self.images_without_masks)}")
+        if self.masks_without_images:
+            parts.append(f"masks without images: {', '.join(self.masks_without_images)}")
+        return "; ".join(parts)
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        # a broken or looping link is kept, so reading it names the problem
+        if not (path.is_file() or path.is_symlink()) or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            raise DataError(f"{found[path.stem]} and {path}: two files for one image stem")
+        found[path.stem] = path
+    return found
+
+
+def scan_split(root: str | Path, split: str = "train") -> Scan:
+    """Pair the images of ``root/split/original`` with their masks and boxes.
+
+    Raises:
+        DataError: the folder is missing or holds no images.
+    """
+    folder = Path(root) / split
+    originals = folder / "original"
+    if not originals.is_dir():
+        raise DataError(f"{originals}: no such folder (expected ROOT/{{train,test}}/original/)")
+    images = _by_stem(originals, IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{originals}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    masks = _by_stem(folder / "mask", IMAGE_SUFFIXES)
+    boxes = _by_stem(folder / "boxes", (".txt",))
+    labels = _by_stem(folder / "labels", (".tif", ".tiff", ".png"))
+    return Scan(
+        samples=[Sample(s, images[s], masks[s], boxes.get(s), labels.get(s))
+                 for s in images if s in masks],
+        images_without_masks=[s for s in images if s not in masks],
+        masks_without_images=[s for s in masks if s not in images],
+    )
+
+
+def read_mask(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A cell mask as bool (H, W).
+
+    A mask holds two values, background and cell (taking the largest channel of each
+    pixel): cell is above 127 (0/255 masks), or 1 in a 0/1 mask.
+
+    Raises:
+        DataError: naming the file, for a mask of more values (anti-aliased, JPEG-
+            compressed, or instance labels) or of two on the same side of 127.
+    """
+    grey = read_image(path, max_pixels).max(axis=2)
+    values = np.flatnonzero(np.bincount(grey.ravel(), minlength=256))
+    listed = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if len(values) > 2:
+        raise DataError(f"{path}: a mask holds two values, background and cell (0/255 or 0/1), "
+                        f"but this one holds {len(values)} ({listed}); save it without "
+                        "anti-aliasing or JPEG compression (cell instance labels go in labels/)")
+    if tuple(values) == (0, 1):
+        return grey == 1
+    if len(values) == 2 and not values[0] <= 127 < values[1]:
+        raise DataError(f"{path}: the mask's two values ({listed}) are on the same side of 127, "
+                        "so cell and background cannot be told apart (use 0/255 or 0/1)")
+    return grey > 127
+
+
+def load_sample(sample: Sample, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask of a sample (larger than ``max_pixels``: refused, see
+    :func:`bloomseg.io.read_image`).
+
+    Returns:
+        (H, W, 3) uint8 image, (H, W) bool mask.
+
+    Raises:
+        DataError: the mask's size differs from the image's (both files named).
+    """
+    if sample.mask is None:
+        raise DataError(f"{sample.image}: no mask")
+    image = read_image(sample.image, max_pixels)
+    mask = read_mask(sample.mask, max_pixels)
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
+        )
+    return image, mask
+
+
+def make_splits(stems: list[str], seed: int = 0, val_fraction: float = 0.2) -> dict:
+    """A seeded train/val split of image stems (at least one of each when possible)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction {val_fraction} must be in [0, 1)")
+    shuffled = sorted(stems)
+    random.Random(seed).shuffle(shuffled)
+    n_val = min(max(1, round(len(shuffled) * val_fraction)), len(shuffled) - 1) if val_fraction else 0
+    return {"seed": seed, "val_fraction": val_fraction,
+            "train": sorted(shuffled[n_val:]), "val": sorted(shuffled[:n_val])}
+
+
+def _read_splits(path: Path, stems: list[str]) -> dict:
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+        listed = list(splits["train"]) + list(splits["val"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a valid splits file ({e}); delete it to re-split") from None
+    unknown = sorted(set(listed) - set(stems))
+    new = sorted(set(stems) - set(listed))
+    if unknown or new:
+        detail = "; ".join(p for p in (
+            f"lists images that are gone: {', '.join(unknown[:5])}" if unknown else "",
+            f"does not list new images: {', '.join(new[:5])}" if new else "") if p)
+        raise DataError(f"{path}: {detail}; delete it to re-split")
+    return splits
+
+
+def load_or_make_splits(data_root: str | Path, stems: list[str], run_dir: str | Path | None = None,
+                        seed: int = 0, val_fraction: float = 0.2) -> tuple[dict, Path | None]:
+    """Reuse ``splits.json`` from the data folder or the run folder, or write a new one.
+
+    A new split goes next to the data (so every run on it shares it) or, where that folder
+    is read-only, into the run folder.
+
+    Returns:
+        (the split ``{"train": [...], "val": [...], "seed", "val_fraction"}``, the file it
+        was read from or written to, or None if it could be written nowhere).
+    """
+    places = [Path(data_root) / SPLITS_FILE]
+    if run_dir is not None:
+        places.append(Path(run_dir) / SPLITS_FILE)
+    for path in places:
+        if path.is_file():
+            return _read_splits(path, stems), path
+    splits = make_splits(stems, seed, val_fraction)
+    for path in places:
+        try:
+            save_json(path, splits)
+            return splits, path
+        except OutputError:
+            continue  # read-only data folder: fall back to the run folder
+    return splits, None

@@ -1,0 +1,202 @@
+"""``report.html``: a page a person opens after a predict or evaluate run.
+
+The page is one HTML file with its style inline and no scripts; the pictures it shows
+are the run's own PNGs beside it, referenced by relative links, so the folder can be
+moved or zipped whole and the page still works.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from bloomseg.files import atomic_output, printable
+
+REPORT = "report.html"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
+       background: #fff; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+.meta { color: #555; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #eee; } td:first-child, th:first-child { text-align: left; }
+.bad { color: #b00020; } .note { color: #555; font-size: .9em; }
+.gallery { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; width: 380px; } figure.wide { width: 100%; }
+figure img { width: 100%; border: 1px solid #ccc; }
+figcaption { font-size: .85em; color: #333; }
+.plots img { max-width: 560px; width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(printable(str(value)), quote=True)
+
+
+def _url(path: str) -> str:
+    # a file name that is not UTF-8 keeps its own bytes, percent-encoded
+    return quote(path.encode("utf-8", "surrogateescape"))
+
+
+def _link(path: str, text: str | None = None) -> str:
+    return f'<a href="{_url(path)}">{_e(text or path)}</a>'
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (cells that are already HTML)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if raw else _e(_fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure(path: str, caption: str, wide: bool = False) -> str:
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><a href="{_url(path)}"><img src="{_url(path)}" alt="{_e(caption)}" '
+            f'loading="lazy"></a><figcaption>{_e(caption)}</figcaption></figure>')
+
+
+def write_page(out_dir: str | Path, title: str, subtitle: str, sections: list[tuple[str, str]]) -> Path:
+    """Write ``out_dir/report.html`` atomically.
+
+    Args:
+        out_dir: the run's output folder (the pictures the page links are in it).
+        title: page heading.
+        subtitle: one line under it (escaped).
+        sections: (heading, body HTML) pairs.
+
+    Returns:
+        The report's path.
+    """
+    from bloomseg import __version__
+
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
+             f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(subtitle)}<br>bloomseg {__version__}, {when}</p>"]
+    parts += [f"<h2>{_e(heading)}</h2>{body}" for heading, body in sections]
+    parts.append("</body></html>\n")
+    path = Path(out_dir) / REPORT
+    with atomic_output(path, "w", encoding="utf-8") as f:
+        f.write("".join(parts))
+    return path
+
+
+def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances: bool,
+                   files: Sequence[str] = ()) -> Path:
+    """The report of a ``segment_files`` run: counts, a table of images with links to
+    their outputs, and every overlay. It shows what it is handed and reads nothing back.
+
+    Args:
+        out_dir: the output folder.
+        rows: summary rows (see :data:`bloomseg.outputs.run.SUMMARY_COLUMNS`); each
+            segmented one carries ``files``, {kind: file name} of its outputs.
+        model: what was run, as the user named it.
+        instances: cells were separated (label, table and GeoJSON files exist).
+        files: the run-level files to link (summary.csv, the COCO file).
+    """
+    out_dir = Path(out_dir)
+    ok = [r for r in rows if r["status"] == "ok"]
+    problems = [r for r in rows if r["status"] != "ok"]
+    summary = [("images", len(rows)), ("segmented", len(ok)), ("not segmented", len(problems))]
+    if instances and ok:
+        summary += [("cells", sum(int(r["cells"]) for r in ok)),
+                    ("cells not cut by the border", sum(int(r["complete_cells"]) for r in ok))]
+    lines = [table(["", ""], summary)]
+    lines.append("<p>" + " · ".join(_link(f) for f in files) + "</p>")
+    sections = [("Summary", "".join(lines))]
+
+    image_rows = []
+    for r in ok:
+        stem = Path(r["image"]).stem
+        names = r.get("files", {}).values()
+        links = " ".join(_link(n, n[len(stem):].lstrip("_.") or n) for n in names)
+        image_rows.append([_e(Path(r["image"]).name), _e(f"{r['width']}x{r['height']}"),
+                           _e(r["cell_fraction"]), _e(r["cells"]), _e(r["complete_cells"]),
+                           _e(r["seconds"]), links])
+    if image_rows:
+        sections.append(("Images", table(["image", "size", "cell fraction", "cells",
+                                          "not cut by border", "seconds", "files"], image_rows, raw=True)))
+        gallery = "".join(
+            figure(r["files"]["overlay"],
+                   f"{Path(r['image']).name}: " + (f"{r['cells']} cells ({r['complete_cells']} "
+                                                   "not cut by the border)" if instances
+                                                   else f"cell fraction {float(r['cell_fraction']):.3f}"))
+            for r in ok if "overlay" in r.get("files", {}))
+        note = ("<p class=\"note\">Each cell has its own colour and an outline.</p>" if instances
+                else "<p class=\"note\">Cell pixels are tinted.</p>")
+        sections.append(("Overlays", note + f'<div class="gallery">{gallery}</div>'))
+    if problems:
+        sections.append(("Not segmented", table(["image", "reason"], [
+            [Path(r["image"]).name, r["status"]] for r in problems])))
+    return write_page(out_dir, "bloomseg predict", f"model: {model}", sections)
+
+
+def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], model: str,
+                    data: str, plots: Sequence[str], pictures: Sequence[str]) -> Path:
+    """The report of an ``evaluate`` run: pixel and cell metrics, plots, pictures of the
+    best and worst images, and the per-image table.
+
+    Args:
+        out_dir: the output folder.
+        metrics, per_image: what metrics.json and per_image_metrics.json hold.
+        model: what was evaluated, as the user named it.
+        data: the split evaluated on.
+        plots: plot files in ``out_dir`` to show.
+        pictures: visualization files (relative to ``out_dir``) to show.
+    """
+    pixel = table(["", "cell", "background", "mean"], [
+        [name, metrics[key]["cell"], metrics[key]["background"], metrics[key]["mean"]]
+        for name, key in (("Dice", "dice"), ("IoU", "iou"), ("precision", "precision"),
+                          ("recall", "recall"))])
+    pixel += table(["", ""], [["accuracy", metrics["accuracy"]],
+                              ["per-image mean Dice", metrics["per_image_mean"]["dice"]],
+                              ["images", metrics["num_samples"]]])
+    sections = [("Pixels", pixel + "<p class=\"note\">From confusion counts over all pixels of "
+                 "the split.</p>")]
+    inst = metrics.get("instances", {})
+    if "boxes" in inst:
+        b = inst["boxes"]
+        sections.append(("Cells against boxes", table(["", ""], [
+            ["F1", b["f1"]], ["precision", b["precision"]], ["recall", b["recall"]],
+            ["matched / unmatched predicted / unmatched true", f"{b['tp']} / {b['fp']} / {b['fn']}"],
+            ["true cells (boxes)", b["true_cells"]],
+            ["predicted cells not cut by the border", b["predicted_complete_cells"]],
+            ["mean relative count error", f"{b['mean_relative_count_error']:.2%}"],
+            ["strict F1 (border cells kept)", b["strict"]["f1"]]])
+            + "<p class=\"note\">Predicted cells' bounding boxes matched one-to-one to the true "
+              "boxes at IoU &ge; 0.5; unmatched cells cut by the image border are not counted "
+              "as false positives.</p>"))
+    if "masks" in inst:
+        m = inst["masks"]
+        sections.append(("Cells against label masks", table(["", ""], [
+            ["F1", m["f1"]], ["precision", m["precision"]], ["recall", m["recall"]],
+            ["panoptic quality", m["panoptic_quality"]]])))
+    sections.append(("Plots", '<div class="gallery plots">' + "".join(
+        figure(p, p.rsplit(".", 1)[0].replace("_", " ")) for p in plots) + "</div>"))
+    if pictures:
+        sections.append(("Best and worst images",
+                         "<p class=\"note\">image | cells | errors: true positive green, false "
+                         "positive red, false negative blue.</p>" + "".join(
+                             figure(p, Path(p).stem.replace("_", " ", 1), wide=True) for p in pictures)))
+    if metrics.get("skipped"):
+        sections.append(("Skipped images", '<p class="bad">These could not be used and are '
+                         "not in the metrics.</p>" + table(
+                             ["image", "reason"], [[s["image"], s["reason"]] for s in metrics["skipped"]])))
+    columns = [c for c in ("image", "dice", "iou", "true_cells", "complete_cells", "cell_tp",
+                           "cell_fp", "cell_fn", "cell_f1", "count_error") if per_image and c in per_image[0]]
+    sections.append(("Per image", table(columns, [[r.get(c) for c in columns] for r in per_image])
+                     + "<p>" + " · ".join(_link(f) for f in ("metrics.json", "per_image_metrics.json"))
+                     + "</p>"))
+    return write_page(out_dir, "bloomseg evaluate", f"model: {model}; data: {data}", sections)

@@ -1,0 +1,275 @@
+"""Segmenting many image files: outputs per image and a summary, one bad file never
+stopping the rest.
+
+One image is one call of :func:`segment_image`, which writes every output atomically and
+turns any failure into a summary row; :func:`segment_files` runs those calls in this
+process and :mod:`bloomseg.outputs.cluster` on Dask workers, and both end with
+:func:`finish_run`. :func:`output_paths` is the one place that names an image's files;
+the rows it returns carry them, so the report is handed everything it shows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bloomseg.errors import BloomsegError
+from bloomseg.files import existing
+from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
+
+SUMMARY_FILE = "summary.csv"
+SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
+                   "seconds", "status")
+"""``cells``: labelled cells (with ``cells``); ``complete_cells``: those not cut by the
+image border, the count to compare between fields. A row also carries ``files`` (kind ->
+file name of what was written), which summary.csv leaves out."""
+COCO_FILE = "cells_coco.json"
+RECORDS = ".bloomseg"
+"""Folder in the output folder holding ``<stem>.json`` for each image whose outputs are
+all written: its summary row, written last, so ``--resume`` knows a finished image
+from one a killed run left half done."""
+
+
+def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOptions(),
+                 large: bool = False) -> dict[str, Path]:
+    """The files :func:`segment_image` writes for one image, by kind. A large image's
+    mask is a tiled TIFF and its overlay a reduced picture."""
+    paths = {"mask": out_dir / f"{stem}_mask.{'tif' if large else 'png'}",
+             "overlay": out_dir / f"{stem}_overlay.png"}
+    if options.save_prob:
+        paths["prob"] = out_dir / f"{stem}_prob.tif"
+    if options.cells:
+        paths |= {"labels": out_dir / f"{stem}_labels.tif", "cells": out_dir / f"{stem}_cells.csv",
+                  "geojson": out_dir / f"{stem}.geojson"}
+    return paths
+
+
+def possible_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
+    """The files an image may have, whichever size class it falls in."""
+    return list(dict.fromkeys(p for large in (False, True)
+                              for p in output_paths(out_dir, stem, options, large).values()))
+
+
+def record_path(out_dir: Path, stem: str) -> Path:
+    """Where :func:`segment_image` records that an image is finished."""
+    return out_dir / RECORDS / f"{stem}.json"
+
+
+def _record(out_dir: Path, stem: str) -> dict | None:
+    """What :func:`segment_image` recorded for a finished image, or None."""
+    try:
+        record = json.loads(record_path(out_dir, stem).read_text("utf-8"))
+        return {"row": dict(record["row"]), "large": bool(record["large"]),
+                "coco": record.get("coco")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _files(out_dir: Path, stem: str, options: OutputOptions, large: bool) -> dict[str, str]:
+    return {kind: p.name for kind, p in output_paths(out_dir, stem, options, large).items()}
+
+
+def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | None:
+    """The summary row of an image that an earlier run finished with every output these
+    options ask for, or None (never done, failed, torn by a kill, or fewer outputs)."""
+    record = _record(out_dir, path.stem)
+    if record is None or record["row"].get("status") != "ok" or (
+            options.coco and record["coco"] is None):
+        return None
+    paths = output_paths(out_dir, path.stem, options, record["large"])
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return (dict.fromkeys(SUMMARY_COLUMNS, "") | record["row"] |
+            {"image": str(path), "files": _files(out_dir, path.stem, options, record["large"])})
+
+
+def planned_row(out_dir: Path, path: Path, options: OutputOptions, overwrite: bool,
+                resume: bool) -> dict | None:
+    """The row of an image that needs no work in this run, or None if it is to be done.
+
+    With ``resume``, an image is done if :func:`finished_row` says so, and redone
+    otherwise (a torn image's outputs are replaced). Without it, an image with any
+    output is skipped unless ``overwrite``.
+    """
+    if resume:
+        return finished_row(out_dir, path, options)
+    if not overwrite and existing(possible_outputs(out_dir, path.stem, options)):
+        return skipped_row(path)
+    return None
+
+
+def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
+                       options: OutputOptions) -> tuple[dict, list[dict] | None]:
+    from PIL import Image
+
+    from bloomseg.cells.formats import coco_annotations, geojson_features, save_labels
+    from bloomseg.cells.measure import COLUMNS as CELL_COLUMNS
+    from bloomseg.cells.measure import measure_cells
+    from bloomseg.data.images import LazyImage, read_image
+    from bloomseg.figures import label_overlay, overlay
+    from bloomseg.files import atomic_output, save_csv, save_json, save_png
+
+    if path.suffix.lower() == ".zarr":
+        with LazyImage(path, options.max_pixels) as source:
+            image = source.read(0, source.shape[0], 0, source.shape[1])
+    else:
+        image = read_image(path, options.max_pixels)
+    result = segmenter.predict(image, instances=options.cells)
+    save_png(outputs["mask"], result.mask.astype(np.uint8) * 255)
+    if options.save_prob:
+        with atomic_output(outputs["prob"]) as f:
+            Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
+    row = {"width": image.shape[1], "height": image.shape[0],
+           "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}"}
+    annotations = None
+    if result.labels is not None:
+        cells = measure_cells(result.labels, image)
+        save_labels(outputs["labels"], result.labels)
+        save_csv(outputs["cells"], cells, CELL_COLUMNS)
+        save_json(outputs["geojson"], geojson_features(result.labels, cells))
+        row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells))
+        save_png(outputs["overlay"], label_overlay(image, result.labels))
+        if options.coco:
+            annotations = coco_annotations(result.labels)
+    else:
+        save_png(outputs["overlay"], overlay(image, result.mask))
+    return row, annotations
+
+
+def segment_image(segmenter, path: str | Path, out_dir: str | Path,
+                  options: OutputOptions = OutputOptions(), progress: bool = False) -> dict:
+    """Segment one image file and write its outputs (:func:`output_paths`), replacing
+    any there. Never raises for a bad image: the row says what went wrong.
+
+    Args:
+        segmenter: a :class:`bloomseg.inference.segmenter.Segmenter` (or anything with its
+            ``predict``).
+        path: the image: PNG, JPEG, TIFF, BMP, or a zarr array folder.
+        out_dir: the output folder.
+        options: what to write.
+        progress: a progress bar over the blocks of a large image.
+
+    Returns:
+        The image's summary row (:data:`SUMMARY_COLUMNS`); ``status`` is ``ok`` or
+        ``failed: ...`` (the reason, naming the file).
+    """
+    from bloomseg.data.images import LazyImage, image_pixels
+    from bloomseg.files import save_json
+    from bloomseg.outputs.large import segment_large
+
+    path, out_dir = Path(path), Path(out_dir)
+    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
+    record = record_path(out_dir, path.stem)
+    try:
+        record.unlink(missing_ok=True)  # until every output is rewritten
+        large = options.large
+        if large is None:
+            large = image_pixels(path) > LARGE_PIXELS
+        outputs = output_paths(out_dir, path.stem, options, large)
+        if large:
+            with LazyImage(path, options.max_pixels) as source:
+                fields, annotations = segment_large(segmenter, source, outputs, options, progress)
+        else:
+            fields, annotations = _segment_in_memory(segmenter, path, outputs, options)
+        row.update(fields)
+    except BloomsegError as e:
+        row["status"] = f"failed: {e}"
+        return row
+    except (MemoryError, RuntimeError, ValueError, OSError) as e:
+        # unforeseen trouble with one image must not end the batch
+        row["status"] = f"failed: {path}: {type(e).__name__}: {e}"
+        return row
+    row["status"] = "ok"
+    try:
+        save_json(record, {"row": row, "large": large} |
+                  ({"coco": annotations} if options.coco else {}))
+    except BloomsegError as e:
+        row["status"] = f"failed: {e}"
+        return row
+    return row | {"files": _files(out_dir, path.stem, options, large)}
+
+
+def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
+               model: str) -> None:
+    """Write a run's summary.csv, the COCO file (with ``coco``) and report.html, and clear
+    what killed processes left behind."""
+    from bloomseg.files import remove_stale_temporaries, save_csv, save_json
+    from bloomseg.outputs.report import predict_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = [Path(r["image"]).stem for r in rows]
+    remove_stale_temporaries(out_dir, [p.name for stem in stems
+                                       for p in possible_outputs(out_dir, stem, options)])
+    remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
+    save_csv(out_dir / SUMMARY_FILE, rows, SUMMARY_COLUMNS)
+    if options.coco:
+        save_json(out_dir / COCO_FILE, _coco(out_dir, rows))
+    predict_report(out_dir, rows, model, options.cells,
+                   [SUMMARY_FILE] + ([COCO_FILE] if options.coco else []))
+
+
+def _coco(out_dir: Path, rows: list[dict]) -> dict:
+    """The run's COCO file from each image's recorded annotations; an image whose
+    outputs an earlier run wrote without them has its label image read once."""
+    from bloomseg.cells.formats import coco_annotations, coco_dataset
+    from bloomseg.data.images import read_labels
+
+    images = []
+    for r in rows:
+        path = Path(r["image"])
+        record = _record(out_dir, path.stem)
+        if record is not None and record["coco"] is not None:
+            size = (int(record["row"]["height"]), int(record["row"]["width"]))
+            images.append((path.name, size, record["coco"]))
+        elif (labels := out_dir / f"{path.stem}_labels.tif").is_file():
+            found = read_labels(labels)
+            images.append((path.name, found.shape, coco_annotations(found)))
+    return coco_dataset(images)
+
+
+def skipped_row(path: Path) -> dict:
+    """The summary row of an image whose outputs exist already."""
+    return dict.fromkeys(SUMMARY_COLUMNS, "") | {
+        "image": str(path), "status": "skipped: outputs exist (use --overwrite)"}
+
+
+def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
+                  options: OutputOptions = OutputOptions(), overwrite: bool = False,
+                  progress: bool = True, resume: bool = False) -> list[dict]:
+    """Segment image files in this process; write each image's outputs
+    (:func:`output_paths`), summary.csv and report.html.
+
+    Per image: ``<stem>_mask.png`` (0/255, the image's size; a tiled TIFF for a large
+    image) and ``<stem>_overlay.png``; with ``save_prob`` ``<stem>_prob.tif``; with
+    ``cells`` ``<stem>_labels.tif`` (cells 1..N, uint16 or uint32),
+    ``<stem>_cells.csv`` (measurements per cell), ``<stem>.geojson`` (QuPath detections),
+    cell counts in summary.csv and outlines in the overlay; with ``coco`` also
+    ``cells_coco.json`` for the run.
+
+    ``overwrite`` replaces outputs that exist (else such images are skipped); ``resume``
+    continues a run that was stopped: finished images are kept, the rest (never done,
+    failed, or torn by a kill) are done again (see :func:`planned_row`).
+
+    Returns:
+        One summary row per input; ``status`` is ``ok``, ``skipped: ...`` (outputs
+        exist) or ``failed: ...`` (the reason, naming the file).
+    """
+    from tqdm import tqdm
+
+    options.check()
+    out_dir = Path(out_dir)
+    rows = []
+    for path in tqdm(paths, desc="segmenting", unit="image", disable=not progress):
+        planned = planned_row(out_dir, path, options, overwrite, resume)
+        if planned is not None:
+            rows.append(planned)
+            continue
+        row = segment_image(segmenter, path, out_dir, options, progress)
+        if progress and row["status"] != "ok":
+            tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
+        rows.append(row)
+    finish_run(out_dir, rows, options, segmenter.name)
+    return rows

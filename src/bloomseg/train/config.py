@@ -1,0 +1,110 @@
+"""Every setting of a training run, checked in one place, and what a run leaves behind.
+
+No torch import here: the command line builds ``bloomseg train``'s options (defaults,
+ranges, choices) from :class:`TrainConfig` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from bloomseg.data.images import MAX_PIXELS
+from bloomseg.errors import ConfigError
+from bloomseg.model.config import ModelConfig
+from bloomseg.settings import COUNT, POSITIVE_INT, Range, check_ranges, range_of, setting
+from bloomseg.train.centres import SIGMA_SCALE
+
+SCHEDULERS = ("cosine", "step", "none")
+LOSSES = ("bce_dice", "ce", "dice", "focal")
+RUN_FILES = ("config.json", "history.json", "history.csv", "best.pt", "last.pt",
+             "training_curves.png", "train.log", "instance_tuning.csv")
+_NON_NEGATIVE = Range(float, 0)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (``bloomseg train --help`` explains each)."""
+
+    data: str
+    out: str
+    mode: str = "tiling"
+    backbone: str = "dinobloom-s"
+    weights: str | None = None
+    head: str | None = None
+    unfreeze_blocks: int = setting(0, range_of(ModelConfig, "unfreeze_blocks"))
+    epochs: int = setting(50, POSITIVE_INT)
+    batch_size: int = setting(8, POSITIVE_INT)
+    lr: float = setting(1e-3, Range(float, 0, low_open=True))
+    weight_decay: float = setting(1e-4, _NON_NEGATIVE)
+    loss: str = "bce_dice"
+    bce_weight: float = setting(0.5, _NON_NEGATIVE)
+    dice_weight: float = setting(0.5, _NON_NEGATIVE)
+    scheduler: str = "cosine"
+    step_size: int = setting(10, POSITIVE_INT)
+    step_gamma: float = setting(0.5, Range(float, 0, 1, low_open=True))
+    early_stopping: int = setting(10, COUNT)
+    grad_clip: float = setting(1.0, _NON_NEGATIVE)
+    seed: int = setting(0, COUNT)
+    tile: int = setting(224, range_of(ModelConfig, "tile"))
+    tiles_per_image: int = setting(8, POSITIVE_INT)
+    val_fraction: float = setting(0.2, Range(float, 0, 1, high_open=True))
+    flips: bool = True
+    rotations: bool = True
+    colour_jitter: bool = True
+    hue_jitter: float = setting(0.03, Range(float, 0, 0.5))
+    cache: bool = True
+    cache_dir: str | None = None
+    centres: bool = True
+    centre_weight: float = setting(1.0, _NON_NEGATIVE)
+    centre_sigma: float = setting(SIGMA_SCALE, Range(float, 0, 1, low_open=True))
+    unet_levels: int = setting(5, range_of(ModelConfig, "unet_levels"))
+    max_pixels: int = setting(MAX_PIXELS, POSITIVE_INT)
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.head is None:
+            self.head = "unet" if self.backbone == "unet" else "fusion"
+
+    def model_config(self) -> ModelConfig:
+        """The settings of the model this run trains."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first invalid setting."""
+        check_ranges(self)
+        self.model_config().check()
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+
+    def variants(self) -> list[int]:
+        """Dihedral variants to draw from (see :func:`bloomseg.model.inputs.dihedral`)."""
+        if self.flips and self.rotations:
+            return list(range(8))
+        if self.flips:
+            return [0, 2, 4, 6]  # identity, both flips, and their product (a half turn)
+        if self.rotations:
+            return [0, 1, 2, 3]
+        return [0]
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Settings from a dict (e.g. config.json), refusing unknown names."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """Where a run is and how it went."""
+
+    run_dir: Path
+    best_epoch: int
+    best_dice: float | None  # None: no validation images (the last epoch is kept)
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False

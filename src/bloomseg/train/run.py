@@ -1,0 +1,506 @@
+"""Training a segmentation head on frozen DinoBloom features (or a U-Net from scratch).
+
+``train(TrainConfig(...))`` starts a run in ``config.out``; ``resume(run_dir)`` continues
+one from its ``last.pt``. Every epoch draws its tiles, flips and colour changes from its
+own seeded generator, so a resumed run repeats exactly what an uninterrupted one does.
+
+With a frozen backbone each training tile has a fixed position, and each position
+eight flip/rotation variants (each with its own fixed colour jitter draw): a finite set
+whose features are computed once, stored in the feature cache, and read back in every
+later epoch, so the backbone's cost fades out of training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bloomseg import __version__
+from bloomseg.backbone.registry import home
+from bloomseg.backbone.vit import DinoVisionTransformer
+from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune, tune_edges
+from bloomseg.data.boxes import yolo_to_xyxy
+from bloomseg.data.dataset import load_or_make_splits
+from bloomseg.errors import CheckpointError, ConfigError
+from bloomseg.evaluation.pixels import PixelCounts
+from bloomseg.files import refuse_existing, remove_stale_temporaries, save_csv, save_json, sha256sum
+from bloomseg.inference.logits import predict_logits
+from bloomseg.inference.options import InferenceOptions
+from bloomseg.model.config import LEGACY
+from bloomseg.model.files import (
+    check_written_by,
+    module_fingerprint,
+    read_checkpoint_file,
+    resolve_model,
+    save_checkpoint,
+    trainable_state,
+)
+from bloomseg.model.inputs import View, to_tensor
+from bloomseg.model.network import SegmentationModel
+from bloomseg.train.augment import ColourJitter
+from bloomseg.train.cache import FeatureCache, ImageStore
+from bloomseg.train.config import RUN_FILES, TrainConfig, TrainResult
+from bloomseg.train.examples import TrainImage, epoch_items, read_images, render_example
+from bloomseg.train.history import plot_curves, write_history
+from bloomseg.train.losses import SegmentationLoss
+
+
+class _Log:
+    """Lines to train.log (always) and to the terminal (unless quiet), above tqdm bars."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path, self.echo = path, echo
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+        if self.echo:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+
+
+def _versions() -> dict:
+    import PIL
+
+    return {"bloomseg": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+            "platform": platform.platform()}
+
+
+class _Run:
+    """One training run: data, model, cache and the epoch loop."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, backbone: DinoVisionTransformer | None,
+                 progress: bool, resuming: bool) -> None:
+        self.cfg, self.run_dir, self.progress = config, run_dir, progress
+        self.train_images, self.val_images = self._read_data()
+        self.weights_sha256 = None
+        if config.backbone != "unet" and backbone is None:
+            from bloomseg.backbone import load_backbone, resolve_weights
+
+            weights = resolve_weights(config.backbone, config.weights)
+            config.weights = str(weights.resolve())
+            self.weights_sha256 = sha256sum(weights)
+            backbone = load_backbone(config.backbone, weights)
+        self.fingerprint = module_fingerprint(backbone) if backbone is not None else None
+        torch.manual_seed(config.seed)
+        self.model = SegmentationModel(config.head, backbone, out_channels=2 if config.centres else 1,
+                                       unfreeze_blocks=config.unfreeze_blocks,
+                                       unet_levels=config.unet_levels)
+        self.criterion = SegmentationLoss(config.loss, config.bce_weight, config.dice_weight)
+        groups = self.model.parameter_groups(config.lr)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.jitter = ColourJitter(hue=config.hue_jitter) if config.colour_jitter else None
+        frozen = backbone is not None and config.unfreeze_blocks == 0
+        self.cache = None
+        if frozen and config.cache:
+            self.cache = FeatureCache(Path(config.cache_dir) / "features", {
+                "backbone": self.fingerprint, "layers": self.model.layers,
+                "jitter": asdict(self.jitter) | {"seed": config.seed} if self.jitter else None})
+        self.inference = InferenceOptions(config.mode, config.tile, batch_size=config.batch_size)
+        self.backbone_tiles = 0
+        self.history: list[dict] = []
+        if config.init is not None and not resuming:
+            self._start_from(config.init)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, RUN_FILES)  # what a killed run was writing
+        self.log = _Log(run_dir / "train.log", progress)
+        if not resuming:  # a fresh start (in a used folder only with overwrite)
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+            self._write_config()
+
+    def _start_from(self, name: str) -> None:
+        """Load the trained weights of model ``name`` (see :func:`resolve_model`) into the
+        fresh model: fine-tuning instead of a start from random weights."""
+        path = resolve_model(name)
+        payload = read_checkpoint_file(path)
+        theirs = payload.get("config", {})
+        differ = [f"{key} {theirs.get(key)!r} there, {getattr(self.cfg, key)!r} here"
+                  for key in ("backbone", "head", "unet_levels", "centres")
+                  if key in theirs and theirs[key] != getattr(self.cfg, key)]
+        if differ:  # centres: False here when the data has no boxes
+            raise ConfigError(f"--init {path}: a model of other settings ({'; '.join(differ)})")
+        if payload.get("backbone_fingerprint") != self.fingerprint:
+            raise ConfigError(f"--init {path}: trained on another backbone than "
+                              f"{self.cfg.weights or self.cfg.backbone}")
+        state, expected = payload["state"], set(trainable_state(self.model))
+        try:
+            if set(state) != expected:
+                raise ValueError(f"{len(set(state) ^ expected)} tensor names differ")
+            self.model.load_state_dict(state, strict=False)
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"--init {path}: its weights do not fit a {self.cfg.head} model "
+                              f"with these settings ({str(e)[:300]})") from None
+
+    # -- data ------------------------------------------------------------------------
+
+    def _read_data(self) -> tuple[list[TrainImage], list[TrainImage]]:
+        cfg = self.cfg
+        self.store = ImageStore(Path(cfg.cache_dir) / "images", cfg.max_pixels)
+        images = read_images(cfg, self.store, self.progress)
+        if cfg.centres and all(img.boxes is None for img in images.values()):
+            cfg.centres = False  # recorded in config.json: this run has no centre map
+        if not cfg.val_fraction:  # a final fit on every image: no split to keep or reuse
+            self.splits_path = None
+            return list(images.values()), []
+        # split only data that reads cleanly, so a failed start writes no splits.json
+        splits, self.splits_path = load_or_make_splits(
+            cfg.data, list(images), self.run_dir, cfg.seed, cfg.val_fraction)
+        return [images[s] for s in splits["train"]], [images[s] for s in splits["val"]]
+
+    # -- features --------------------------------------------------------------------
+
+    def _features(self, keys: list[tuple[str, str, int]], x: Tensor) -> list[Tensor]:
+        """Feature maps of the inputs ``x`` named by (image key, view name, variant);
+        cached ones are read back, the others computed (and cached)."""
+        stored = [self.cache.get(*key) if self.cache else None for key in keys]
+        missing = [i for i, f in enumerate(stored) if f is None]
+        if missing:
+            with torch.no_grad():
+                computed = torch.stack(self.model.features(x[missing]), dim=1).half().numpy()
+            self.backbone_tiles += len(missing)
+            for j, i in enumerate(missing):
+                stored[i] = computed[j]
+                if self.cache is not None:
+                    self.cache.put(*keys[i], computed[j])
+        stacked = torch.from_numpy(np.stack(stored)).float()  # (B, layers, D, h, w)
+        return [stacked[:, i].contiguous() for i in range(stacked.shape[1])]
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def _lr_factor(self, epoch: int) -> float:
+        cfg = self.cfg
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+        if cfg.scheduler == "step":
+            return cfg.step_gamma ** ((epoch - 1) // cfg.step_size)
+        return 1.0
+
+    def _train_epoch(self, epoch: int) -> float:
+        from tqdm import tqdm
+
+        cfg, model = self.cfg, self.model
+        model.train()
+        items = epoch_items(cfg, self.train_images, epoch, self.cache is not None)
+        batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
+        total, count = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not self.progress, leave=False)
+        for batch in bar:
+            inputs = [render_example(cfg, self.store, self.jitter, item) for item in batch]
+            # whole-image modes mix shapes: one optimiser step per shape
+            for shape in dict.fromkeys(rgb.shape for rgb, _, _ in inputs):
+                group = [(item, *parts) for item, parts in zip(batch, inputs)
+                         if parts[0].shape == shape]
+                loss = self._step(*map(list, zip(*group)))
+                total += loss * len(group)
+                count += len(group)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / count
+
+    def _loss(self, logits: Tensor, labels: list[np.ndarray],
+              centres: list[np.ndarray | None]) -> Tensor:
+        """Mask loss, plus the weighted centre-map loss over the inputs that have boxes."""
+        target = torch.from_numpy(np.stack(labels)).float().unsqueeze(1)
+        loss = self.criterion(logits[:, :1], target)
+        boxed = [i for i, c in enumerate(centres) if c is not None]
+        if self.cfg.centres and boxed:
+            heat = torch.from_numpy(np.stack([centres[i] for i in boxed])).unsqueeze(1)
+            loss = loss + self.cfg.centre_weight * F.binary_cross_entropy_with_logits(
+                logits[boxed, 1:2], heat)
+        return loss
+
+    def _step(self, items: list, rgbs: list[np.ndarray], labels: list[np.ndarray],
+              centres: list[np.ndarray | None]) -> float:
+        cfg, model = self.cfg, self.model
+        x = torch.cat([to_tensor(rgb) for rgb in rgbs])
+        if model.backbone is None or cfg.unfreeze_blocks:
+            logits = model(x)
+        else:
+            keys = [(img.key, view.name, k) for img, view, k, _ in items]
+            logits = model.forward_head(self._features(keys, x), x)
+        loss = self._loss(logits, labels, centres)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray]:
+        """A validation image's logits as ``predict`` makes them (cached features where
+        there are), and its true mask; for validation and for tuning."""
+        image, mask = self.store.load(img.sample, img.key)
+        source = (lambda names, x: self._features([(img.key, n, 0) for n in names], x))
+        logits = predict_logits(self.model, np.asarray(image), self.inference, features=source)
+        return logits, np.asarray(mask)
+
+    def _validate(self) -> tuple[float, PixelCounts]:
+        from tqdm import tqdm
+
+        model = self.model
+        model.eval()
+        losses, counts = [], PixelCounts()
+        with torch.no_grad():
+            for img in tqdm(self.val_images, desc="validation", unit="image",
+                            disable=not self.progress, leave=False):
+                logits, mask = self._predict(img)
+                centres = (img.centres(View("whole", 0, 0, *img.size))
+                           if self.cfg.centres and img.boxes is not None else None)
+                losses.append(float(self._loss(logits[None], [mask], [centres])))
+                counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
+        model.train()
+        return float(np.mean(losses)), counts
+
+    # -- files -----------------------------------------------------------------------
+
+    def _checkpoint_info(self, epoch: int) -> dict:
+        return {"config": asdict(self.cfg), "epoch": epoch,
+                "backbone_fingerprint": self.fingerprint, "weights_sha256": self.weights_sha256,
+                "layers": self.model.layers, "history": self.history}
+
+    def _write_config(self) -> None:
+        cfg = self.cfg
+        record = {
+            "config": asdict(cfg),
+            "backbone": {"name": cfg.backbone, "weights": cfg.weights,
+                         "weights_sha256": self.weights_sha256,
+                         "tensor_fingerprint": self.fingerprint, "layers": self.model.layers},
+            "data": {"splits_file": str(self.splits_path) if self.splits_path else None,
+                     "train_images": len(self.train_images), "val_images": len(self.val_images)},
+            "feature_cache": str(self.cache.folder) if self.cache else None,
+            "versions": _versions(),
+            "command": sys.argv,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        save_json(self.run_dir / "config.json", record)
+
+    def restore(self, path: Path) -> int:
+        """Load last.pt into the model and optimiser; returns the epoch it ended."""
+        payload = read_checkpoint_file(path)
+        if payload.get("backbone_fingerprint") != self.fingerprint:
+            raise ConfigError(f"{path}: the run was trained on other backbone weights than "
+                              f"{self.cfg.weights or 'these'}")
+        try:
+            self.model.load_state_dict(payload["state"], strict=False)
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.history = list(payload["history"])
+            return int(payload["epoch"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: does not fit the settings in "
+                                  f"{self.run_dir / 'config.json'} ({type(e).__name__}: "
+                                  f"{str(e)[:300]})") from None
+
+    def _save(self, epoch: int, best: bool) -> None:
+        info = self._checkpoint_info(epoch)
+        save_checkpoint(self.run_dir / "last.pt", self.model,
+                        info | {"optimizer": self.optimizer.state_dict()})
+        if best:
+            save_checkpoint(self.run_dir / "best.pt", self.model, info)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self, start_epoch: int) -> TrainResult:
+        cfg = self.cfg
+        self.log(f"{f'resuming after epoch {start_epoch}' if start_epoch else 'starting'}: "
+                 f"{cfg.backbone}/{cfg.head}, mode {cfg.mode}, {len(self.train_images)} train / "
+                 f"{len(self.val_images)} val images, run folder {self.run_dir}")
+        if self.cache is not None:
+            self.log(f"feature cache: {self.cache.folder}")
+        stopped = False
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            if self._patience_spent():
+                stopped = True
+                break
+            start = time.perf_counter()
+            self.backbone_tiles = 0
+            factor = self._lr_factor(epoch)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * factor
+            train_loss = self._train_epoch(epoch)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_dice": None,
+                   "val_iou": None, "lr": cfg.lr * factor}
+            if self.val_images:
+                row["val_loss"], counts = self._validate()
+                row["val_dice"], row["val_iou"] = counts.dice, counts.iou
+                scores = (f"val loss {row['val_loss']:.4f}, val Dice {counts.dice:.4f}, "
+                          f"IoU {counts.iou:.4f}")
+            else:
+                scores = "no validation"
+            # without validation images the last epoch is the one kept
+            best = (not self.history or not self.val_images
+                    or row["val_dice"] > self._best()["val_dice"])
+            row |= {"seconds": time.perf_counter() - start, "backbone_tiles": self.backbone_tiles}
+            self.history.append(row)
+            self._save(epoch, best)
+            write_history(self.run_dir, self.history)
+            plot_curves(self.history, self.run_dir / "training_curves.png",
+                        f"{cfg.backbone} / {cfg.head}, {cfg.mode}")
+            self.log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, {scores}, "
+                     f"lr {row['lr']:.2e}, {row['seconds']:.1f} s, backbone on "
+                     f"{self.backbone_tiles} tiles{' (best)' if best and self.val_images else ''}")
+        best_row = self._best()
+        if stopped:
+            self.log(f"early stop: no better val Dice for {cfg.early_stopping} epochs")
+        self._tune_instances()
+        if self.val_images:
+            self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU "
+                     f"{best_row['val_iou']:.4f}) at epoch {best_row['epoch']} -> "
+                     f"{self.run_dir / 'best.pt'}")
+        else:
+            self.log(f"done: no validation images, the last epoch ({best_row['epoch']}) kept -> "
+                     f"{self.run_dir / 'best.pt'}")
+        return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
+                           self.history, stopped)
+
+    def _best(self) -> dict:
+        """The history row of the epoch in best.pt: best val Dice, or the last epoch when
+        nothing is held out."""
+        if not self.val_images:
+            return self.history[-1]
+        return max(self.history, key=lambda r: r["val_dice"])
+
+    def _tune_instances(self) -> None:
+        """Choose the cell-separation settings on the validation images' boxes with the
+        best model, then the edge sliver size on their masks, and store them in best.pt
+        (and instance_tuning.csv, edge_tuning.csv)."""
+        from tqdm import tqdm
+
+        path = self.run_dir / "best.pt"
+        payload = read_checkpoint_file(path)
+        self.model.load_state_dict(payload["state"], strict=False)
+        self.model.eval()
+        method = "centres" if self.cfg.centres else "distance"
+        cases = []  # (foreground, centres, true mask, boxes or None)
+        with torch.no_grad():
+            for img in tqdm(self.val_images, desc="tuning cell separation", unit="image",
+                            disable=not self.progress, leave=False):
+                logits, mask = self._predict(img)
+                centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
+                boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
+                cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
+        boxed = [(fg, c, boxes) for fg, c, _, boxes in cases if boxes is not None]
+        if boxed:
+            params, rows = tune(boxed, method)
+            save_csv(self.run_dir / "instance_tuning.csv", rows, list(rows[0]))
+            best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
+                                               if k != "edge_min_area"))
+            self.log(f"cell separation ({method}): min_distance {params.min_distance} px, "
+                     f"min_height {params.min_height}, min_area {params.min_area} px: "
+                     f"val instance F1 {best['f1']:.4f}, "
+                     f"count error {best['count_error']:.2%} ({len(boxed)} images)")
+        elif not cases and (inherited := self._init_instances()) is not None:
+            params = inherited
+            self.log(f"cell separation and edge slivers: no validation images; the settings "
+                     f"of --init {self.cfg.init} kept ({params.as_dict()})")
+        else:
+            params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
+            self.log(f"cell separation ({method}): no validation boxes to tune on; defaults")
+        if cases:
+            params, rows = tune_edges([(fg, c, m) for fg, c, m, _ in cases], params)
+            save_csv(self.run_dir / "edge_tuning.csv", rows, list(rows[0]))
+            self.log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
+                     f"dropped: val Dice {rows[0]['dice']:.4f} -> "
+                     f"{max(r['dice'] for r in rows):.4f}")
+        info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
+        save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
+
+    def _init_instances(self) -> InstanceParams | None:
+        """The tuned cell-separation settings of the --init model, if it has any: what a
+        final fit on every image (nothing left to tune on) keeps."""
+        if self.cfg.init is None:
+            return None
+        tuned = read_checkpoint_file(resolve_model(self.cfg.init)).get("instances")
+        return InstanceParams.from_dict(tuned) if tuned else None
+
+    def _patience_spent(self) -> bool:
+        if not self.cfg.early_stopping or not self.history or not self.val_images:
+            return False
+        return self.history[-1]["epoch"] - self._best()["epoch"] >= self.cfg.early_stopping
+
+
+def _execute(run: _Run, start_epoch: int) -> TrainResult:
+    try:
+        return run.run(start_epoch)
+    except KeyboardInterrupt:
+        done = run.history[-1]["epoch"] if run.history else 0
+        run.log(f"interrupted in epoch {done + 1}; last.pt holds epoch {done}. Continue with: "
+                f"bloomseg train --resume {run.run_dir}")
+        raise
+
+
+def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train a model; everything goes into the run folder ``config.out``.
+
+    Args:
+        config: the settings; relative paths are resolved against the working folder.
+        backbone: an already loaded backbone to use instead of ``config.backbone`` /
+            ``config.weights`` (its tensors are fingerprinted for the cache and the
+            checkpoints).
+        progress: show progress bars and the per-epoch lines.
+        overwrite: start afresh in a folder that holds a run (its files are replaced).
+
+    Returns:
+        The run folder, best epoch and Dice, and the history.
+
+    Raises:
+        ConfigError, DataError, ImageError, WeightsError, OutputExistsError: before
+        anything is written to the run folder, where the settings or the data allow it to
+        be known then.
+    """
+    config = TrainConfig.from_dict(asdict(config))
+    config.check()
+    config.data = str(Path(config.data).resolve())
+    config.out = str(Path(config.out).resolve())
+    config.cache_dir = str(Path(config.cache_dir or home() / "cache").resolve())
+    if config.weights is not None:
+        config.weights = str(Path(config.weights).resolve())
+    if config.init is not None:  # recorded as the file it was, and refused before any writing
+        config.init = str(resolve_model(config.init).resolve())
+    run_dir = Path(config.out)
+    refuse_existing([run_dir / "config.json"], overwrite, f"{run_dir} holds a training run "
+                    f"already; continue it with --resume {run_dir}, or pass --overwrite to "
+                    "start again")
+    return _execute(_Run(config, run_dir, backbone, progress, resuming=False), 0)
+
+
+def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,
+           progress: bool = True) -> TrainResult:
+    """Continue a run from its last.pt with its own config.json (from the start if it
+    stopped before its first epoch ended).
+
+    The result equals that of the run never having stopped (same seed, same draws).
+    """
+    run_dir = Path(run_dir).resolve()
+    config_path, last = run_dir / "config.json", run_dir / "last.pt"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir}: no config.json here; not a bloomseg training run")
+    try:
+        record = json.loads(config_path.read_text("utf-8"))
+        check_written_by(record.get("versions", {}).get("bloomseg"), config_path)
+        recorded = record["config"]
+        config = TrainConfig.from_dict(LEGACY | recorded)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{config_path}: not a valid run configuration ({e})") from None
+    config.out = str(run_dir)
+    if not last.is_file():  # stopped before its first epoch ended: from the start
+        return _execute(_Run(config, run_dir, backbone, progress, resuming=False), 0)
+    run = _Run(config, run_dir, backbone, progress, resuming=True)
+    return _execute(run, run.restore(last))

@@ -1,0 +1,158 @@
+"""Cell separation: seeded watershed from centre peaks, the distance fallback, tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bloomseg.cells.instances import InstanceParams, edge_pieces, label_cells, separate, tune, tune_edges
+from bloomseg.train.centres import centre_map
+
+
+def disks(shape, circles):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return [(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r for cy, cx, r in circles]
+
+
+def test_two_touching_disks_with_two_centre_peaks_give_two_labels():
+    a, b = disks((60, 100), [(30, 32, 15), (30, 58, 15)])  # overlap: one blob
+    foreground = a | b
+    centres = centre_map(np.array([[32.5, 30.5, 30, 30], [58.5, 30.5, 30, 30]]), 0, 0, 60, 100)
+    labels = label_cells(foreground, centres, InstanceParams("centres", 10, 0.3, 20))
+    assert labels.max() == 2 and labels.dtype == np.int32
+    assert set(np.unique(labels[foreground])) == {1, 2} and (labels[~foreground] == 0).all()
+    assert labels[30, 20] != labels[30, 70]  # each disk's far side keeps its own label
+    # one peak only: one cell
+    one = label_cells(foreground, centres * (np.arange(100) < 45), InstanceParams("centres", 10, 0.3, 20))
+    assert one.max() == 1
+
+
+def test_distance_fallback_splits_a_waist_and_keeps_unseeded_blobs():
+    a, b, c = disks((60, 120), [(30, 30, 15), (30, 56, 15), (30, 100, 6)])
+    labels = label_cells(a | b | c, None, InstanceParams("distance", 10, 5.0, 20))
+    # the two big disks part at the waist; the small one has no 5 px deep seed but is a cell
+    assert labels.max() == 3
+    assert labels[30, 20] != labels[30, 66] and labels[30, 100] not in (0, labels[30, 20])
+
+
+def test_cells_below_min_area_are_dropped_and_labels_stay_sequential():
+    a, b = disks((40, 80), [(20, 20, 10), (20, 60, 2)])
+    labels = label_cells(a | b, None, InstanceParams("distance", 5, 1.0, 20))
+    assert labels.max() == 1 and (labels[b] == 0).all()
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="unknown instance method"):
+        label_cells(np.zeros((5, 5), bool), None, InstanceParams("blobs"))
+    with pytest.raises(ValueError, match="needs a centre map"):
+        label_cells(np.zeros((5, 5), bool), None, InstanceParams("centres"))
+
+
+def test_tuning_picks_settings_that_separate_the_cells():
+    circles = [(30, 32, 15), (30, 58, 15), (30, 110, 15)]
+    foreground = np.logical_or.reduce(disks((60, 140), circles))
+    boxes = np.array([[cx - r, cy - r, cx + r + 1, cy + r + 1] for cy, cx, r in circles], float)
+    centres = centre_map(np.array([[cx + 0.5, cy + 0.5, 2 * r, 2 * r] for cy, cx, r in circles]),
+                         0, 0, 60, 140)
+    params, rows = tune([(foreground, centres, boxes)], "centres")
+    assert len(rows) == 100 and params.method == "centres"
+    assert params.min_area <= 500  # the disks are 709 px: 1500 and 3000 drop them
+    best = max(r["f1"] for r in rows)
+    assert best == 1.0 and min(r["f1"] for r in rows) < 1.0  # min_distance 35 merges two
+    assert params.min_distance < 26  # the touching centres are 26 px apart
+    assert label_cells(foreground, centres, params).max() == 3
+
+
+def test_tuning_drops_debris_smaller_than_cells():
+    cell = (40, 40, 20)
+    foreground = disks((80, 120), [cell])[0]
+    foreground[10:20, 100:110] = True  # 100 px of debris, boxed by nobody
+    boxes = np.array([[20, 20, 61, 61]], float)
+    params, rows = tune([(foreground, None, boxes)], "distance")
+    assert params.min_area == 500
+    assert label_cells(foreground, None, params).max() == 1
+    assert max(r["f1"] for r in rows if r["min_area"] == 50) < 1.0
+
+
+def edge_scene():
+    """A whole cell (709 px), a cell cut by the left edge down to a 140 px sliver, and a
+    half cell (370 px) at the top edge."""
+    whole, sliver, half = disks((60, 140), [(30, 70, 15), (30, -8, 15), (0, 120, 15)])
+    return whole, sliver, half
+
+
+def test_edge_pieces_are_the_small_ones_touching_the_given_edges():
+    whole, sliver, half = edge_scene()
+    pieces = (whole + 2 * sliver + 3 * half).astype(np.int32)
+    assert sliver.sum() == 140 and half.sum() == 370
+    assert (edge_pieces(pieces, 200) == sliver).all()
+    assert (edge_pieces(pieces, 500) == (sliver | half)).all()
+    assert not edge_pieces(pieces, 0).any()
+    # a side that is not the image's edge (a block's) drops nothing
+    assert (edge_pieces(pieces, 500, (True, True, False, True)) == half).all()
+    assert not edge_pieces(pieces, 10_000, (False,) * 4).any()
+
+
+def test_separate_drops_edge_slivers_from_mask_and_labels():
+    whole, sliver, half = edge_scene()
+    foreground = whole | sliver | half
+    params = InstanceParams("distance", 5, 1.0, 20, edge_min_area=200)
+    labels, mask = separate(foreground, None, params)
+    assert (mask == (whole | half)).all()
+    assert labels.max() == 2 and (labels[sliver] == 0).all()
+    # without the rule every piece stays
+    assert (separate(foreground, None, InstanceParams("distance", 5, 1.0, 20))[1] == foreground).all()
+    with pytest.raises(ValueError, match="invalid instance settings"):
+        separate(foreground, None, InstanceParams("distance", edge_min_area=-1))
+
+
+def test_edge_tuning_finds_the_annotation_convention():
+    whole, sliver, half = edge_scene()
+    foreground = whole | sliver | half
+    # the annotators left out the sliver only: any value in (140, 370] px is right
+    params, rows = tune_edges([(foreground, None, whole | half)],
+                              InstanceParams("distance", 5, 1.0, 20), (0, 100, 300, 600))
+    assert params.edge_min_area == 300 and params.min_distance == 5
+    dice = {r["edge_min_area"]: r["dice"] for r in rows}
+    assert dice[300] == 1.0
+    assert dice[0] == dice[100] == 2 * 1079 / (1219 + 1079)
+    assert dice[600] == 2 * 709 / (709 + 1079)
+    # a truth that keeps the sliver keeps the rule off (ties go to the smaller value)
+    assert tune_edges([(foreground, None, foreground)], params, (0, 100, 300))[0].edge_min_area == 0
+
+
+@pytest.mark.realdata
+def test_real_smears_separate_from_exact_centres(tmp_path):
+    """The instance step, the matching and the exports on real smears, with the true
+    mask and the true boxes' centres standing in for a model's outputs."""
+    import json
+
+    from skimage.draw import polygon2mask
+
+    from bloomseg.cells.formats import cell_polygons, geojson_features
+    from bloomseg.cells.matching import match_boxes, total_boxes
+    from bloomseg.cells.measure import measure_cells
+    from bloomseg.data.boxes import read_boxes, yolo_to_cxcywh, yolo_to_xyxy
+    from bloomseg.data.dataset import load_sample, scan_split
+    from conftest import require_shared_data
+
+    samples = scan_split(require_shared_data(), "test").samples[:3]
+    matches = []
+    for sample in samples:
+        image, mask = load_sample(sample)
+        rows = read_boxes(sample.boxes)
+        h, w = mask.shape
+        centres = centre_map(yolo_to_cxcywh(rows, h, w), 0, 0, h, w)
+        labels = label_cells(mask, centres, InstanceParams("centres", 15, 0.3, 50))
+        matches.append(match_boxes(labels, yolo_to_xyxy(rows, h, w)))
+    total = total_boxes(matches)
+    assert total.true == sum(len(read_boxes(s.boxes)) for s in samples)
+    assert total.f1 > 0.95 and total.recall > 0.95
+    # the last image's cells survive the GeoJSON round trip
+    cells = measure_cells(labels, image)
+    collection = json.loads(json.dumps(geojson_features(labels, cells)))
+    assert len(collection["features"]) == labels.max() == len(cells)
+    for index, rings in list(cell_polygons(labels).items())[:20]:
+        drawn = polygon2mask(labels.shape, rings[0][:, ::-1] - 0.5)
+        truth = labels == index
+        assert (drawn & truth).sum() / (drawn | truth).sum() > 0.95

@@ -1,0 +1,132 @@
+"""Evaluation on synthetic data with known confusion counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bloomseg.cells.formats import save_labels
+from bloomseg.cells.instances import InstanceParams
+from bloomseg.data.dataset import load_sample, scan_split
+from bloomseg.errors import DataError
+from bloomseg.evaluation.evaluate import COUNT_PLOT, PLOTS, evaluate
+from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
+from bloomseg.inference.segmenter import Prediction
+from conftest import write_dataset
+
+
+class AllCells:
+    """A 'segmenter' that calls every pixel a cell."""
+
+    name = "all cells (test)"
+
+    def predict(self, image, instances=False):
+        mask = np.ones(image.shape[:2], bool)
+        labels = mask.astype(np.int32) if instances else None  # one cell: the whole image
+        return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)
+
+
+class ReadsColours:
+    """A 'segmenter' that reads cells off the image: red = 10 x label, green 0."""
+
+    name = "reads colours (test)"
+
+    instances = InstanceParams()
+
+    def predict(self, image, instances=False):
+        labels = np.where(image[..., 1] == 0, image[..., 0] // 10, 0).astype(np.int32)
+        mask = labels > 0
+        return Prediction(mask.astype(np.float32), mask, 0.0, None, labels if instances else None)
+
+
+def _write_cells(root, stem, true_labels, drawn_labels, boxes):
+    """An image whose colours encode ``drawn_labels``, its mask, true labels and boxes."""
+    h, w = true_labels.shape
+    image = np.full((h, w, 3), 240, np.uint8)
+    image[drawn_labels > 0] = 0
+    image[..., 0][drawn_labels > 0] = 10 * drawn_labels[drawn_labels > 0]
+    for sub in ("original", "mask", "labels", "boxes"):
+        (root / "test" / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "test" / "original" / f"{stem}.png")
+    Image.fromarray((true_labels > 0).astype(np.uint8) * 255).save(root / "test" / "mask" / f"{stem}.png")
+    save_labels(root / "test" / "labels" / f"{stem}.tif", true_labels)
+    (root / "test" / "boxes" / f"{stem}.txt").write_text("".join(
+        f"0 {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}\n"
+        for x0, y0, x1, y1 in boxes))
+
+
+def test_instance_metrics_with_known_matches(tmp_path):
+    # image a: three cells found exactly, and a fourth box with nothing there (a miss)
+    a = np.zeros((40, 60), np.int32)
+    a[5:15, 5:15], a[5:15, 20:30], a[25:35, 40:50] = 1, 2, 3
+    boxes_a = [(5, 5, 15, 15), (20, 5, 30, 15), (40, 25, 50, 35), (5, 25, 15, 35)]
+    # image b: two touching cells (100 and 150 px) drawn as one: it overlaps the
+    # larger at IoU 0.6 (a match) and the smaller at 0.4
+    b = np.zeros((40, 60), np.int32)
+    b[5:15, 5:15], b[5:15, 15:30] = 1, 2
+    root = tmp_path / "data"
+    _write_cells(root, "a", a, a, boxes_a)
+    _write_cells(root, "b", b, (b > 0).astype(np.int32), [(5, 5, 15, 15), (15, 5, 30, 15)])
+    m = evaluate(ReadsColours(), root, tmp_path / "eval", progress=False)
+    boxes = m["instances"]["boxes"]
+    assert (boxes["tp"], boxes["fp"], boxes["fn"], boxes["ignored_border_cells"]) == (4, 0, 2, 0)
+    assert boxes["f1"] == pytest.approx(8 / 10) and boxes["recall"] == pytest.approx(4 / 6)
+    assert (boxes["true_cells"], boxes["predicted_complete_cells"]) == (6, 4)
+    assert boxes["mean_count_error"] == -1 and boxes["mean_absolute_count_error"] == 1
+    assert boxes["mean_relative_count_error"] == pytest.approx((1 / 4 + 1 / 2) / 2)
+    masks = m["instances"]["masks"]
+    assert (masks["tp"], masks["fp"], masks["fn"]) == (4, 0, 1)
+    assert masks["panoptic_quality"] == pytest.approx((3 + 0.6) / (4 + 0.5))
+    assert masks["f1"] == pytest.approx(8 / 9)
+    per_image = json.loads((tmp_path / "eval" / "per_image_metrics.json").read_text())
+    assert [(r["cells"], r["true_cells"], r["cell_tp"]) for r in per_image] == [(3, 4, 3), (1, 2, 1)]
+    assert per_image[1]["panoptic_quality"] == pytest.approx(0.6 / 1.5)
+    assert (tmp_path / "eval" / COUNT_PLOT).stat().st_size > 1000
+
+
+def test_pixel_scores_of_known_counts():
+    m = pixel_scores(PixelCounts(tp=6, fp=2, fn=4, tn=8))
+    assert m["iou"]["cell"] == pytest.approx(6 / 12)
+    assert m["iou"]["background"] == pytest.approx(8 / 14)
+    assert m["dice"]["cell"] == pytest.approx(12 / 18) == m["f1"]
+    assert m["dice"]["background"] == pytest.approx(16 / 22)
+    assert m["precision"]["cell"] == pytest.approx(6 / 8)
+    assert m["recall"]["cell"] == pytest.approx(6 / 10)
+    assert m["precision"]["background"] == pytest.approx(8 / 12)
+    assert m["recall"]["background"] == pytest.approx(8 / 10)
+    assert m["accuracy"] == pytest.approx(14 / 20)
+    assert m["iou"]["mean"] == pytest.approx((6 / 12 + 8 / 14) / 2)
+
+
+def test_evaluate_writes_exact_metrics_and_every_figure(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=1, n_test=3, size=(30, 40))
+    out = tmp_path / "eval"
+    metrics = evaluate(AllCells(), data, out, visualize=1, progress=False)
+    masks = [load_sample(s)[1] for s in scan_split(data, "test").samples]
+    cells = sum(int(m.sum()) for m in masks)
+    pixels = 3 * 30 * 40
+    assert metrics["num_samples"] == 3
+    assert metrics["dice"]["cell"] == pytest.approx(2 * cells / (2 * cells + pixels - cells))
+    assert metrics["iou"]["background"] == 0.0
+    assert metrics["recall"]["cell"] == 1.0
+    assert metrics["accuracy"] == pytest.approx(cells / pixels)
+    assert metrics["per_image_mean"]["dice"] == pytest.approx(
+        np.mean([2 * m.sum() / (m.sum() + m.size) for m in masks]))
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert "instances" not in metrics  # no boxes, no labels
+    per_image = json.loads((out / "per_image_metrics.json").read_text())
+    assert [r["tp"] for r in per_image] == [int(m.sum()) for m in masks]
+    for name in PLOTS:
+        assert (out / name).stat().st_size > 1000
+    pictures = sorted(p.name for p in (out / "visualizations").iterdir())
+    assert len(pictures) == 2 and pictures[0].startswith("best1_") and pictures[1].startswith("worst1_")
+
+
+def test_evaluate_names_orphans(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=1, n_test=2, size=(30, 40))
+    (data / "test" / "mask" / "test_01.png").unlink()
+    with pytest.raises(DataError, match="images without masks: test_01"):
+        evaluate(AllCells(), data, tmp_path / "eval", progress=False)

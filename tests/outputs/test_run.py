@@ -1,0 +1,79 @@
+"""Many files: outputs stay in the output folder whatever the input is called, and what a
+killed writer left behind is cleared."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from bloomseg.inference.segmenter import Prediction
+from bloomseg.outputs.run import OutputOptions, output_paths, segment_files
+
+
+class Dark:
+    name = "dark"
+
+    def predict(self, image: np.ndarray, instances: bool = False) -> Prediction:
+        mask = image.mean(axis=2) < 128
+        labels = mask.astype(np.int32) if instances else None
+        return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)
+
+
+HOSTILE = ["..png", "...png", ".hidden.png", "-rf.png", "a b\tc.png", "x\u202eqs.png",
+           "%2e%2e%2fx.png", "$(touch pwned).png", "back\\slash.png", "caf\u00e9.png"]
+
+
+def test_outputs_of_hostile_names_stay_in_the_output_folder(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = np.full((20, 30, 3), 250, np.uint8)
+    image[5:15, 5:15] = 20
+    for name in HOSTILE:
+        Image.fromarray(image).save(inputs / name, format="PNG")
+    out = tmp_path / "out"
+    options = OutputOptions(cells=True)
+    rows = segment_files(Dark(), sorted(inputs.iterdir()), out, options, progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * len(HOSTILE)
+    for path in inputs.iterdir():
+        for large in (False, True):
+            for target in output_paths(out, path.stem, options, large).values():
+                assert target.parent == out and target.resolve().parent == out.resolve()
+        assert (out / f"{path.stem}_labels.tif").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # nothing written beside
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_what_a_killed_writer_left_is_cleared_at_the_end(tmp_path):
+    image = np.full((20, 30, 3), 20, np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    # a temporary mask file and a block folder, as a process killed mid-write leaves them
+    (out / ".a_mask.png.k3j2.tmp").write_bytes(b"half a png")
+    (out / ".a_mask.tif.x81.blocks").mkdir()
+    (out / ".a_mask.tif.x81.blocks" / "mask0.npy").write_bytes(b"")
+    (out / ".other.tmp").write_bytes(b"not ours")
+    (out / ".bloomseg").mkdir()
+    (out / ".bloomseg" / ".a.json.q1.tmp").write_bytes(b"{")  # a record torn the same way
+    rows = segment_files(Dark(), [tmp_path / "a.png"], out, progress=False)
+    assert rows[0]["status"] == "ok"
+    assert sorted(p.name for p in out.glob(".*")) == [".bloomseg", ".other.tmp"]
+    assert [p.name for p in (out / ".bloomseg").iterdir()] == ["a.json"]
+
+
+def test_input_paths_that_climb_or_are_absolute_write_only_into_the_output_folder(tmp_path):
+    """Only an input's final name component names its outputs: `../../x.png` and
+    `/abs/x.png` give `OUT/x_*`, never a path outside OUT."""
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 20, np.uint8)).save(tmp_path / "x.png")
+    out = deep / "out"
+    climbing = deep / ".." / ".." / "x.png"
+    for path in (climbing, (tmp_path / "x.png").resolve()):
+        rows = segment_files(Dark(), [path], out, OutputOptions(cells=True), overwrite=True,
+                             progress=False)
+        assert rows[0]["status"] == "ok"
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert written == sorted(["x_mask.png", "x_overlay.png", "x_labels.tif", "x_cells.csv",
+                              "x.geojson", "summary.csv", "report.html"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "x.png"]
