@@ -85,7 +85,7 @@ def test_features_batch_with_a_bad_image(tmp_path, small_checkpoints, capsys):
     before = (out / "img0_features.npy").stat().st_mtime_ns
     (inputs / "broken.png").unlink()
     assert main(argv) == EXIT_SKIPPED  # outputs exist: kept, reported as skipped
-    assert "exists (use --overwrite)" in capsys.readouterr().out
+    assert "exists; pass --overwrite" in capsys.readouterr().out
     assert (out / "img0_features.npy").stat().st_mtime_ns == before
     assert main(argv + ["--overwrite"]) == EXIT_OK
 
@@ -107,7 +107,7 @@ def test_explore_command(tmp_path, capsys):
     assert {"summary.md", "summary.json", "per_image.csv", "sample_grid.png"} <= {
         p.name for p in out.iterdir()}
     assert main(["explore", "--data", str(data), "-o", str(out), "-q"]) == EXIT_FAILED
-    assert "exists (use --overwrite)" in capsys.readouterr().err
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["explore", "--data", str(data), "-o", str(out), "-q", "--overwrite",
                  "--split", "test"]) == EXIT_OK
     assert list(json.loads((out / "summary.json").read_text())["splits"]) == ["test"]
@@ -134,7 +134,7 @@ def test_features_comparison_grid(tmp_path, small_checkpoints, capsys):
     for name in {r["figure"] for r in rows}:
         assert Image.open(out / name).size[0] > 500
     assert main(argv) == EXIT_FAILED  # kept without --overwrite
-    assert "exists (use --overwrite)" in capsys.readouterr().err
+    assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -185,7 +185,7 @@ def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
     assert main(base) == EXIT_FAILED
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "-q"]) == EXIT_OK
-    assert main(["train", "--resume", str(tmp_path / "nothing"), "-q"]) == EXIT_FAILED
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "-q"]) == EXIT_USAGE  # not a run
     assert "not a bloomseg training run" in capsys.readouterr().err
     assert main(["train", "--out", str(run)]) == EXIT_USAGE
     with pytest.raises(SystemExit):
@@ -218,7 +218,7 @@ def test_sigterm_stops_training_like_ctrl_c():
     import os
     import signal
 
-    from bloomseg.cli import _interrupt_on_sigterm
+    from bloomseg.cli.train import _interrupt_on_sigterm
 
     previous = signal.getsignal(signal.SIGTERM)
     try:

@@ -35,7 +35,7 @@ CHILD = textwrap.dedent("""
     import contextlib, os, signal, sys
     sys.path.insert(0, {tests!r})
     import torch
-    import bloomseg.cache, bloomseg.io, bloomseg.training
+    import bloomseg.files, bloomseg.train.cache, bloomseg.train.run
     from conftest import tiny_vit
 
     point, n = {point!r}, {n}
@@ -67,27 +67,27 @@ CHILD = textwrap.dedent("""
         return output
 
     if point == "step":
-        step = bloomseg.training._Run._step
+        step = bloomseg.train.run._Run._step
         def dying_step(self, *args, **kwargs):
             if due():
                 die()
             return step(self, *args, **kwargs)
-        bloomseg.training._Run._step = dying_step
+        bloomseg.train.run._Run._step = dying_step
     elif point == "checkpoint":
-        bloomseg.io.atomic_output = dying_output(bloomseg.io.atomic_output,
+        bloomseg.files.atomic_output = dying_output(bloomseg.files.atomic_output,
                                                  lambda p: p.endswith(".pt"))
     elif point == "cache":
-        bloomseg.cache.atomic_output = dying_output(bloomseg.cache.atomic_output,
+        bloomseg.train.cache.atomic_output = dying_output(bloomseg.train.cache.atomic_output,
                                                     lambda p: "features" in p)
     elif point == "predict":  # the n-th output is written in full, then the process dies
-        atomic_path = bloomseg.io.atomic_path
+        atomic_path = bloomseg.files.atomic_path
         @contextlib.contextmanager
         def dying_path(path):
             with atomic_path(path) as tmp:
                 yield tmp
                 if due():
                     die()
-        bloomseg.io.atomic_path = dying_path
+        bloomseg.files.atomic_path = dying_path
 
     {body}
 """)
@@ -251,12 +251,12 @@ def _no_partial_files(out: Path) -> None:
 
 def test_disk_full_is_a_clear_error_and_leaves_nothing_partial(model, tmp_path, monkeypatch, capsys):
     """ENOSPC injected where the system reports it for a write that does not fit."""
-    import bloomseg.io
+    import bloomseg.files
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(bloomseg.io.os, "fsync", full)
+    monkeypatch.setattr(bloomseg.files.os, "fsync", full)
     out = tmp_path / "out"
     code = main(["predict", str(model), str(images(tmp_path / "in", count=2)), "-o", str(out), "-q"])
     err = capsys.readouterr().err

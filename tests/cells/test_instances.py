@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bloomseg.cells.instances import InstanceParams, edge_pieces, label_cells, separate, tune, tune_edges
+from bloomseg.errors import ConfigError
 from bloomseg.train.centres import centre_map
 
 
@@ -42,7 +43,7 @@ def test_cells_below_min_area_are_dropped_and_labels_stay_sequential():
 
 
 def test_bad_settings():
-    with pytest.raises(ValueError, match="unknown instance method"):
+    with pytest.raises(ConfigError, match="instance method 'blobs' is not one of"):
         label_cells(np.zeros((5, 5), bool), None, InstanceParams("blobs"))
     with pytest.raises(ValueError, match="needs a centre map"):
         label_cells(np.zeros((5, 5), bool), None, InstanceParams("centres"))
@@ -102,7 +103,7 @@ def test_separate_drops_edge_slivers_from_mask_and_labels():
     assert labels.max() == 2 and (labels[sliver] == 0).all()
     # without the rule every piece stays
     assert (separate(foreground, None, InstanceParams("distance", 5, 1.0, 20))[1] == foreground).all()
-    with pytest.raises(ValueError, match="invalid instance settings"):
+    with pytest.raises(ConfigError, match="edge_min_area must be an integer >= 0, got -1"):
         separate(foreground, None, InstanceParams("distance", edge_min_area=-1))
 
 

@@ -34,7 +34,7 @@ class ReadsColours:
 
     name = "reads colours (test)"
 
-    instances = InstanceParams()
+    separation = InstanceParams()
 
     def predict(self, image, instances=False):
         labels = np.where(image[..., 1] == 0, image[..., 0] // 10, 0).astype(np.int32)

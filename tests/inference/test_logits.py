@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bloomseg.cells.instances import InstanceParams
+from bloomseg.errors import ConfigError
 from bloomseg.grids import overlapping
 from bloomseg.inference.logits import gaussian_weights, predict_logits
 from bloomseg.inference.options import InferenceOptions
@@ -136,7 +137,7 @@ def test_unet_runs_on_whole_windows():
 def test_invalid_options_are_named():
     for bad, message in ((dict(strategy="magic"), "strategy"), (dict(overlap=1.0), "overlap"),
                          (dict(tile=50), "tile"), (dict(context=8), "context")):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ConfigError, match=message):
             InferenceOptions(**bad).check()
 
 
@@ -155,7 +156,7 @@ def test_slivers_are_dropped_at_the_image_edge_only():
     sliver = (yy - 30) ** 2 + (xx + 8) ** 2 <= 15 ** 2  # a cell cut by the left edge
     image = np.zeros((60, 100, 3), np.uint8)
     image[whole | sliver, 0] = 255  # the red channel is the logit
-    segmenter = Segmenter(RedChannel(), instances=InstanceParams("distance", 5, 1.0, 20,
+    segmenter = Segmenter(RedChannel(), separation=InstanceParams("distance", 5, 1.0, 20,
                                                                  edge_min_area=300))
     result = segmenter.predict(image, instances=True)
     assert ((result.probability > 0.5) == (whole | sliver)).all()

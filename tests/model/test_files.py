@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bloomseg.backbone.layouts import build_vit
+from bloomseg.errors import OutputExistsError
 from bloomseg.model.network import SegmentationModel
 
 
@@ -108,7 +109,7 @@ def test_exported_model_predicts_exactly_as_the_run(tmp_path):
     a, b = run.predict(image, instances=True), exported.predict(image, instances=True)
     assert np.array_equal(a.probability, b.probability) and np.array_equal(a.centres, b.centres)
     assert np.array_equal(a.labels, b.labels)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         export_model(tmp_path, folder)
     export_model(folder, folder, overwrite=True)  # an exported model exports again
 
@@ -132,12 +133,13 @@ def test_exported_model_refuses_damaged_files(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"unet_levels": 40}, "unet_levels 40 is not in 1..8"),  # 16 * 2**39 channels
+    ({"unet_levels": 40}, r"unet_levels must be an integer in \[1, 8\], got 40"),  # 16 * 2**39 channels
     ({"unet_levels": "5"}, "unet_levels must be int"),
     ({"unet_levels": True}, "unet_levels must be int"),
     ({"head": 5}, "head must be str"),
     ({"head": "no-such-head", "backbone": "unet"}, "invalid model settings"),
-    ({"tile": 10**12}, "tile 1000000000000 is not a multiple"),
+    ({"tile": 10**12}, r"tile must be an integer in \[14, 4096\], got 1000000000000"),
+    ({"tile": 100}, "tile must be a multiple of 14, got 100"),
     ({"mode": "eval(1)"}, "mode 'eval\\(1\\)' is not one of"),
     ({"centres": "yes"}, "centres must be bool"),
     (None, "settings are missing"),
@@ -168,7 +170,8 @@ def test_hostile_instance_settings_are_refused(tmp_path):
     import json
 
     from bloomseg.errors import CheckpointError
-    from bloomseg.model.files import export_model, load_model
+    from bloomseg.inference.segmenter import Segmenter
+    from bloomseg.model.files import export_model
 
     folder = export_model("default", tmp_path / "model")
     payload = json.loads((folder / "config.json").read_text())
@@ -176,7 +179,7 @@ def test_hostile_instance_settings_are_refused(tmp_path):
         payload["instances"] = bad
         (folder / "config.json").write_text(json.dumps(payload))
         with pytest.raises(CheckpointError, match="instance settings"):
-            load_model(folder)
+            Segmenter.load(folder)
 
 
 def test_the_shipped_default_model_finds_cells():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bloomseg.model.heads import HEADS, build_head, head_layers
+from bloomseg.model.heads import HEAD_CLASSES, build_head, head_layers
 from bloomseg.model.unet import UNet
 
 
@@ -14,12 +14,12 @@ def _features(n, b=2, d=32, rows=5, cols=7):
     return [torch.randn(b, d, rows, cols, generator=gen) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", list(HEADS))
+@pytest.mark.parametrize("name", list(HEAD_CLASSES))
 @pytest.mark.parametrize("out_channels", [1, 3])
 def test_output_is_input_sized(name, out_channels):
     head = build_head(name, embed_dim=32, out_channels=out_channels)
     image = torch.randn(2, 3, 70, 98)
-    out = head(_features(HEADS[name].num_layers), image)
+    out = head(_features(HEAD_CLASSES[name].num_layers), image)
     assert out.shape == (2, out_channels, 70, 98)
 
 

@@ -95,12 +95,12 @@ def test_existing_cluster_loads_the_model_once_per_worker(tmp_path, smears, in_p
     assert main(["predict", "default", str(smears), "-o", str(out), "--instances", "-q",
                  "--scheduler", address]) == EXIT_SKIPPED
     assert_same_outputs(out, in_process)
-    loads = client.run(lambda: __import__("bloomseg.cluster").cluster.loads)
+    loads = client.run(lambda: __import__("bloomseg.outputs.cluster").outputs.cluster.loads)
     assert sum(loads.values()) >= 1 and all(n <= 1 for n in loads.values()), loads
     # a second run on the same workers loads nothing more
     assert main(["predict", "default", str(smears / "smear_0.png"), "-o", str(tmp_path / "again"),
                  "-q", "--scheduler", address]) == EXIT_OK
-    assert client.run(lambda: __import__("bloomseg.cluster").cluster.loads) == loads
+    assert client.run(lambda: __import__("bloomseg.outputs.cluster").outputs.cluster.loads) == loads
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, smears, in_process, client):

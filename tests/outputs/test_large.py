@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from bloomseg.cells.formats import coco_annotations
 from bloomseg.cells.matching import label_iou
 from bloomseg.data.images import TILE, LazyImage, image_pixels, read_image
 from bloomseg.data.synthetic import REAL_SCALE, smear
@@ -101,10 +102,13 @@ def test_cells_cut_by_block_borders_get_one_id(tmp_path):
     out = tmp_path / "out"
     outputs = output_paths(out, "big", OutputOptions(cells=True), large=True)
     with LazyImage(tmp_path / "big.tif") as source:
-        stats = segment_large(Components(), source, outputs, instances=True, block=256, halo=128)
+        stats, coco = segment_large(Components(), source, outputs,
+                                    OutputOptions(coco=True, large=True, block=256, halo=128))
     whole = Components().predict(image, instances=True).labels
     labels = tifffile.imread(outputs["labels"])
     assert stats["cells"] == whole.max() == labels.max() == 7
+    # COCO is made cell by cell from the blocks, and equals that of the written labels
+    assert coco == coco_annotations(labels)
     assert (same_cells(whole, labels) == 1.0).all()
     assert set(np.unique(labels)) == set(range(8))  # 1..N, no gaps
     with tifffile.TiffFile(outputs["labels"]) as tif:
@@ -171,7 +175,7 @@ def test_block_wise_memory_is_bounded(tmp_path):
                      density=REAL_SCALE["density"])
     results = {}
     for large in (True, False):
-        code = PEAK.format(tests=str(Path(__file__).parent), image=str(tmp_path / "huge.tif"),
+        code = PEAK.format(tests=str(Path(__file__).parents[1]), image=str(tmp_path / "huge.tif"),
                            out=str(tmp_path / f"out{large}"), large=large)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],

@@ -24,7 +24,7 @@ class Blobs:
     """A 'segmenter' that calls dark pixels cells, each connected blob one cell."""
 
     name = "blobs (test)"
-    instances = InstanceParams()
+    separation = InstanceParams()
 
     def predict(self, image, instances=False):
         from scipy import ndimage

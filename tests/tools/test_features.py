@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from bloomseg.backbone.layouts import build_vit
+from bloomseg.errors import ConfigError
 from bloomseg.model.inputs import pad_reflect, to_tensor
 from bloomseg.tools.features import (
     PCA,
@@ -61,9 +62,9 @@ def test_padding_and_resize_modes(vit):
 
 @pytest.mark.parametrize("mode", ["tiling", "padding", "resize"])
 def test_bad_mode_and_tile(vit, mode):
-    with pytest.raises(ValueError, match="multiple of 14"):
+    with pytest.raises(ConfigError, match="multiple of 14"):
         extract_features(vit, np.zeros((10, 10, 3), np.uint8), mode, tile=100)
-    with pytest.raises(ValueError, match="unknown mode 'tiles'"):
+    with pytest.raises(ConfigError, match="mode 'tiles' is not one of"):
         extract_features(vit, np.zeros((10, 10, 3), np.uint8), "tiles")
 
 

@@ -13,7 +13,7 @@ import torch
 
 from bloomseg.cells.instances import DEFAULT_CENTRES
 from bloomseg.data.dataset import load_sample, scan_split
-from bloomseg.errors import ConfigError, DataError
+from bloomseg.errors import ConfigError, DataError, OutputExistsError
 from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import InferenceOptions
@@ -181,7 +181,7 @@ def test_reload_refuses_another_backbone(dataset, tmp_path):
 def test_existing_run_needs_resume_or_overwrite(dataset, tmp_path):
     cfg = config(dataset, tmp_path / "run", epochs=1, **HEADS["unet"])
     train(cfg, progress=False)
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(OutputExistsError, match="--resume"):
         train(cfg, progress=False)
     result = train(cfg, progress=False, overwrite=True)
     assert len(result.history) == 1
@@ -215,7 +215,7 @@ def test_learning_rate_schedules(dataset, tmp_path, scheduler, expected):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(mode="crop"), "mode 'crop'"), (dict(head="segformer"), "head 'segformer'"),
-    (dict(tile=100), "tile 100"), (dict(loss="l2"), "loss 'l2'"),
+    (dict(tile=100), "tile must be a multiple of 14, got 100"), (dict(loss="l2"), "loss 'l2'"),
     (dict(backbone="unet", head="fusion"), "own head"), (dict(val_fraction=1), "val_fraction"),
     (dict(epochs=0), "epochs"), (dict(hue_jitter=0.6), "hue_jitter")])
 def test_invalid_settings_are_named(dataset, tmp_path, overrides, message):

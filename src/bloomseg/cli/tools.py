@@ -119,7 +119,7 @@ def _features(args: argparse.Namespace) -> int:
     skipped = save_feature_maps(backbones[names[0]], paths, args.output, args.mode, args.tile,
                                 args.batch_size, args.overwrite, not args.quiet)
     for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
+        print(f"skipped {line}")
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 

@@ -162,7 +162,12 @@ def _read_tiff(path: Path, max_pixels: int | None) -> np.ndarray | None:
             check_pixels(path, page.imagelength, page.imagewidth, max_pixels)
             if page.photometric not in (1, 2) or page.planarconfig not in (1, 2):
                 return None  # colour models tifffile does not convert: no guessing
-            array = page.asarray()
+            try:
+                array = page.asarray()
+            except ValueError:
+                array = _unpack_bits(tif, page)
+                if array is None:
+                    raise
     except ImageError:
         raise
     except Exception:  # tifffile raises many types for damaged files
@@ -172,6 +177,24 @@ def _read_tiff(path: Path, max_pixels: int | None) -> np.ndarray | None:
     if page.planarconfig == 2 and array.ndim == 3:
         array = np.moveaxis(array, 0, -1)
     return array
+
+
+def _unpack_bits(tif, page) -> np.ndarray | None:
+    """An uncompressed, interleaved 1-bit image that tifffile cannot unpack (it fails on
+    rows of several samples that do not fill whole bytes): each row is padded to a byte.
+    None for any other kind of page."""
+    if page.bitspersample != 1 or page.compression != 1 or page.planarconfig != 1:
+        return None
+    h, w, samples = page.imagelength, page.imagewidth, page.samplesperpixel
+    row_bytes = -(-w * samples // 8)
+    fh, parts = tif.filehandle, []
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        fh.seek(offset)
+        parts.append(fh.read(count))
+    data = b"".join(parts)
+    rows = np.frombuffer(data, np.uint8)[:h * row_bytes].reshape(h, row_bytes)
+    bits = np.unpackbits(rows, axis=1)[:, :w * samples].astype(bool)
+    return bits.reshape(h, w, samples) if samples > 1 else bits.reshape(h, w)
 
 
 def _unreadable(path: Path) -> str:

@@ -205,8 +205,8 @@ def save_feature_maps(backbone: nn.Module, paths: list[Path], out_dir: str | Pat
         try:
             refuse_existing([npy, png], overwrite)
             image = read_image(path)
-        except BloomsegError as e:
-            skipped.append(f"{path}: {e}")
+        except BloomsegError as e:  # the message names the file
+            skipped.append(str(e))
             continue
         start = time.perf_counter()
         features = extract_features(backbone, image, mode, tile, batch_size)
