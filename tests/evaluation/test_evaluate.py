@@ -130,3 +130,34 @@ def test_evaluate_names_orphans(tmp_path):
     (data / "test" / "mask" / "test_01.png").unlink()
     with pytest.raises(DataError, match="images without masks: test_01"):
         evaluate(AllCells(), data, tmp_path / "eval", progress=False)
+
+
+class Counted(AllCells):
+    """All cells, counting its predictions and the images it saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    def predict(self, image, instances=False):
+        self.seen.append((image.tobytes(), instances))
+        return super().predict(image, instances)
+
+
+@pytest.mark.parametrize("visualize", [0, 1, 2, 5])
+def test_evaluate_predicts_each_image_once_even_for_its_pictures(tmp_path, visualize):
+    """The pictures of the best and worst images reuse the predictions scored; the
+    choice of images is that of a full ranking (best first seen, worst last seen)."""
+    data = write_dataset(tmp_path / "data", n_train=1, n_test=5, size=(30, 40), seed=3)
+    segmenter = Counted()
+    metrics = evaluate(segmenter, data, tmp_path / "eval", visualize=visualize, progress=False)
+    assert len(segmenter.seen) == metrics["num_samples"] == 5
+    assert len({image for image, _ in segmenter.seen}) == 5
+    assert all(instances == (visualize > 0) for _, instances in segmenter.seen)
+    per_image = json.loads((tmp_path / "eval" / "per_image_metrics.json").read_text())
+    ranked = sorted(per_image, key=lambda r: r["dice"], reverse=True)
+    names = {r["image"]: f"best{i + 1}" for i, r in enumerate(ranked[:visualize])}
+    names |= {r["image"]: f"worst{i + 1}" for i, r in enumerate(ranked[::-1][:visualize])}
+    expected = {f"{name}_{stem}.png" for stem, name in names.items()}
+    folder = tmp_path / "eval" / "visualizations"
+    written = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    assert written == expected and len(expected) == min(5, 2 * visualize)

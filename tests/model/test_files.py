@@ -224,3 +224,57 @@ def test_the_shipped_default_model_on_a_real_smear():
     assert PixelCounts.of(prediction.mask, mask).dice > 0.95
     match = match_boxes(prediction.labels, yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape))
     assert match.f1 > 0.9 and match.relative_count_error < 0.1
+
+
+def test_an_exported_dinobloom_model_finds_its_weights_in_another_cache(
+        tmp_path, small_checkpoints, monkeypatch):
+    """Exported on one machine, used on another: the model names its backbone by registry
+    name and sha256, never by the first machine's path, and finds it in the cache there."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from bloomseg.backbone import load_backbone
+    from bloomseg.backbone.registry import cached_path
+    from bloomseg.errors import CheckpointError, WeightsError
+    from bloomseg.files import sha256sum
+    from bloomseg.inference.segmenter import Segmenter
+    from bloomseg.model.files import export_model, module_fingerprint, save_checkpoint
+    from bloomseg.model.network import SegmentationModel
+
+    here = tmp_path / "machine-a" / "DinoBloom-S.pth"
+    here.parent.mkdir()
+    shutil.copy(small_checkpoints["dinobloom"], here)
+    backbone = load_backbone("dinobloom-s", here)
+    torch.manual_seed(0)
+    model = SegmentationModel("linear", backbone).eval()
+    config = {"backbone": "dinobloom-s", "head": "linear", "mode": "tiling", "tile": 56,
+              "centres": False, "unet_levels": 5, "unfreeze_blocks": 0, "weights": str(here),
+              "data": str(tmp_path / "machine-a" / "data"), "out": str(tmp_path / "run")}
+    save_checkpoint(tmp_path / "run" / "best.pt", model,
+                    {"config": config, "backbone_fingerprint": module_fingerprint(backbone),
+                     "weights_sha256": sha256sum(here), "layers": model.layers})
+    folder = export_model(tmp_path / "run", tmp_path / "exported")
+    text = (folder / "config.json").read_text()
+    assert "machine-a" not in text and json.loads(text)["weights_sha256"] == sha256sum(here)
+    image = np.random.default_rng(0).integers(0, 255, (60, 70, 3), dtype=np.uint8)
+    expected = Segmenter.load(tmp_path / "run").predict(image).probability
+
+    here.unlink()  # machine B: the first machine's file is not there
+    monkeypatch.setenv("BLOOMSEG_HOME", str(tmp_path / "machine-b"))
+    with pytest.raises(WeightsError, match="bloomseg weights download dinobloom-s"):
+        Segmenter.load(folder)
+    cached_path("dinobloom-s").parent.mkdir(parents=True)
+    shutil.copy(small_checkpoints["dinobloom"], cached_path("dinobloom-s"))
+    for model_path in (folder, tmp_path / "run"):  # a run whose weights file moved too
+        got = Segmenter.load(model_path).predict(image).probability
+        np.testing.assert_array_equal(got, expected)
+    # another file under the same name is refused by its sha256, not silently used
+    torch.save({k: v + 1 for k, v in torch.load(small_checkpoints["dinov2"]).items()},
+               cached_path("dinobloom-s"))
+    with pytest.raises(CheckpointError, match="sha256"):
+        Segmenter.load(folder)
+    np.testing.assert_array_equal(  # --weights still names the file outright
+        Segmenter.load(folder, weights=small_checkpoints["timm"]).predict(image).probability,
+        expected)
