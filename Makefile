@@ -1,10 +1,11 @@
-# make test : fresh .venv, torch==2.13.0 (CPU) first, then bloomseg[dev], then pytest
+# make test : fresh .venv, torch==2.13.0 (CPU) first, then bloomseg[dev], then the import
+#             layers (lint-imports), ruff, and pytest
 # make demo : the same install, then the main job on real images
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+lint: install
+	# imports run one way, from the command line down to errors (pyproject.toml's contract)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+test: lint
 	$(PY) -m pytest -q
 
 demo: install

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloomseg.backbone.vit import ARCHS, PATCH_SIZE, DinoVisionTransformer
+from bloomseg.backbone import PATCH_SIZE
+from bloomseg.backbone.vit import ARCHS, DinoVisionTransformer
 from bloomseg.data.dataset import load_sample, scan_split
 from bloomseg.data.images import read_image
 from bloomseg.evaluation.pixels import PixelCounts

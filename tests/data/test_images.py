@@ -8,7 +8,6 @@ from PIL import Image
 
 from bloomseg.data.images import read_image
 from bloomseg.errors import ImageError
-from bloomseg.files import atomic_output, save_csv, save_json
 
 
 def _save(tmp_path, name, array, mode=None, **kw):
@@ -82,31 +81,6 @@ def test_missing(tmp_path):
         read_image(tmp_path / "none.png")
 
 
-def test_atomic_output_keeps_old_file_on_error(tmp_path):
-    target = tmp_path / "out.bin"
-    target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as f:
-            f.write(b"new, half written")
-            raise RuntimeError("crash")
-    assert target.read_bytes() == b"old"
-    assert list(tmp_path.iterdir()) == [target]
-    with atomic_output(target) as f:
-        f.write(b"new")
-    assert target.read_bytes() == b"new"
-
-
-def test_atomic_output_has_the_permissions_of_an_ordinary_file(tmp_path):
-    import os
-
-    plain = tmp_path / "plain.txt"
-    plain.write_text("x")
-    with atomic_output(tmp_path / "atomic.txt", "w") as f:
-        f.write("x")
-    mode = os.stat(tmp_path / "atomic.txt").st_mode & 0o777
-    assert mode == os.stat(plain).st_mode & 0o777 and mode & 0o044  # readable by others
-
-
 def test_pixel_limit_is_ours_and_names_the_option(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
@@ -117,14 +91,3 @@ def test_pixel_limit_is_ours_and_names_the_option(tmp_path, monkeypatch):
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # PIL's limit is not the user's
     assert read_image(path).shape == (64, 64, 3)
     assert PILImage.MAX_IMAGE_PIXELS == 100  # and is left as it was
-
-
-def test_save_json_and_csv_round_trip(tmp_path):
-    import csv
-    import json
-
-    save_json(tmp_path / "a.json", {"x": [1, 2.5, None]})
-    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2.5, None]}
-    save_csv(tmp_path / "a.csv", [{"a": 1, "b": "x,y", "extra": 0}, {"a": 2, "b": ""}], ["a", "b"])
-    with open(tmp_path / "a.csv", newline="") as f:
-        assert list(csv.DictReader(f)) == [{"a": "1", "b": "x,y"}, {"a": "2", "b": ""}]

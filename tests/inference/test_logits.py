@@ -9,7 +9,6 @@ from torch import nn
 
 from bloomseg.cells.instances import InstanceParams
 from bloomseg.errors import ConfigError
-from bloomseg.grids import overlapping
 from bloomseg.inference.logits import gaussian_weights, predict_logits
 from bloomseg.inference.options import InferenceOptions
 from bloomseg.inference.segmenter import Segmenter
@@ -47,14 +46,6 @@ class PatchMeans(nn.Module):
 
 def image_of(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def test_tile_starts():
-    starts = overlapping(1600, 224, 0.75)
-    assert len(starts) == 26 and starts[0] == 0 and starts[-1] == 1376
-    assert max(np.diff(starts)) <= 56
-    assert len(overlapping(1200, 224, 0.75)) == 19  # the reference's 26 x 19 = 494 tiles
-    assert overlapping(224, 224, 0.5) == [0]
 
 
 def test_gaussian_weights():

@@ -5,22 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bloomseg.grids import chunks, spread
 from bloomseg.model.inputs import pad_reflect, random_view, render, tile_views, training_views, whole_view
-
-
-def test_spread_covers_the_length_from_edge_to_edge():
-    assert spread(1600, 224) == [0, 197, 393, 590, 786, 983, 1179, 1376]
-    assert spread(224, 224) == [0]
-    assert spread(100, 224) == [0]
-    starts = spread(1200, 224)
-    assert starts[-1] + 224 == 1200 and len(starts) == 6
-
-
-def test_chunks_are_near_equal_and_cover_the_range():
-    assert chunks(86, 14) == [(0, 12), (12, 25), (25, 37), (37, 49), (49, 61), (61, 74), (74, 86)]
-    assert chunks(3, 14) == [(0, 3)]
-    assert chunks(28, 14) == [(0, 14), (14, 28)]
 
 
 def test_tile_views_cover_every_pixel_once_named_uniquely():
@@ -75,3 +60,23 @@ def test_render_shapes_and_mask_values(mode, shape):
     if mode == "padding":
         np.testing.assert_array_equal(rgb[:30, :50], image)
         np.testing.assert_array_equal(label[:30, :50], mask)
+
+
+def test_one_flip_system_for_arrays_and_tensors():
+    """Training's augmentation and test-time augmentation share the dihedral variants:
+    the same on an (H, W, C) array and a (C, H, W) tensor, each undone by its inverse,
+    and MIRRORS are the three mirror flips."""
+    import torch
+
+    from bloomseg.model.inputs import DIHEDRAL, MIRRORS, dihedral, dihedral_inverse
+
+    image = np.random.default_rng(0).random((5, 7, 3))
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
+    for k in range(DIHEDRAL):
+        moved = dihedral(image, k)
+        np.testing.assert_array_equal(dihedral(tensor, k, axes=(1, 2)).permute(1, 2, 0).numpy(),
+                                      moved)
+        np.testing.assert_array_equal(dihedral(moved, dihedral_inverse(k)), image)
+    flips = [image, image[:, ::-1], image[::-1], image[::-1, ::-1]]
+    for k, flipped in zip(MIRRORS, flips):
+        np.testing.assert_array_equal(dihedral(image, k), flipped)

@@ -18,7 +18,6 @@ from bloomseg.cells.matching import label_iou
 from bloomseg.data.images import TILE, LazyImage, image_pixels, read_image
 from bloomseg.data.synthetic import REAL_SCALE, smear
 from bloomseg.errors import ImageError
-from bloomseg.grids import blocks
 from bloomseg.outputs.large import segment_large
 from bloomseg.outputs.run import OutputOptions, output_paths, segment_image
 from conftest import Components
@@ -34,14 +33,6 @@ def write_smear_tiff(path, size: int, seed: int = 1, **kwargs) -> np.ndarray:
     image, _ = smear(np.random.default_rng(seed), size, size, **kwargs)
     tifffile.imwrite(path, image, tile=(TILE, TILE), compression="zlib")
     return image
-
-
-def test_block_grid_covers_the_image_once():
-    cores = blocks(700, 530, 256)
-    cover = np.zeros((700, 530), int)
-    for r0, r1, c0, c1 in cores:
-        cover[r0:r1, c0:c1] += 1
-    assert (cover == 1).all() and len(cores) == 3 * 3
 
 
 @pytest.mark.parametrize("layout", ["YXS", "SYX", "uint16", "zarr", "png"])
