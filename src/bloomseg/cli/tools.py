@@ -17,8 +17,8 @@ from bloomseg.cli import (
 )
 from bloomseg.data.synthetic import IMAGES, REAL_SCALE, write_example_dataset
 from bloomseg.inference.options import InferenceOptions
-from bloomseg.model.config import MODES
-from bloomseg.settings import COUNT, POSITIVE_INT
+from bloomseg.model.config import MODES, ModelConfig
+from bloomseg.settings import COUNT, POSITIVE_INT, default_of
 from bloomseg.tools.explore import SAMPLES, explore
 from bloomseg.tools.features import GRID_IMAGES, save_comparison_grids
 
@@ -89,7 +89,7 @@ def _features(args: argparse.Namespace) -> int:
     from bloomseg.data.images import expand_inputs
     from bloomseg.tools.features import save_feature_maps
 
-    names = args.backbone or ["dinobloom-s"]
+    names = args.backbone or [default_of(ModelConfig, "backbone")]
     weights = args.weights or [None] * len(names)
     problem = None
     if len(weights) != len(names):
@@ -139,7 +139,8 @@ def add_features(commands: argparse._SubParsersAction) -> None:
                 "over the split", "--images", accepted=GRID_IMAGES)
     model = feats.add_argument_group("backbone")
     model.add_argument("--backbone", action="append",
-                       help="registry name (default: dinobloom-s); repeat with --data")
+                       help=f"registry name (default: {default_of(ModelConfig, 'backbone')}); "
+                       "repeat with --data")
     model.add_argument("--weights", action="append",
                        help="weights file, one per --backbone (default: the cached download)")
     run = feats.add_argument_group("run")

@@ -29,12 +29,12 @@ from torch import Tensor
 from bloomseg import __version__
 from bloomseg.backbone.registry import home
 from bloomseg.backbone.vit import DinoVisionTransformer
-from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune, tune_edges
+from bloomseg.cells.instances import InstanceParams
 from bloomseg.data.boxes import yolo_to_xyxy
 from bloomseg.data.dataset import load_or_make_splits
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.evaluation.pixels import PixelCounts
-from bloomseg.files import refuse_existing, remove_stale_temporaries, save_csv, save_json, sha256sum
+from bloomseg.files import refuse_existing, remove_stale_temporaries, save_json, sha256sum
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import InferenceOptions
 from bloomseg.model.config import LEGACY
@@ -54,6 +54,7 @@ from bloomseg.train.config import RUN_FILES, TrainConfig, TrainResult
 from bloomseg.train.examples import TrainImage, epoch_items, read_images, render_example
 from bloomseg.train.history import plot_curves, write_history
 from bloomseg.train.losses import SegmentationLoss
+from bloomseg.train.tuning import choose_separation
 
 
 class _Log:
@@ -386,7 +387,6 @@ class _Run:
         payload = read_checkpoint_file(path)
         self.model.load_state_dict(payload["state"], strict=False)
         self.model.eval()
-        method = "centres" if self.cfg.centres else "distance"
         cases = []  # (foreground, centres, true mask, boxes or None)
         with torch.no_grad():
             for img in tqdm(self.val_images, desc="tuning cell separation", unit="image",
@@ -395,29 +395,9 @@ class _Run:
                 centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
                 boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
                 cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
-        boxed = [(fg, c, boxes) for fg, c, _, boxes in cases if boxes is not None]
-        if boxed:
-            params, rows = tune(boxed, method)
-            save_csv(self.run_dir / "instance_tuning.csv", rows, list(rows[0]))
-            best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
-                                               if k != "edge_min_area"))
-            self.log(f"cell separation ({method}): min_distance {params.min_distance} px, "
-                     f"min_height {params.min_height}, min_area {params.min_area} px: "
-                     f"val instance F1 {best['f1']:.4f}, "
-                     f"count error {best['count_error']:.2%} ({len(boxed)} images)")
-        elif not cases and (inherited := self._init_instances()) is not None:
-            params = inherited
-            self.log(f"cell separation and edge slivers: no validation images; the settings "
-                     f"of --init {self.cfg.init} kept ({params.as_dict()})")
-        else:
-            params = DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
-            self.log(f"cell separation ({method}): no validation boxes to tune on; defaults")
-        if cases:
-            params, rows = tune_edges([(fg, c, m) for fg, c, m, _ in cases], params)
-            save_csv(self.run_dir / "edge_tuning.csv", rows, list(rows[0]))
-            self.log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
-                     f"dropped: val Dice {rows[0]['dice']:.4f} -> "
-                     f"{max(r['dice'] for r in rows):.4f}")
+        inherited = self._init_instances() if not cases else None
+        params = choose_separation(cases, self.cfg.centres, inherited, self.run_dir, self.log,
+                                   f"--init {self.cfg.init}")
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 

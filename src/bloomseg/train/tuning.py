@@ -1,0 +1,59 @@
+"""Choosing a trained model's cell-separation settings on its validation images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune, tune_edges
+from bloomseg.files import save_csv
+
+Case = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]
+"""A validation image as the model saw it: (predicted foreground (H, W) bool, centre map
+or None, true mask (H, W) bool, true boxes (N, 4) x0, y0, x1, y1 or None)."""
+
+
+def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParams | None,
+                      run_dir: str | Path, log: Callable[[str], None],
+                      source: str = "the start model") -> InstanceParams:
+    """The seed settings by instance F1 against the boxes (``instance_tuning.csv``), then
+    the edge sliver size by mask Dice (``edge_tuning.csv``).
+
+    Args:
+        cases: the validation images (none in a final fit on every image).
+        centres: the model has a centre map (else cells part at distance peaks).
+        inherited: the settings to keep where there is nothing to tune on.
+        run_dir: where the tuning tables go.
+        log: where each choice is reported.
+        source: what ``inherited`` came from, for the log.
+
+    Returns:
+        The chosen settings.
+    """
+    run_dir = Path(run_dir)
+    method = "centres" if centres else "distance"
+    boxed = [(fg, c, boxes) for fg, c, _, boxes in cases if boxes is not None]
+    if boxed:
+        params, rows = tune(boxed, method)
+        save_csv(run_dir / "instance_tuning.csv", rows, list(rows[0]))
+        best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
+                                           if k != "edge_min_area"))
+        log(f"cell separation ({method}): min_distance {params.min_distance} px, "
+            f"min_height {params.min_height}, min_area {params.min_area} px: "
+            f"val instance F1 {best['f1']:.4f}, "
+            f"count error {best['count_error']:.2%} ({len(boxed)} images)")
+    elif not cases and inherited is not None:
+        log(f"cell separation and edge slivers: no validation images; the settings of "
+            f"{source} kept ({inherited.as_dict()})")
+        return inherited
+    else:
+        params = DEFAULT_CENTRES if centres else DEFAULT_DISTANCE
+        log(f"cell separation ({method}): no validation boxes to tune on; defaults")
+    if cases:
+        params, rows = tune_edges([(fg, c, m) for fg, c, m, _ in cases], params)
+        save_csv(run_dir / "edge_tuning.csv", rows, list(rows[0]))
+        log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
+            f"dropped: val Dice {rows[0]['dice']:.4f} -> {max(r['dice'] for r in rows):.4f}")
+    return params
