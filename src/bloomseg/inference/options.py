@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bloomseg.backbone import PATCH_SIZE
 from bloomseg.errors import ConfigError
-from bloomseg.model.config import MODES, ModelConfig
+from bloomseg.model.config import ModelConfig
 from bloomseg.settings import Range, check_ranges, range_of, setting
 
 STRATEGIES = ("stitch", "blend")
@@ -45,12 +45,9 @@ class InferenceOptions:
     def check(self) -> None:
         """Raise ConfigError naming an invalid option."""
         check_ranges(self)
-        if self.mode not in MODES:
-            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        ModelConfig(mode=self.mode, tile=self.tile).check()  # where mode and tile are owned
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.tile % PATCH_SIZE:
-            raise ConfigError(f"tile must be a multiple of {PATCH_SIZE}, got {self.tile}")
         core = self.tile // PATCH_SIZE
         if core - 2 * self.context < 1:
             raise ConfigError(f"context must be at most {(core - 1) // 2} patches, so that a "
