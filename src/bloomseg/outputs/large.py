@@ -178,14 +178,12 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
         luts, count, chosen = _merge(done, tmp, columns) if instances else ([], 0, {})
         stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}"}
 
-        stored = {}  # (kind, block) -> its memory-mapped array
-
         def crop(kind: str, box: tuple[int, int, int, int], k: int) -> np.ndarray:
-            """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids."""
+            """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids.
+            Each read maps the file anew: a mapping kept open keeps its pages resident."""
             b = done[k]
-            if (kind, k) not in stored:
-                stored[kind, k] = np.load(tmp / f"{kind}{k}.npy", mmap_mode="r")
-            data = np.asarray(_crop(stored[kind, k], b.band if kind == "labels" else b.core, box))
+            stored = np.load(tmp / f"{kind}{k}.npy", mmap_mode="r")
+            data = np.asarray(_crop(stored, b.band if kind == "labels" else b.core, box))
             return luts[k][data] if kind == "labels" else data
 
         def tiles(kind: str, convert) -> Iterator[np.ndarray]:
