@@ -83,14 +83,9 @@ class Range:
             raise argparse.ArgumentTypeError(f"{text} is not {self.describe()}")
         return value
 
-    @property
-    def __name__(self) -> str:  # argparse names the type in some messages
-        return self.kind.__name__
-
 
 POSITIVE_INT = Range(int, 1)
 COUNT = Range(int, 0)
-FRACTION = Range(float, 0, 1)
 
 
 def setting(default: Any, accepted: Range) -> Any:

@@ -82,7 +82,12 @@ def xyxy_to_yolo_lines(boxes: np.ndarray, height: int, width: int, label: int = 
     return "\n".join(lines) + "\n"
 
 
-def touches_border(x0, y0, x1, y1, height: int, width: int):
-    """Whether boxes (pixel x0, y0, x1, y1; scalars or arrays) reach the image's border:
-    the one rule for a cell cut by the border, whose count and size are partial."""
+Coordinate = float | np.ndarray
+
+
+def touches_border(x0: Coordinate, y0: Coordinate, x1: Coordinate, y1: Coordinate,
+                   height: int, width: int) -> bool | np.ndarray:
+    """Whether boxes (pixel x0, y0, x1, y1 with x1, y1 exclusive; scalars or (N,) arrays)
+    reach the image's border: the one rule for a cell cut by the border, whose count and
+    size are partial."""
     return (x0 == 0) | (y0 == 0) | (x1 == width) | (y1 == height)
