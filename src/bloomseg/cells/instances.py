@@ -68,6 +68,18 @@ class InstanceParams:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def scaled(self, factor: float) -> InstanceParams:
+        """The same settings for cells ``factor`` times as wide: lengths (seed spacing, and
+        the distance method's seed height) times ``factor``, areas times its square. A
+        model's settings are tuned at its cell diameter; an image's cells may be larger
+        or smaller."""
+        if factor == 1:
+            return self
+        height = self.min_height * factor if self.method == "distance" else self.min_height
+        return replace(self, min_distance=max(1, round(self.min_distance * factor)),
+                       min_height=height, min_area=max(1, round(self.min_area * factor ** 2)),
+                       edge_min_area=round(self.edge_min_area * factor ** 2))
+
 
 TIE_SCALE = 64.0
 """px: the distance transform is added to the centre map in these units to break its flat

@@ -25,14 +25,15 @@ def _spec(args: argparse.Namespace, names: tuple[str, ...]) -> SegmenterSpec:
     if getattr(args, "mode", None):
         options["mode"] = args.mode
     spec = SegmenterSpec(args.model, args.weights, args.threshold, tuple(options.items()),
-                         args.keep_edges)
+                         args.keep_edges, args.diameter)
     spec.check()
     return spec
 
 
 def _predict(args: argparse.Namespace) -> int:
     from bloomseg.data.images import expand_inputs
-    from bloomseg.outputs.run import SUMMARY_FILE, segment_files
+    from bloomseg.outputs.run import segment_files
+    from bloomseg.outputs.summary import SUMMARY_FILE
 
     spec = _spec(args, ("strategy", "overlap", "sigma", "context", "tta", "batch_size"))
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
@@ -75,6 +76,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                 choices=STRATEGIES)
     parser.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     add_setting(parser, SegmenterSpec, "threshold", "cell probability threshold", "--threshold")
+    add_setting(parser, SegmenterSpec, "diameter", "the images' cell diameter in px: each image "
+                "is resampled so its cells are at the model's, and every output mapped back "
+                "(default: the model's own scale)", "--diameter", metavar="PX")
     parser.add_argument("--keep-edges", action="store_true", help=KEEP_EDGES_HELP)
     add_setting(parser, InferenceOptions, "batch_size", "tiles per pass")
     add_setting(parser, OutputOptions, "max_pixels", "refuse images of more pixels, read from the "

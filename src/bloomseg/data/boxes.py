@@ -63,6 +63,15 @@ def yolo_to_cxcywh(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return boxes[:, 1:5] * scale
 
 
+def box_diameters(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(M,) px: the diameter of each YOLO box's cell, the mean of the box's width and
+    height, for the boxes that do not reach the image's border (a cut cell's box is
+    smaller than the cell)."""
+    xyxy = yolo_to_xyxy(boxes, height, width)
+    whole = ~touches_border(*np.round(xyxy).T, height, width)
+    return ((xyxy[:, 2] - xyxy[:, 0] + xyxy[:, 3] - xyxy[:, 1]) / 2)[whole]
+
+
 def ellipse_areas(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """(N,) px: the area of the ellipse inscribed in each YOLO box, comparable with a
     round cell's pixel area."""

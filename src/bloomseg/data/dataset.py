@@ -147,6 +147,65 @@ def load_sample(sample: Sample, max_pixels: int | None = MAX_PIXELS) -> tuple[np
     return image, mask
 
 
+MIN_COMPONENT = 50
+"""px: mask components this small are specks, not cells (the BBBC041Seg masks hold many)."""
+
+
+def cell_diameters(boxes: np.ndarray | None, mask: np.ndarray | None,
+                   size: tuple[int, int]) -> np.ndarray:
+    """(M,) px: the diameters of an image's whole cells (none cut by its border): from
+    its YOLO boxes where it has them, else the equivalent diameters of its mask's
+    components (touching cells merge there, so a mask overstates them a little).
+
+    Args:
+        boxes: (N, 5) YOLO rows, or None.
+        mask: (H, W) bool, needed where there are no boxes.
+        size: (H, W) of the image.
+    """
+    from scipy import ndimage
+
+    from bloomseg.data.boxes import box_diameters, touches_border
+
+    height, width = size
+    if boxes is not None:
+        return box_diameters(boxes, height, width)
+    if mask is None:
+        return np.zeros(0)
+    labels, count = ndimage.label(mask)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    keep = [i for i, box in enumerate(ndimage.find_objects(labels))
+            if areas[i] >= MIN_COMPONENT and not touches_border(
+                box[1].start, box[0].start, box[1].stop, box[0].stop, height, width)]
+    return 2 * np.sqrt(areas[keep] / np.pi)
+
+
+def median_diameter(samples: list[Sample], max_pixels: int | None = MAX_PIXELS) -> float | None:
+    """The median diameter of the whole cells of some samples, pooled, rounded to 0.1 px
+    (None: no whole cell). Boxes need only the image's header; masks are read.
+
+    Raises:
+        DataError, ImageError: a file cannot be read (named).
+    """
+    from bloomseg.data.boxes import read_boxes
+    from bloomseg.data.images import header_shape
+
+    found = []
+    for s in samples:
+        if s.boxes is not None:
+            found.append(cell_diameters(read_boxes(s.boxes), None, header_shape(s.image)))
+        elif s.mask is not None:
+            mask = read_mask(s.mask, max_pixels)
+            found.append(cell_diameters(None, mask, mask.shape))
+    return pooled_median(found)
+
+
+def pooled_median(diameters: list[np.ndarray]) -> float | None:
+    """The median of several images' cell diameters pooled, rounded to 0.1 px (None: no
+    cell at all)."""
+    pooled = np.concatenate(diameters) if diameters else np.zeros(0)
+    return round(float(np.median(pooled)), 1) if pooled.size else None
+
+
 def make_splits(stems: list[str], seed: int = 0, val_fraction: float = 0.2) -> dict:
     """A seeded train/val split of image stems (at least one of each when possible)."""
     if not 0 <= val_fraction < 1:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bloomseg.backbone import PATCH_SIZE
 from bloomseg.errors import ConfigError
-from bloomseg.model.config import ModelConfig
+from bloomseg.model.config import DIAMETER, ModelConfig
 from bloomseg.settings import Range, check_ranges, range_of, setting
 
 STRATEGIES = ("stitch", "blend")
@@ -69,6 +69,7 @@ class SegmenterSpec:
         options: :class:`InferenceOptions` fields, as (name, value) pairs; mode and tile
             default to the model's.
         keep_edges: keep the slivers of cells at the image's edge.
+        diameter: px, the cell diameter of the images (None: the model's own scale).
     """
 
     model: str = "default"
@@ -76,6 +77,7 @@ class SegmenterSpec:
     threshold: float = setting(THRESHOLD, Range(float, 0, 1, low_open=True, high_open=True))
     options: tuple[tuple[str, object], ...] = ()
     keep_edges: bool = False
+    diameter: float | None = setting(None, DIAMETER)
 
     def check(self) -> None:
         """Raise ConfigError naming an invalid setting, without loading the model (its
@@ -92,7 +94,8 @@ class SegmenterSpec:
         from bloomseg.inference.segmenter import Segmenter
 
         return Segmenter.load(self.model, weights=self.weights, threshold=self.threshold,
-                              keep_edges=self.keep_edges, **dict(self.options))
+                              keep_edges=self.keep_edges, diameter=self.diameter,
+                              **dict(self.options))
 
     def absolute(self) -> SegmenterSpec:
         """The same with file paths made absolute, for workers started elsewhere."""

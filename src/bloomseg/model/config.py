@@ -17,12 +17,17 @@ HEADS = ("linear", "transposed_conv", "fusion")
 """Heads over ViT features; a ``unet`` model is a network of its own (backbone ``unet``)."""
 MODES = ("tiling", "padding", "resize")
 """What the network sees of an image (see :mod:`bloomseg.model.inputs`)."""
+DIAMETER = Range(float, 5, 1000)
+"""px: the cell diameters a model or an image may have."""
 MAX_UNET_LEVELS = 8
 """The deepest U-Net a model file may ask for (16 * 2**7 = 2048 channels at the bottom)."""
 
-LEGACY = {"unet_levels": 4, "centres": False, "centre_sigma": 0.15, "unfreeze_blocks": 0}
+LEGACY = {"unet_levels": 4, "centres": False, "centre_sigma": 0.15, "unfreeze_blocks": 0,
+          "cell_diameter": None}
 """The values that files written before a setting existed meant: a 4-level U-Net, no
-centre map (then centre Gaussians of sigma 0.15), a frozen backbone."""
+centre map (then centre Gaussians of sigma 0.15), a frozen backbone, a cell size not
+measured (:func:`bloomseg.model.files.load_model` measures it from the run's data where
+that is at hand)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class ModelConfig:
         centres: the model also predicts a cell-centre map (a second channel).
         unet_levels: resolution levels of a ``unet``.
         unfreeze_blocks: fine-tuned last blocks of the backbone.
+        cell_diameter: px, the median diameter of the cells the model was trained on (None:
+            unknown, for models trained before it was measured); every size-like setting
+            tuned with it (seed spacing, smallest cell, edge slivers) is at this scale.
     """
 
     backbone: str = "dinobloom-s"
@@ -46,11 +54,14 @@ class ModelConfig:
     centres: bool = True
     unet_levels: int = setting(5, Range(int, 1, MAX_UNET_LEVELS))
     unfreeze_blocks: int = setting(0, Range(int, 0, 64))
+    cell_diameter: float | None = setting(None, DIAMETER)
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
         for f in fields(self):
             value, kind = getattr(self, f.name), type(f.default)
+            if f.default is None:  # optional: its range says what it accepts
+                continue
             # bool is an int to Python, but not a size
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ConfigError(f"{f.name} must be {kind.__name__}, got {value!r}")

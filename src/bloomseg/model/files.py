@@ -10,6 +10,7 @@ every setting checked (:class:`~bloomseg.model.config.ModelConfig`) before a mod
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -229,6 +230,8 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
         cfg = ModelConfig.from_dict(payload["config"])
     except (ConfigError, TypeError) as e:  # TypeError: a setting of the wrong type
         raise CheckpointError(f"{path}: invalid model settings: {e}") from None
+    if cfg.cell_diameter is None:  # trained before the size was measured: measure it now
+        cfg = replace(cfg, cell_diameter=_measured_diameter(payload["config"].get("data")))
     if cfg.backbone != "unet" and backbone is None:
         backbone = _load_backbone(cfg.backbone, weights, payload, path)
     if backbone is not None:
@@ -253,6 +256,19 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
         raise CheckpointError(f"{path}: weights do not fit a {cfg.head} model: {e}") from None
     payload["config"] = payload["config"] | cfg.as_dict()
     return model.eval(), payload
+
+
+def _measured_diameter(data: object) -> float | None:
+    """The median cell diameter of a run's training data, where that data is at hand."""
+    from bloomseg.data.dataset import median_diameter, scan_split
+    from bloomseg.errors import BloomsegError
+
+    if not isinstance(data, str) or not Path(data).is_dir():
+        return None
+    try:
+        return median_diameter(scan_split(data, "train").samples)
+    except BloomsegError:
+        return None
 
 
 def _load_backbone(name: str, weights: str | Path | None, payload: dict,

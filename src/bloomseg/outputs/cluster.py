@@ -24,7 +24,8 @@ from pathlib import Path
 from bloomseg.errors import BloomsegError
 from bloomseg.inference.options import SegmenterSpec
 from bloomseg.outputs.options import OutputOptions
-from bloomseg.outputs.run import SUMMARY_COLUMNS, finish_run, planned_row, segment_image
+from bloomseg.outputs.run import finish_run, planned_row, segment_image
+from bloomseg.outputs.summary import SUMMARY_COLUMNS
 from bloomseg.settings import Range
 
 WORKERS = Range(int, 1, 1024)

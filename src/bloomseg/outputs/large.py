@@ -31,6 +31,7 @@ from bloomseg.data.images import TILE, LazyImage
 from bloomseg.files import atomic_path, save_csv, save_json, save_png
 from bloomseg.grids import blocks
 from bloomseg.outputs.options import OutputOptions
+from bloomseg.outputs.summary import diameter_fields
 
 PREVIEW = 2048
 """Longest side of the overlay picture of a large image."""
@@ -138,6 +139,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
                                        edges=(ext[0] == 0, ext[1] == h, ext[2] == 0, ext[3] == w))
             mask = _crop(result.mask, ext, core)
             cell_pixels += int(mask.sum())
+            diameter = result
             np.save(tmp / f"mask{k}.npy", mask)
             if options.save_prob:
                 np.save(tmp / f"prob{k}.npy", _crop(result.probability, ext, core))
@@ -176,7 +178,8 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
 
         columns = math.ceil(w / block)
         luts, count, chosen = _merge(done, tmp, columns) if instances else ([], 0, {})
-        stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}"}
+        stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}",
+                 **diameter_fields(diameter)}
 
         def crop(kind: str, box: tuple[int, int, int, int], k: int) -> np.ndarray:
             """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids.

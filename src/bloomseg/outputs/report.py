@@ -122,12 +122,14 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         stem = Path(r["image"]).stem
         names = r.get("files", {}).values()
         links = " ".join(_link(n, n[len(stem):].lstrip("_.") or n) for n in names)
+        diameter = f"{r['diameter']} px ({r['diameter_source']})" if r.get("diameter") else ""
         image_rows.append([_e(Path(r["image"]).name), _e(f"{r['width']}x{r['height']}"),
                            _e(r["cell_fraction"]), _e(r["cells"]), _e(r["complete_cells"]),
-                           _e(r["seconds"]), links])
+                           _e(diameter), _e(r["seconds"]), links])
     if image_rows:
         sections.append(("Images", table(["image", "size", "cell fraction", "cells",
-                                          "not cut by border", "seconds", "files"], image_rows, raw=True)))
+                                          "not cut by border", "cell diameter", "seconds",
+                                          "files"], image_rows, raw=True)))
         gallery = "".join(
             figure(r["files"]["overlay"],
                    f"{Path(r['image']).name}: " + (f"{r['cells']} cells ({r['complete_cells']} "

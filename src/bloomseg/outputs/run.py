@@ -18,13 +18,8 @@ import numpy as np
 from bloomseg.errors import BloomsegError
 from bloomseg.files import existing
 from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
+from bloomseg.outputs.summary import SUMMARY_COLUMNS, SUMMARY_FILE, diameter_fields
 
-SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
-                   "seconds", "status")
-"""``cells``: labelled cells (with ``cells``); ``complete_cells``: those not cut by the
-image border, the count to compare between fields. A row also carries ``files`` (kind ->
-file name of what was written), which summary.csv leaves out."""
 COCO_FILE = "cells_coco.json"
 RECORDS = ".bloomseg"
 """Folder in the output folder holding ``<stem>.json`` for each image whose outputs are
@@ -122,7 +117,8 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
         with atomic_output(outputs["prob"]) as f:
             Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
     row = {"width": image.shape[1], "height": image.shape[0],
-           "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}"}
+           "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}",
+           **diameter_fields(result)}
     annotations = None
     if result.labels is not None:
         cells = measure_cells(result.labels, image)

@@ -61,6 +61,8 @@ class TrainConfig:
     unet_levels: int = setting(5, range_of(ModelConfig, "unet_levels"))
     max_pixels: int = setting(MAX_PIXELS, POSITIVE_INT)
     init: str | None = None
+    cell_diameter: float | None = setting(None, range_of(ModelConfig, "cell_diameter"))
+    """Measured from the training data when the run starts (see ModelConfig)."""
 
     def __post_init__(self) -> None:
         if self.head is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bloomseg.data.boxes import read_boxes, yolo_to_cxcywh
-from bloomseg.data.dataset import Sample, scan_split
+from bloomseg.data.dataset import Sample, cell_diameters, pooled_median, scan_split
 from bloomseg.errors import BloomsegError, DataError
 from bloomseg.model.inputs import View, dihedral, random_view, render, training_views
 from bloomseg.train.augment import ColourJitter
@@ -83,6 +83,16 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
     if errors:
         raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
     return images
+
+
+def median_diameter(images: list[TrainImage], store: ImageStore) -> float | None:
+    """The median diameter of the images' whole cells: from their boxes, else their masks
+    (see :func:`bloomseg.data.dataset.cell_diameters`)."""
+    found = []
+    for img in images:
+        mask = None if img.boxes is not None else np.asarray(store.load(img.sample, img.key)[1])
+        found.append(cell_diameters(img.boxes, mask, img.size))
+    return pooled_median(found)
 
 
 def render_example(cfg: TrainConfig, store: ImageStore, jitter: ColourJitter | None,
