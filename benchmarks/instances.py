@@ -7,7 +7,7 @@ validation split during training); (b) the same mask, cells seeded at distance-t
 peaks (settings tuned here on the same validation images); (c) the classical pipeline:
 Otsu's threshold, holes filled, distance-transform watershed (tuned the same way);
 (d) the ceiling of the instance step: the true mask, seeded at the true boxes' centres.
-Scores: cells matched to the true boxes at IoU >= 0.5 (bloomseg.matching), and the mean
+Scores: cells matched to the true boxes at IoU >= 0.5 (bloomseg.cells.matching), and the mean
 relative count error of the cells that do not touch the border.
 """
 

@@ -10,7 +10,7 @@ Three published layouts hold the same DINOv2 ViT under different names:
 - ``timm``: timm / Hugging Face ``model.safetensors`` (``1aurent/vit_*_patch14_224.dinobloom``),
   no ``mask_token``, SwiGLU packed as ``mlp.fc1``/``mlp.fc2``.
 
-:func:`remap_state_dict` turns any of them into :mod:`bloomseg.vit` names; the model then
+:func:`remap_state_dict` turns any of them into :mod:`bloomseg.backbone.vit` names; the model then
 loads with ``strict=True``. Files are read with ``torch.load(weights_only=True)`` or
 safetensors only, so a checkpoint is data and never code.
 """
@@ -134,7 +134,7 @@ def detect_layout(checkpoint: Mapping[str, Any]) -> str:
 
 
 def remap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """Map a checkpoint of any published layout to :class:`~bloomseg.vit.DinoVisionTransformer` names.
+    """Map a checkpoint of any published layout to :class:`~bloomseg.backbone.vit.DinoVisionTransformer` names.
 
     Pure: renames and drops entries, never changes a value. Unwraps ``teacher`` and
     ``backbone.``, drops ``dino_head``/``ibot_head``/``head``, flattens DINOv2's chunked

@@ -82,7 +82,7 @@ def geojson_features(labels: np.ndarray, rows: list[dict], name: str = "Cell") -
 
     Args:
         labels: (H, W) cell labels.
-        rows: per-cell measurements (:func:`bloomseg.measure.measure_cells`), keyed by ``id``.
+        rows: per-cell measurements (:func:`bloomseg.cells.measure.measure_cells`), keyed by ``id``.
         name: the classification QuPath shows.
     """
     return polygons_geojson(cell_polygons(labels), rows, name)

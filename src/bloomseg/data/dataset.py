@@ -127,7 +127,7 @@ def read_mask(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarr
 
 def load_sample(sample: Sample, max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask of a sample (larger than ``max_pixels``: refused, see
-    :func:`bloomseg.io.read_image`).
+    :func:`bloomseg.data.images.read_image`).
 
     Returns:
         (H, W, 3) uint8 image, (H, W) bool mask.
