@@ -134,7 +134,8 @@ def detect_layout(checkpoint: Mapping[str, Any]) -> str:
 
 
 def remap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-    """Map a checkpoint of any published layout to :class:`~bloomseg.backbone.vit.DinoVisionTransformer` names.
+    """Map a checkpoint of any published layout to the names of
+    :class:`~bloomseg.backbone.vit.DinoVisionTransformer`.
 
     Pure: renames and drops entries, never changes a value. Unwraps ``teacher`` and
     ``backbone.``, drops ``dino_head``/``ibot_head``/``head``, flattens DINOv2's chunked
