@@ -20,14 +20,12 @@ MODEL_HELP = ("default (the model shipped with bloomseg), a run folder (its best
 
 
 def _spec(args: argparse.Namespace, names: tuple[str, ...]) -> SegmenterSpec:
-    """The model and how to run it, checked (model settings read, nothing built)."""
+    """The model and how to run it (checked where it is loaded, or by ``check``)."""
     options = {k: getattr(args, k) for k in names}
     if getattr(args, "mode", None):
         options["mode"] = args.mode
-    spec = SegmenterSpec(args.model, args.weights, args.threshold, tuple(options.items()),
+    return SegmenterSpec(args.model, args.weights, args.threshold, tuple(options.items()),
                          args.keep_edges, args.diameter)
-    spec.check()
-    return spec
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -35,15 +33,20 @@ def _predict(args: argparse.Namespace) -> int:
     from bloomseg.outputs.run import segment_files
     from bloomseg.outputs.summary import SUMMARY_FILE
 
-    spec = _spec(args, ("strategy", "overlap", "sigma", "context", "tta", "batch_size"))
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
                             True if args.large else None, args.block, args.halo, args.max_pixels)
     outputs.check()
+    spec = _spec(args, ("strategy", "overlap", "sigma", "context", "tta", "batch_size"))
+    on_cluster = bool(args.workers or args.scheduler)
+    if on_cluster:  # the workers load the model: its options are checked here, before them
+        spec.check()
+    else:  # loading checks its options, before any input is read
+        segmenter = spec.load()
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: bloomseg predict: no input images found", file=sys.stderr)
         return EXIT_FAILED
-    if args.workers or args.scheduler:
+    if on_cluster:
         from bloomseg.outputs.cluster import connect, segment_files_on_cluster
 
         with connect(args.workers, args.scheduler) as client:
@@ -54,7 +57,7 @@ def _predict(args: argparse.Namespace) -> int:
                                             args.overwrite, progress=not args.quiet,
                                             resume=args.resume)
     else:
-        rows = segment_files(spec.load(), paths, args.output, outputs, args.overwrite,
+        rows = segment_files(segmenter, paths, args.output, outputs, args.overwrite,
                              progress=not args.quiet, resume=args.resume)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / SUMMARY_FILE}")

@@ -96,10 +96,11 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     save_figure(fig, out_dir / PLOTS[3])
 
 
-def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, labelled: bool
+def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: bool
            ) -> tuple[PixelCounts, dict, BoxMatch | None, MaskMatch | None, Prediction]:
     """One sample's pixel counts, per-image row, box and mask matches (None where the
-    sample has no boxes or labels) and prediction (with cells where ``labelled``)."""
+    sample has no boxes or labels) and prediction (its cells separated where it has boxes
+    or labels, or where ``cells`` asks for them)."""
     image, mask = load_sample(sample, max_pixels)
     boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
     true_labels = None
@@ -108,7 +109,7 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, labelle
         if true_labels.shape != mask.shape:
             raise DataError(f"{sample.labels}: labels are {true_labels.shape[::-1]} but the "
                             f"image is {mask.shape[::-1]}")
-    result = segmenter.predict(image, instances=labelled or boxes is not None
+    result = segmenter.predict(image, instances=cells or boxes is not None
                                or true_labels is not None)
     counts = PixelCounts.of(result.mask, mask)
     row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,

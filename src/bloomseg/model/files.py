@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from bloomseg.backbone.vit import DinoVisionTransformer
-from bloomseg.errors import CheckpointError, ConfigError
-from bloomseg.model.config import LEGACY, MODEL_SETTINGS, ModelConfig
+from bloomseg.errors import BloomsegError, CheckpointError, ConfigError
+from bloomseg.model.config import ModelConfig
 from bloomseg.model.network import SegmentationModel
 
 CHECKPOINT_KIND = "bloomseg-segmentation-model"
@@ -188,9 +188,8 @@ def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = F
     folder = Path(folder)
     refuse_existing([folder / n for n in EXPORT_FILES], overwrite)
     state = {k: v.contiguous() for k, v in payload.pop("state").items()}
-    config = payload.pop("config")
-    payload = {k: v for k, v in payload.items() if k in EXPORTED}
-    payload["config"] = {k: (LEGACY | config)[k] for k in MODEL_SETTINGS if k in LEGACY | config}
+    config = _model_config(payload, checkpoint).as_dict()
+    payload = {k: v for k, v in payload.items() if k in EXPORTED} | {"config": config}
     with atomic_output(folder / EXPORT_FILES[0]) as f:
         f.write(save(state))
     save_json(folder / EXPORT_FILES[1], payload)
@@ -224,14 +223,7 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
             was trained on.
     """
     payload = read_checkpoint_file(path)
-    if not isinstance(payload.get("config"), dict):
-        raise CheckpointError(f"{path}: the model settings are missing or not a mapping")
-    try:
-        cfg = ModelConfig.from_dict(payload["config"])
-    except (ConfigError, TypeError) as e:  # TypeError: a setting of the wrong type
-        raise CheckpointError(f"{path}: invalid model settings: {e}") from None
-    if cfg.cell_diameter is None:  # trained before the size was measured: measure it now
-        cfg = replace(cfg, cell_diameter=_measured_diameter(payload["config"].get("data")))
+    cfg = _model_config(payload, path)
     if cfg.backbone != "unet" and backbone is None:
         backbone = _load_backbone(cfg.backbone, weights, payload, path)
     if backbone is not None:
@@ -258,17 +250,28 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
     return model.eval(), payload
 
 
-def _measured_diameter(data: object) -> float | None:
-    """The median cell diameter of a run's training data, where that data is at hand."""
-    from bloomseg.data.dataset import median_diameter, scan_split
-    from bloomseg.errors import BloomsegError
+def _model_config(payload: dict, path: str | Path) -> ModelConfig:
+    """The checked settings a model file is rebuilt from; a model trained before its cell
+    diameter was measured has it measured from its training data, where that is at hand.
 
-    if not isinstance(data, str) or not Path(data).is_dir():
-        return None
+    Raises:
+        CheckpointError: the settings are missing or invalid.
+    """
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path}: the model settings are missing or not a mapping")
     try:
-        return median_diameter(scan_split(data, "train").samples)
-    except BloomsegError:
-        return None
+        cfg = ModelConfig.from_dict(payload["config"])
+    except (ConfigError, TypeError) as e:  # TypeError: a setting of the wrong type
+        raise CheckpointError(f"{path}: invalid model settings: {e}") from None
+    data = payload["config"].get("data")
+    if cfg.cell_diameter is None and isinstance(data, str) and Path(data).is_dir():
+        from bloomseg.data.dataset import median_diameter, scan_split
+
+        try:
+            cfg = replace(cfg, cell_diameter=median_diameter(scan_split(data, "train").samples))
+        except BloomsegError:  # unreadable data: the size stays unknown
+            pass
+    return cfg
 
 
 def _load_backbone(name: str, weights: str | Path | None, payload: dict,

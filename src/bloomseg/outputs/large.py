@@ -139,7 +139,6 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
                                        edges=(ext[0] == 0, ext[1] == h, ext[2] == 0, ext[3] == w))
             mask = _crop(result.mask, ext, core)
             cell_pixels += int(mask.sum())
-            diameter = result
             np.save(tmp / f"mask{k}.npy", mask)
             if options.save_prob:
                 np.save(tmp / f"prob{k}.npy", _crop(result.probability, ext, core))
@@ -179,7 +178,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
         columns = math.ceil(w / block)
         luts, count, chosen = _merge(done, tmp, columns) if instances else ([], 0, {})
         stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}",
-                 **diameter_fields(diameter)}
+                 **diameter_fields(result)}  # every block is predicted alike
 
         def crop(kind: str, box: tuple[int, int, int, int], k: int) -> np.ndarray:
             """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids.
@@ -224,11 +223,12 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
                 annotations = []
                 for cell, (r0, r1, c0, c1) in enumerate(_cell_boxes(done, luts, tmp, count), 1):
                     mask = np.zeros((r1 - r0, c1 - c0), bool)
-                    for k, core in enumerate(cores):  # the final labels come from the cores
-                        part = _overlap(core, (r0, r1, c0, c1))
-                        if part is not None:
-                            mask[part[0] - r0:part[1] - r0, part[2] - c0:part[3] - c0] = \
-                                crop("labels", part, k) == cell
+                    # the written labels come from the cores: those of the blocks it spans
+                    for k in (i * columns + j for i in range(r0 // block, (r1 - 1) // block + 1)
+                              for j in range(c0 // block, (c1 - 1) // block + 1)):
+                        part = _overlap(cores[k], (r0, r1, c0, c1))
+                        mask[part[0] - r0:part[1] - r0, part[2] - c0:part[3] - c0] = \
+                            crop("labels", part, k) == cell
                     annotations.append(cell_annotation(mask, (r0, c0), (h, w)))
         else:
             save_png(outputs["overlay"], overlay(preview, preview_mask))
