@@ -1,58 +1,164 @@
-"""Cell size: the default model on smears whose cells are not its size.
+"""Cell size: the automatic diameter estimate, and the default model on smears whose cells
+are not its size.
 
-    python benchmarks/cell_size.py --scales 0.4 1.5
+    python benchmarks/cell_size.py --fit        # the estimate's calibration, train splits
+    python benchmarks/cell_size.py              # everything below, test splits
 
-The 10 test smears of ../shared/data/bbbc041seg are resampled by each scale (so their red
-cells are about 43 px or 163 px across instead of 109 px) and segmented twice: at the
-model's own scale (no --diameter, as before bloomseg knew cell sizes) and with
---diameter set to the median diameter of each smear's boxes at that scale. Cells are
-matched to the scaled boxes (IoU >= 0.5); reported: cell F1 and the mean relative count
-error, and seconds per smear.
+1. **Estimate vs boxes**, per test image of ``bbbc041seg``, ``txlpbc`` raabin and pbc: the
+   automatic estimate against the median of the image's red-cell boxes (the share
+   within 15%), and on synthetic smears (cells of 30 to 200 px) resized by 0.4x and 2x.
+2. **The default model at the images' own resolution**, with (a) ``--diameter model``,
+   (b) the true diameter (the red-cell box median), (c) ``--diameter auto``: cell F1
+   against every box (IoU >= 0.5, one to one) and the mean relative count error.
+3. **Seconds per 1600x1200 smear** (``bbbc041seg`` test), with the estimate against at
+   the model's own scale, median of the smears, in the same run.
+4. **Resized smears**: ``bbbc041seg`` test resampled by ``--scales`` (cells about 43 and
+   163 px), (a) vs (b) vs (c).
+
+``--fit`` prints the median ratio of box median to raw estimate over the train splits:
+``bloomseg.cells.size.CALIBRATION`` is that figure; test images never choose it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bloomseg.cells import size
 from bloomseg.cells.matching import match_boxes, total_boxes
+from bloomseg.cells.size import estimate_diameter
 from bloomseg.data.boxes import box_diameters, read_boxes, yolo_to_xyxy
 from bloomseg.data.images import read_image
+from bloomseg.data.resampling import resample
+from bloomseg.data.synthetic import smear
 from bloomseg.inference.segmenter import Segmenter
-from bloomseg.model.inputs import resample
+
+RED = {"bbbc041": 0, "raabin": 1, "pbc": 1}
+"""The red-cell class of each source's boxes (each dataset's classes.txt)."""
+
+
+def images(data: Path, split: str, limit: int | None = None):
+    """(source, image path, boxes path) of a split of ``bbbc041seg`` and ``txlpbc``."""
+    root = data / "bbbc041seg" / split
+    if (root / "original").is_dir():
+        for path in sorted((root / "original").iterdir())[:limit]:
+            yield "bbbc041", path, root / "boxes" / f"{path.stem}.txt"
+    rows = list(csv.DictReader(open(data / "txlpbc" / "manifest.csv", encoding="utf-8")))
+    for source in ("raabin", "pbc"):
+        chosen = [r for r in rows if r["split"] == split and r["source"] == source][:limit]
+        for r in chosen:
+            path = data / "txlpbc" / split / "original" / r["file"]
+            yield source, path, data / "txlpbc" / split / "boxes" / f"{path.stem}.txt"
+
+
+def red_median(boxes: np.ndarray, source: str, h: int, w: int) -> float | None:
+    """The median diameter of an image's whole red-cell boxes (None: none)."""
+    diameters = box_diameters(boxes[boxes[:, 0] == RED[source]], h, w)
+    return float(np.median(diameters)) if len(diameters) else None
+
+
+def fit(data: Path, limit: int | None) -> None:
+    """Print the median box median / raw estimate over the train splits."""
+    ratios: dict[str, list[float]] = {}
+    for source, path, box_path in images(data, "train", limit):
+        image = read_image(path)
+        truth = red_median(read_boxes(box_path), source, *image.shape[:2])
+        estimate = estimate_diameter(image).diameter
+        if truth and estimate:
+            ratios.setdefault(source, []).append(truth / (estimate / size.CALIBRATION))
+    pooled = [r for v in ratios.values() for r in v]
+    for source, values in ratios.items():
+        print(f"{source}: {len(values)} images, box / raw estimate median {np.median(values):.3f}")
+    print(f"pooled, each dataset's images weighted alike: "
+          f"{np.median([np.median(v) for v in ratios.values()]):.3f}; all images: "
+          f"{np.median(pooled):.3f} (CALIBRATION now {size.CALIBRATION})")
+
+
+def synthetic(scales: list[float]) -> None:
+    """Estimate / true diameter on synthetic smears, resized."""
+    print("\n| synthetic cells (px) | resized | estimate / truth |")
+    print("| --- | --- | --- |")
+    for diameter in (30, 60, 100, 200):
+        rng = np.random.default_rng(diameter)
+        cells: list = []
+        side = 12 * diameter
+        image, _ = smear(rng, side, side, cells, radius=(0.45 * diameter, 0.55 * diameter),
+                         density=0.35 / diameter**2)
+        truth = float(np.median([2 * r for _, _, r in cells]))
+        for scale in (1.0, *scales):
+            resized = image if scale == 1 else resample(image, scale)
+            estimate = estimate_diameter(resized).diameter
+            ratio = f"{estimate / (truth * scale):.3f}" if estimate else "no cells"
+            print(f"| {diameter} | {scale}x | {ratio} |")
+
+
+def compare(segmenter: Segmenter, data: Path, scales: list[float], limit: int | None) -> None:
+    """Sections 1 to 4 of the docstring."""
+    kinds = {"(a) model": "model", "(b) true": None, "(c) auto": "auto"}
+    table: dict[tuple[str, str], list] = {}
+    estimates: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {"estimate alone": []}
+    for source, path, box_path in images(data, "test", limit):
+        for scale in ((1.0, *scales) if source == "bbbc041" else (1.0,)):
+            image = read_image(path)
+            image = image if scale == 1 else resample(image, scale)
+            h, w = image.shape[:2]
+            boxes = read_boxes(box_path)
+            truth = red_median(boxes, source, h, w)
+            name = source if scale == 1 else f"{source} x{scale}"
+            start = time.perf_counter()
+            estimate = estimate_diameter(image).diameter
+            took = time.perf_counter() - start
+            if scale == 1 and truth and estimate:
+                estimates.setdefault(source, []).append(estimate / truth)
+            for kind, diameter in kinds.items():
+                start = time.perf_counter()
+                labels = segmenter.predict(image, instances=True,
+                                           diameter=diameter or truth or "model").labels
+                if name == "bbbc041":
+                    seconds.setdefault(kind, []).append(time.perf_counter() - start)
+                table.setdefault((name, kind), []).append(
+                    match_boxes(labels, yolo_to_xyxy(boxes, h, w)))
+            if name == "bbbc041":
+                seconds["estimate alone"].append(took)
+        print(f"{source} {path.name}: done", flush=True)
+    print("\n| test images | estimate / red-box median: median | within 15% |")
+    print("| --- | --- | --- |")
+    for source, ratios in estimates.items():
+        r = np.array(ratios)
+        print(f"| {source} ({len(r)}) | {np.median(r):.3f} | {np.mean(abs(r - 1) <= 0.15):.0%} |")
+    print("\n| images | diameter | cell F1 | mean count error |")
+    print("| --- | --- | --- | --- |")
+    for (name, kind), matches in table.items():
+        error = np.mean([abs(m.relative_count_error) for m in matches])
+        print(f"| {name} | {kind} | {total_boxes(matches).f1:.3f} | {error:.1%} |")
+    print("\n| 1600x1200 smear | median s |")
+    print("| --- | --- |")
+    for kind, values in seconds.items():
+        print(f"| {kind} | {np.median(values):.2f} |")
+    ratio = np.median(np.array(seconds["(c) auto"]) / np.array(seconds["(a) model"]))
+    print(f"\nauto / model seconds, median of per-smear ratios: {ratio:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/bbbc041seg")
+    parser.add_argument("--data", default="../shared/data", type=Path)
     parser.add_argument("--model", default="default")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.4, 1.5])
+    parser.add_argument("--fit", action="store_true", help="fit the calibration on train splits")
+    parser.add_argument("--limit", type=int, help="images per dataset and source (all)")
     args = parser.parse_args()
+    if args.fit:
+        fit(args.data, args.limit)
+        return
+    synthetic([0.4, 2.0])
     segmenter = Segmenter.load(args.model)
-    test = Path(args.data) / "test"
-    print(f"model {args.model}: cell diameter {segmenter.cell_diameter} px")
-    print("| scale | diameter | cell F1 | mean count error | s / smear |")
-    print("| --- | --- | --- | --- | --- |")
-    for scale in args.scales:
-        results: dict[str, list] = {"model's own": [], "--diameter (boxes' median)": []}
-        seconds: dict[str, list] = {k: [] for k in results}
-        for path in sorted((test / "original").iterdir()):
-            image = resample(read_image(path), scale)
-            h, w = image.shape[:2]
-            boxes = read_boxes(test / "boxes" / f"{path.stem}.txt")
-            truth = float(np.median(box_diameters(boxes, h, w)))
-            for kind, diameter in zip(results, (None, truth)):
-                start = time.perf_counter()
-                labels = segmenter.predict(image, instances=True, diameter=diameter).labels
-                seconds[kind].append(time.perf_counter() - start)
-                results[kind].append(match_boxes(labels, yolo_to_xyxy(boxes, h, w)))
-        for kind, matches in results.items():
-            error = np.mean([m.relative_count_error for m in matches])
-            print(f"| {scale}x | {kind} | {total_boxes(matches).f1:.3f} | {error:.1%} | "
-                  f"{np.median(seconds[kind]):.2f} |")
+    print(f"\nmodel {args.model}: cell diameter {segmenter.cell_diameter} px")
+    compare(segmenter, args.data, args.scales, args.limit)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bloomseg.data.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
-from bloomseg.inference.segmenter import Prediction
+from bloomseg.inference.segmenter import Prediction, Scale
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc041seg"
 
@@ -218,8 +218,13 @@ class Components:
     whole image's labels are known exactly."""
 
     name = "components"
+    diameter = "model"  # segments every image at its own scale
 
-    def predict(self, image: np.ndarray, instances: bool = False, edges=None) -> Prediction:
+    def scale_of(self, image, diameter=None) -> Scale:
+        return Scale(None, "model")
+
+    def predict(self, image: np.ndarray, instances: bool = False, edges=None,
+                diameter=None, origin=(0, 0)) -> Prediction:
         from scipy import ndimage
 
         mask = image.mean(axis=2) < 200

@@ -126,7 +126,7 @@ def training(tmp_path_factory) -> tuple[Path, dict]:
 
 
 # (where, the largest n to draw: below the calls a 3-epoch run makes there)
-KILL_POINTS = {"step": 15, "checkpoint": 4, "cache": 40}
+KILL_POINTS = {"step": 12, "checkpoint": 4, "cache": 40}
 SEEDS = [0, 1, 2]
 
 

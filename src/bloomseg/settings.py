@@ -25,6 +25,7 @@ class Range:
         kind: ``int`` or ``float`` (floats must also be finite).
         low, high: bounds, None for none.
         low_open, high_open: the bound itself is excluded.
+        words: words the setting also accepts, as themselves (``auto``).
     """
 
     kind: type = float
@@ -32,21 +33,25 @@ class Range:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    words: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """The range in words: ``an integer >= 1``, ``a number in [0, 1)``."""
         what = "an integer" if self.kind is int else "a number"
         if self.low is not None and self.high is not None:
-            return (f"{what} in {'(' if self.low_open else '['}{self.low:g}, "
+            what = (f"{what} in {'(' if self.low_open else '['}{self.low:g}, "
                     f"{self.high:g}{')' if self.high_open else ']'}")
-        if self.low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{what} {'<' if self.high_open else '<='} {self.high:g}"
-        return what
+        elif self.low is not None:
+            what = f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            what = f"{what} {'<' if self.high_open else '<='} {self.high:g}"
+        return ", ".join((what, *self.words[:-1])) + f" or {self.words[-1]}" if self.words \
+            else what
 
     def contains(self, value: Any) -> bool:
-        """Whether ``value`` is of the kind and within the bounds."""
+        """Whether ``value`` is of the kind and within the bounds, or one of the words."""
+        if isinstance(value, str) and value in self.words:
+            return True
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.kind is int and not isinstance(value, int):
@@ -75,6 +80,8 @@ class Range:
 
     def __call__(self, text: str) -> int | float:
         """Parse a command-line value (an argparse ``type``)."""
+        if text in self.words:
+            return text
         try:
             value = self.kind(text)
         except ValueError:

@@ -83,15 +83,59 @@ def test_touching_disks_stay_apart_through_the_resampling(diameter):
     assert (label_iou(labels, truth).max(axis=1) > 0.9).all()
 
 
-def test_without_a_diameter_the_model_scale_is_used_and_named():
+def test_model_keeps_the_model_scale_and_names_it():
     image, _ = disks((220, 330), [(110, 110)], 100)
-    plain = segmenter().predict(image, instances=True)
+    plain = segmenter().predict(image, instances=True, diameter="model")
     same = segmenter().predict(image, instances=True, diameter=MODEL_DIAMETER)
     np.testing.assert_array_equal(plain.probability, same.probability)
-    assert (plain.diameter, plain.diameter_source) == (MODEL_DIAMETER, "model")
+    assert (plain.diameter, plain.diameter_source, plain.diameter_note) == (MODEL_DIAMETER, "model", "")
     # the segmenter's own diameter applies to every image it is given
     small, _ = disks((90, 120), [(45, 60)], 40)
     assert segmenter(diameter=40).predict(small, instances=True).labels.max() == 1
+
+
+def grid_of_disks(diameter: float, rows: int = 4, cols: int = 5) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Disks of one diameter on a grid, apart."""
+    d = diameter
+    centres = [(d * (0.9 + 1.5 * r), d * (0.9 + 1.5 * c)) for r in range(rows) for c in range(cols)]
+    return disks((int(d * (1.5 * rows + 0.3)), int(d * (1.5 * cols + 0.3))), centres, d)
+
+
+@pytest.mark.parametrize("diameter", [40, 160])
+def test_auto_estimates_each_image_and_segments_it_at_that_scale(diameter):
+    image, masks = grid_of_disks(diameter)
+    auto = segmenter().predict(image, instances=True)  # auto is the default
+    assert auto.diameter_source == "estimated" and auto.diameter_note == ""
+    assert abs(auto.diameter / diameter - 1) <= 0.10
+    assert auto.labels.max() == len(masks)  # every cell, each one label
+    given = segmenter().predict(image, instances=True, diameter=diameter)
+    assert (label_iou(auto.labels, given.labels).max(axis=1) > 0.95).all()
+
+
+def test_auto_on_a_field_without_cells_keeps_the_model_scale_and_says_why():
+    image = np.full((150, 170, 3), 235, np.uint8)
+    result = segmenter().predict(image, instances=True)
+    assert result.labels.max() == 0
+    assert (result.diameter, result.diameter_source) == (MODEL_DIAMETER, "model")
+    assert result.diameter_note == ("no cells found to estimate the cell diameter from: "
+                                    "segmented at the model's scale")
+
+
+def test_auto_never_enlarges_an_image_more_than_its_bound():
+    # 12 px cells under a 100 px model: an 8x enlargement is refused, 4x is used and noted
+    image, _ = grid_of_disks(12, 6, 8)
+    result = segmenter().predict(image)
+    assert (result.diameter, result.diameter_source) == (25.0, "estimated")
+    assert result.diameter_note.startswith("cells estimated at ")
+    assert "segmented at 25.0 px (give --diameter to go lower)" in result.diameter_note
+
+
+def test_auto_with_a_model_that_does_not_know_its_cell_size():
+    image, _ = grid_of_disks(40)
+    unknown = Segmenter(DarkCells(), InferenceOptions(tile=224))
+    result = unknown.predict(image)
+    assert (result.diameter, result.diameter_source) == (None, "model")
+    assert "does not record its cell diameter" in result.diameter_note
 
 
 def test_an_empty_image_has_no_cells_at_any_diameter():
@@ -103,17 +147,21 @@ def test_an_empty_image_has_no_cells_at_any_diameter():
 
 def test_diameters_are_checked():
     image = np.full((40, 40, 3), 235, np.uint8)
-    for bad in (4, 1001, float("nan")):
-        with pytest.raises(ConfigError, match=r"diameter must be a number in \[5, 1000\]"):
+    for bad in (4, 1001, float("nan"), "automatic"):
+        with pytest.raises(ConfigError, match=r"diameter must be a number in \[5, 1000\], auto "
+                                              r"or model"):
             segmenter().predict(image, diameter=bad)
     unknown = Segmenter(DarkCells(), InferenceOptions(tile=224))
     with pytest.raises(ConfigError, match="does not record the diameter"):
         unknown.predict(image, diameter=50)
+    with pytest.raises(ConfigError, match="does not record the diameter"):  # at load, once
+        Segmenter(DarkCells(), InferenceOptions(tile=224), diameter=50)
     with pytest.raises(ConfigError, match="cell_diameter must be"):
         Segmenter(DarkCells(), cell_diameter=2)
 
 
-def test_block_wise_at_a_diameter_equals_in_memory(tmp_path):
+@pytest.mark.parametrize("diameter", [50, "auto"])
+def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter):
     import tifffile
 
     from bloomseg.data.images import TILE
@@ -124,12 +172,22 @@ def test_block_wise_at_a_diameter_equals_in_memory(tmp_path):
     centres = [(y, x) for y in np.arange(40, 700, 90) for x in np.arange(40, 700, 85)]
     image, _ = disks((700, 700), centres, d)
     tifffile.imwrite(tmp_path / "smear.tif", image, tile=(TILE, TILE))
-    labels = {}
+    labels, rows = {}, {}
     for large in (False, True):
         options = OutputOptions(cells=True, large=large, block=256, halo=128)
-        row = segment_image(segmenter(diameter=d), tmp_path / "smear.tif", tmp_path / str(large),
-                            options)
-        assert row["status"] == "ok" and row["diameter"] == "50.0" and row["diameter_source"] == "given"
+        row = segment_image(segmenter(diameter=diameter), tmp_path / "smear.tif",
+                            tmp_path / str(large), options)
+        assert row["status"] == "ok"
+        if diameter == "auto":  # one estimate for the image, not one per block
+            assert row["diameter_source"] == "estimated"
+            assert abs(float(row["diameter"]) / d - 1) <= 0.1
+        else:
+            assert (row["diameter"], row["diameter_source"]) == ("50.0", "given")
+        rows[large] = row
         labels[large] = tifffile.imread(tmp_path / str(large) / "smear_labels.tif")
+        cells = (tmp_path / str(large) / "smear_cells.csv").read_text().splitlines()
+        assert cells[0].endswith(",image_diameter,image_diameter_source")
+        assert cells[1].endswith(f",{row['diameter']},{row['diameter_source']}")
+    assert rows[True]["diameter"] == rows[False]["diameter"]
     assert labels[True].max() == labels[False].max() == len(centres)
     assert (label_iou(labels[True], labels[False]).max(axis=1) > 0.98).all()

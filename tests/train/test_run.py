@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from bloomseg.cells.instances import DEFAULT_CENTRES
-from bloomseg.data.dataset import load_sample, scan_split
+from bloomseg.data.dataset import scan_split
 from bloomseg.errors import ConfigError, DataError, OutputExistsError
 from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import InferenceOptions
 from bloomseg.model.files import load_model
+from bloomseg.train.cache import ImageStore
 from bloomseg.train.config import RUN_FILES, TrainConfig
+from bloomseg.train.examples import read_images
 from bloomseg.train.run import _Run, resume, train
 from conftest import require_shared_data, tiny_vit, write_dataset
 
@@ -68,13 +70,15 @@ def test_two_epoch_run_writes_every_file_and_learns(dataset, tmp_path, kind):
     model, _ = load_model(run / "best.pt", backbone=backbone_for(kind))
     val = json.loads((dataset / "splits.json").read_text())["val"]
     counts = PixelCounts()
+    # validation is at the common cell size, as training is
+    store = ImageStore(tmp_path / "store")
+    images = read_images(TrainConfig(**recorded["config"]), store)
     with torch.no_grad():
-        for sample in scan_split(dataset).samples:
-            if sample.stem in val:
-                image, mask = load_sample(sample)
-                logits = predict_logits(model, image, InferenceOptions(cfg.mode, cfg.tile))
-                assert logits.shape == (2, *mask.shape)  # cell and centre map
-                counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
+        for stem in val:
+            image, mask = images[stem].pixels(store)
+            logits = predict_logits(model, np.asarray(image), InferenceOptions(cfg.mode, cfg.tile))
+            assert logits.shape == (2, *mask.shape)  # cell and centre map
+            counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
     assert counts.dice == pytest.approx(result.best_dice, abs=1e-9)
 
 
@@ -111,7 +115,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(dataset, tmp_path, monke
 
 
 def test_cache_is_reused_equal_and_keyed_by_backbone(dataset, tmp_path):
-    common = dict(flips=False, rotations=False, colour_jitter=True, epochs=2, **HEADS["fusion"])
+    # at the images' own size, so the validation image is 2x2 tiles
+    common = dict(flips=False, rotations=False, colour_jitter=True, epochs=2, common_size=False,
+                  **HEADS["fusion"])
     first = train(config(dataset, tmp_path / "a", **common), backbone=tiny_vit(), progress=False)
     # 5 images x 4 training tiles + 2x2 stitched validation tiles, then nothing:
     # every view is cached

@@ -109,6 +109,9 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add_setting(a, TrainConfig, "hue_jitter", "largest hue shift, in turns of the colour "
                 "wheel; 0.5 draws any hue, for stains unlike the training smears'",
                 metavar="TURNS")
+    a.add_argument("--no-common-size", dest="common_size", action="store_false",
+                   help="train each image at its own scale, instead of scaling each so its "
+                   "cells are at the run's median cell diameter")
     a.add_argument("--no-cache", dest="cache", action="store_false",
                    help="run the frozen backbone on every tile of every epoch")
     a.add_argument("--cache-dir", help="decoded images and features (default: "

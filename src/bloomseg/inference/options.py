@@ -14,6 +14,14 @@ from bloomseg.settings import Range, check_ranges, range_of, setting
 STRATEGIES = ("stitch", "blend")
 THRESHOLD = 0.5
 """Cell probability above which a pixel is cell."""
+AUTO, OWN = "auto", "model"
+"""The images' cell diameter: estimated per image, or the model's own (no resampling)."""
+IMAGE_DIAMETER = replace(DIAMETER, words=(AUTO, OWN))
+"""What an image's cell diameter may be given as: px, ``auto`` or ``model``."""
+MAX_AUTO_ZOOM = 4.0
+"""The most an automatic estimate enlarges an image (cells estimated under the model's
+diameter / 4): a wrong small estimate would otherwise make a huge, slow image. A given
+``--diameter`` is not bounded."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class SegmenterSpec:
         options: :class:`InferenceOptions` fields, as (name, value) pairs; mode and tile
             default to the model's.
         keep_edges: keep the slivers of cells at the image's edge.
-        diameter: px, the cell diameter of the images (None: the model's own scale).
+        diameter: px, the cell diameter of the images, ``auto`` (estimated per image)
+            or ``model`` (the model's own scale).
     """
 
     model: str = "default"
@@ -77,7 +86,7 @@ class SegmenterSpec:
     threshold: float = setting(THRESHOLD, Range(float, 0, 1, low_open=True, high_open=True))
     options: tuple[tuple[str, object], ...] = ()
     keep_edges: bool = False
-    diameter: float | None = setting(None, DIAMETER)
+    diameter: float | str = setting(AUTO, IMAGE_DIAMETER)
 
     def check(self) -> None:
         """Raise ConfigError naming an invalid setting, without loading the model (its

@@ -8,18 +8,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from bloomseg.cells.instances import ALL_EDGES, DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
+from bloomseg.data.resampling import grid_factor, resample, scale_tensor
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.inference.logits import predict_logits
-from bloomseg.inference.options import THRESHOLD, InferenceOptions, SegmenterSpec
+from bloomseg.inference.options import (
+    AUTO,
+    IMAGE_DIAMETER,
+    MAX_AUTO_ZOOM,
+    OWN,
+    THRESHOLD,
+    InferenceOptions,
+    SegmenterSpec,
+)
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.files import load_model, resolve_model
-from bloomseg.model.inputs import resample
 from bloomseg.model.network import SegmentationModel
 from bloomseg.settings import range_of
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The cell diameter an image is segmented at.
+
+    Attributes:
+        diameter: px, the image's cell diameter (None: unknown; the image is segmented
+            at the model's own scale, whatever it is).
+        source: ``model`` (the model's own scale, no resampling), ``given`` or
+            ``estimated``.
+        note: what a person should know about it ('' when nothing): why an estimate
+            could not be used, or that it rests on few cells.
+    """
+
+    diameter: float | None
+    source: str
+    note: str = ""
 
 
 @dataclass
@@ -35,7 +60,8 @@ class Prediction:
         labels: (H, W) int32 cells 1..N (0 background), if instances were asked for.
         diameter: px, the cell diameter the image was segmented at (None: the model's,
             where it does not record one).
-        diameter_source: ``model`` (the model's own scale), ``given``.
+        diameter_source: ``model`` (the model's own scale), ``given`` or ``estimated``.
+        diameter_note: what a person should know about the diameter ('' when nothing).
     """
 
     probability: np.ndarray
@@ -44,7 +70,8 @@ class Prediction:
     centres: np.ndarray | None = None
     labels: np.ndarray | None = None
     diameter: float | None = None
-    diameter_source: str = "model"
+    diameter_source: str = OWN
+    diameter_note: str = ""
 
 
 class Segmenter:
@@ -59,20 +86,21 @@ class Segmenter:
         name: what the model is called in reports.
         cell_diameter: px, the diameter of the cells the model was trained on (None:
             unknown; images can then only be segmented at the model's own scale).
-        diameter: px, the diameter of the cells of the images to segment, where it is not
-            given per image (None: the model's own).
+        diameter: the cell diameter of the images, where it is not given per image: px,
+            ``auto`` (estimated per image) or ``model`` (the model's own scale).
     """
 
     def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
                  threshold: float = THRESHOLD, separation: InstanceParams | None = None,
                  name: str = "a model in memory", cell_diameter: float | None = None,
-                 diameter: float | None = None) -> None:
+                 diameter: float | str = AUTO) -> None:
         options.check()
         range_of(SegmenterSpec, "threshold").check("threshold", threshold)
-        for setting, value in (("cell_diameter", cell_diameter), ("diameter", diameter)):
-            if value is not None:
-                DIAMETER.check(setting, value)
+        if cell_diameter is not None:
+            DIAMETER.check("cell_diameter", cell_diameter)
+        IMAGE_DIAMETER.check("diameter", diameter)
         self.name, self.cell_diameter, self.diameter = name, cell_diameter, diameter
+        self._check_known(diameter)
         self.model, self.options, self.threshold = model.eval(), options, threshold
         has_centres = model.out_channels > 1
         if separation is None or (separation.method == "centres" and not has_centres):
@@ -83,7 +111,7 @@ class Segmenter:
     @classmethod
     def load(cls, name: str | Path, weights: str | Path | None = None,
              threshold: float = THRESHOLD, keep_edges: bool = False,
-             diameter: float | None = None, **options) -> Segmenter:
+             diameter: float | str = AUTO, **options) -> Segmenter:
         """Load a trained model.
 
         Args:
@@ -93,7 +121,7 @@ class Segmenter:
             threshold: cell probability threshold.
             keep_edges: keep the slivers of cells at the image's edge that the model's
                 tuned ``edge_min_area`` would drop.
-            diameter: px, the cell diameter of the images (None: the model's own).
+            diameter: the cell diameter of the images: px, ``auto`` or ``model``.
             options: :class:`InferenceOptions` fields; mode and tile default to the
                 model's training settings.
         """
@@ -117,9 +145,47 @@ class Segmenter:
         with torch.no_grad():
             return predict_logits(self.model, image, self.options)
 
+    def scale_of(self, image: np.ndarray | None, diameter: float | str | None = None) -> Scale:
+        """The cell diameter to segment an image at.
+
+        Args:
+            image: (H, W, 3) uint8 RGB, the field to estimate on (needed for ``auto``
+                only).
+            diameter: px, ``auto`` (:func:`bloomseg.cells.size.estimate_diameter`) or
+                ``model`` (default: the segmenter's ``diameter``).
+
+        Raises:
+            ConfigError: a diameter out of range, or one in px given to a model that does
+                not record its own.
+        """
+        diameter = self.diameter if diameter is None else diameter
+        IMAGE_DIAMETER.check("diameter", diameter)
+        if diameter == OWN:
+            return Scale(self.cell_diameter, OWN)
+        if diameter != AUTO:
+            self._check_known(diameter)
+            return Scale(float(diameter), "given")
+        if self.cell_diameter is None:
+            return Scale(None, OWN, "the model does not record its cell diameter: "
+                                    "segmented at its own scale")
+        from bloomseg.cells.size import estimate_diameter
+
+        estimate = estimate_diameter(image)
+        if estimate.diameter is None:
+            return Scale(self.cell_diameter, OWN,
+                         f"{estimate.note}: segmented at the model's scale")
+        smallest = self.cell_diameter / MAX_AUTO_ZOOM
+        if estimate.diameter < smallest:
+            return Scale(round(smallest, 1), "estimated",
+                         f"cells estimated at {estimate.diameter:g} px, under the "
+                         f"{smallest:.1f} px an estimate may enlarge to: segmented at "
+                         f"{smallest:.1f} px (give --diameter to go lower)")
+        return Scale(min(estimate.diameter, DIAMETER.high), "estimated", estimate.note)
+
     def predict(self, image: np.ndarray, instances: bool = False,
                 edges: tuple[bool, bool, bool, bool] = ALL_EDGES,
-                diameter: float | None = None) -> Prediction:
+                diameter: float | str | Scale | None = None,
+                origin: tuple[int, int] = (0, 0)) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
         ``instances``, also one label per cell.
 
@@ -130,25 +196,33 @@ class Segmenter:
                 bottom, left, right): a block of a larger image passes False for the
                 sides it shares with other blocks, so that slivers are only dropped at
                 the real edge (``InstanceParams.edge_min_area``).
-            diameter: px, the diameter of the image's cells (default: the segmenter's
-                ``diameter``). The image is resampled so its cells are at the model's
-                diameter, predicted, and the probabilities mapped back; the mask and the
-                cells are then made on the image's own pixel grid, with the model's
-                size settings scaled to the image's cells.
+            diameter: the image's cell diameter: px, ``auto``, ``model`` or a
+                :class:`Scale` already decided (default: the segmenter's ``diameter``).
+                Unless it is the model's own, the image is resampled so its cells are at
+                the model's diameter, predicted, and the probabilities mapped back; the
+                mask and the cells are then made on the image's own pixel grid, with the
+                model's size settings scaled to the image's cells.
+            origin: (row, column) of ``image``'s first pixel in the whole image it is a
+                block of (multiples of :data:`bloomseg.data.resampling.GRID` where it is
+                scaled).
 
         Raises:
-            ConfigError: a diameter out of range, or one given to a model that does not
-                record its own.
+            ConfigError: a diameter out of range, or one in px given to a model that does
+                not record its own.
         """
         start = time.perf_counter()
-        diameter = self.diameter if diameter is None else diameter
-        factor = self._factor(diameter)
-        if factor == 1:
-            logits = self.logits(image)
-        else:  # at the model's scale, then back onto the image's own pixel grid
-            h, w = image.shape[:2]
-            logits = F.interpolate(self.logits(resample(image, factor))[None], size=(h, w),
-                                   mode="bilinear", align_corners=False, antialias=factor > 1)[0]
+        scale = diameter if isinstance(diameter, Scale) else self.scale_of(image, diameter)
+        # on the one grid of factors that blocks of a large image share (data.resampling)
+        factor = 1.0 if scale.source == OWN else grid_factor(self.cell_diameter / scale.diameter)
+        scaled = image if factor == 1 else resample(image, factor)
+        # a block of a larger image is padded so the model's grid falls where it falls on
+        # the whole image, which it then sees the same
+        top, left = (round(o * factor) % self.model.grid for o in origin)
+        if top or left:
+            scaled = np.pad(scaled, ((top, 0), (left, 0), (0, 0)), mode="reflect")
+        logits = self.logits(scaled)[:, top:, left:]
+        if factor != 1:  # back onto the image's own pixel grid
+            logits = scale_tensor(logits[None], 1 / factor, image.shape[:2])[0]
         logits = logits.sigmoid_()  # in place: images can be huge
         probability = logits[0].numpy()
         centres = logits[1].numpy() if logits.shape[0] > 1 else None
@@ -158,18 +232,13 @@ class Segmenter:
         if instances or separation.edge_min_area:
             labels, mask = separate(mask, centres, separation, edges)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
-                          labels if instances else None,
-                          diameter if diameter is not None else self.cell_diameter,
-                          "given" if diameter is not None else "model")
+                          labels if instances else None, scale.diameter, scale.source,
+                          scale.note)
 
-    def _factor(self, diameter: float | None) -> float:
-        """How much an image with cells of ``diameter`` px is scaled to the model's."""
-        if diameter is None:
-            return 1.0
-        DIAMETER.check("diameter", diameter)
-        if self.cell_diameter is None:
+    def _check_known(self, diameter: float | str) -> None:
+        """Refuse a diameter in px where the model does not know its own."""
+        if self.cell_diameter is None and diameter not in (AUTO, OWN):
             raise ConfigError("diameter: this model does not record the diameter of the cells "
                               "it was trained on (trained before bloomseg measured it, and its "
-                              "data is not at hand); segment at its own scale, without "
-                              "--diameter, or retrain it")
-        return self.cell_diameter / diameter
+                              "data is not at hand); segment at its own scale, with --diameter "
+                              "model, or retrain it")

@@ -23,11 +23,11 @@ MAX_UNET_LEVELS = 8
 """The deepest U-Net a model file may ask for (16 * 2**7 = 2048 channels at the bottom)."""
 
 LEGACY = {"unet_levels": 4, "centres": False, "centre_sigma": 0.15, "unfreeze_blocks": 0,
-          "cell_diameter": None}
+          "cell_diameter": None, "common_size": False}
 """The values that files written before a setting existed meant: a 4-level U-Net, no
 centre map (then centre Gaussians of sigma 0.15), a frozen backbone, a cell size not
 measured (:func:`bloomseg.model.files.load_model` measures it from the run's data where
-that is at hand)."""
+that is at hand), images trained at their own scale."""
 
 
 @dataclass(frozen=True)

@@ -117,16 +117,6 @@ def render(array: np.ndarray, view: View, mode: str, tile: int) -> np.ndarray:
     raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
 
 
-def resample(image: np.ndarray, factor: float) -> np.ndarray:
-    """An (H, W, 3) uint8 image scaled by ``factor`` (bilinear; PIL widens the filter when
-    shrinking, so nothing aliases), to (round(H f), round(W f)), at least 1 px a side."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BILINEAR))
-
-
 def dihedral(array: np.ndarray | Tensor, k: int, axes: tuple[int, int] = (0, 1)
              ) -> np.ndarray | Tensor:
     """Variant ``k`` of an array or tensor: rotate by 90*(k % 4) degrees in the plane of

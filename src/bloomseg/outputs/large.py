@@ -28,13 +28,17 @@ import numpy as np
 from bloomseg.cells.matching import label_iou
 from bloomseg.data.boxes import touches_border
 from bloomseg.data.images import TILE, LazyImage
-from bloomseg.files import atomic_path, save_csv, save_json, save_png
+from bloomseg.data.resampling import GRID
+from bloomseg.files import atomic_path, save_json, save_png
 from bloomseg.grids import blocks
+from bloomseg.inference.options import AUTO
 from bloomseg.outputs.options import OutputOptions
-from bloomseg.outputs.summary import diameter_fields
+from bloomseg.outputs.summary import diameter_fields, save_cell_table
 
 PREVIEW = 2048
 """Longest side of the overlay picture of a large image."""
+ESTIMATE_WINDOW = 2048
+"""px: the side of the central field a large image's cell diameter is estimated on."""
 
 
 def write_tiled(path: Path, shape: tuple[int, int], dtype: type,
@@ -112,13 +116,18 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
     from tqdm import tqdm
 
     from bloomseg.cells.formats import cell_annotation, cell_polygons, label_dtype, polygons_geojson
-    from bloomseg.cells.measure import COLUMNS, measure_cells
+    from bloomseg.cells.measure import measure_cells
     from bloomseg.figures import label_overlay, overlay
 
     options.check()
     instances, block, halo = options.cells, options.block, options.halo
     start = time.perf_counter()
     h, w = source.shape
+    # one cell diameter for the whole image, estimated (if asked) on its central field
+    side = min(h, w, ESTIMATE_WINDOW)
+    top, left = (h - side) // 2, (w - side) // 2
+    scale = segmenter.scale_of(source.read(top, top + side, left, left + side)
+                               if segmenter.diameter == AUTO else None)
     f = max(1, math.ceil(max(h, w) / PREVIEW))
     preview = np.zeros((math.ceil(h / f), math.ceil(w / f), 3), np.uint8)
     preview_mask = np.zeros(preview.shape[:2], bool)
@@ -132,10 +141,14 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
         for k, core in enumerate(tqdm(cores, desc=source.path.name, unit="block",
                                       disable=not progress, leave=False)):
             r0, r1, c0, c1 = core
-            ext = (max(0, r0 - halo), min(h, r1 + halo), max(0, c0 - halo), min(w, c1 + halo))
+            # context starts on the grid the scaling keeps (data.resampling): at a cell
+            # diameter, each block scales onto the pixels of the whole image
+            ext = (max(0, (r0 - halo) // GRID * GRID), min(h, r1 + halo),
+                   max(0, (c0 - halo) // GRID * GRID), min(w, c1 + halo))
             region = source.read(*ext)
             # slivers are dropped at the image's own edges only, never at a block's
-            result = segmenter.predict(region, instances=instances,
+            result = segmenter.predict(region, instances=instances, diameter=scale,
+                                       origin=(ext[0], ext[2]),
                                        edges=(ext[0] == 0, ext[1] == h, ext[2] == 0, ext[3] == w))
             mask = _crop(result.mask, ext, core)
             cell_pixels += int(mask.sum())
@@ -178,7 +191,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
         columns = math.ceil(w / block)
         luts, count, chosen = _merge(done, tmp, columns) if instances else ([], 0, {})
         stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}",
-                 **diameter_fields(result)}  # every block is predicted alike
+                 **diameter_fields(result)}  # every block is predicted at one scale
 
         def crop(kind: str, box: tuple[int, int, int, int], k: int) -> np.ndarray:
             """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids.
@@ -205,7 +218,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
             write_tiled(outputs["labels"], (h, w), dtype,
                         tiles("labels", lambda t: t.astype(dtype)))
             rows = [chosen[i][1] for i in sorted(chosen)]
-            save_csv(outputs["cells"], rows, COLUMNS)
+            save_cell_table(outputs["cells"], rows, result)
             save_json(outputs["geojson"], polygons_geojson(
                 {i: c[2] for i, c in chosen.items() if c[2]}, rows))
             preview_labels = np.zeros(preview.shape[:2], np.int64)

@@ -123,6 +123,8 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         names = r.get("files", {}).values()
         links = " ".join(_link(n, n[len(stem):].lstrip("_.") or n) for n in names)
         diameter = f"{r['diameter']} px ({r['diameter_source']})" if r.get("diameter") else ""
+        if r.get("diameter_note"):
+            diameter += f"; {r['diameter_note']}"
         image_rows.append([_e(Path(r["image"]).name), _e(f"{r['width']}x{r['height']}"),
                            _e(r["cell_fraction"]), _e(r["cells"]), _e(r["complete_cells"]),
                            _e(diameter), _e(r["seconds"]), links])

@@ -18,7 +18,7 @@ import numpy as np
 from bloomseg.errors import BloomsegError
 from bloomseg.files import existing
 from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
-from bloomseg.outputs.summary import SUMMARY_COLUMNS, SUMMARY_FILE, diameter_fields
+from bloomseg.outputs.summary import SUMMARY_COLUMNS, SUMMARY_FILE, diameter_fields, save_cell_table
 
 COCO_FILE = "cells_coco.json"
 RECORDS = ".bloomseg"
@@ -100,11 +100,10 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     from PIL import Image
 
     from bloomseg.cells.formats import coco_annotations, geojson_features, save_labels
-    from bloomseg.cells.measure import COLUMNS as CELL_COLUMNS
     from bloomseg.cells.measure import measure_cells
     from bloomseg.data.images import LazyImage, read_image
     from bloomseg.figures import label_overlay, overlay
-    from bloomseg.files import atomic_output, save_csv, save_json, save_png
+    from bloomseg.files import atomic_output, save_json, save_png
 
     if path.suffix.lower() == ".zarr":
         with LazyImage(path, options.max_pixels) as source:
@@ -123,7 +122,7 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     if result.labels is not None:
         cells = measure_cells(result.labels, image)
         save_labels(outputs["labels"], result.labels)
-        save_csv(outputs["cells"], cells, CELL_COLUMNS)
+        save_cell_table(outputs["cells"], cells, result)
         save_json(outputs["geojson"], geojson_features(result.labels, cells))
         row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells))
         save_png(outputs["overlay"], label_overlay(image, result.labels))

@@ -4,7 +4,8 @@ A frozen backbone gives the same features for the same input every epoch, so the
 computed once and read back memory-mapped. Entries are named by content, never by file
 name or date:
 
-    ROOT/images/<image key>.rgb.npy, .mask.npy        decoded image and mask (uint8, bool)
+    ROOT/images/<image key>.rgb.npy, .mask.npy        decoded image and mask (uint8, bool),
+                                                      scaled: <image key>-x<factor>
     ROOT/features/<identity>/identity.json            what produced the features
     ROOT/features/<identity>/<image key>/<view>_k<k>.npy   (layers, D, h, w) float16
 
@@ -87,23 +88,36 @@ class ImageStore:
         self.root, self.max_pixels = Path(root), max_pixels
         self._checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def load(self, sample: Sample, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps.
+    def load(self, sample: Sample, key: str | None = None, factor: float = 1.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps,
+        scaled by ``factor`` (both to the same size; see :func:`scaled_key`).
 
         Raises:
             ImageError, DataError: the image or mask cannot be read or differ in size.
         """
-        key = key or content_key(sample)
+        key = scaled_key(key or content_key(sample), factor)
         if key not in self._checked:  # checksums read once per process
             rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
             rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
             if rgb is None or mask is None:
                 image, truth = load_sample(sample, self.max_pixels)
+                if factor != 1:
+                    from bloomseg.data.resampling import resample
+
+                    image = resample(image, factor)
+                    truth = resample(truth.astype(np.uint8) * 255, factor) > 127
                 save_checked(rgb_path, image)
                 save_checked(mask_path, truth)
                 rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
             self._checked[key] = (rgb, mask)
         return self._checked[key]
+
+
+def scaled_key(key: str, factor: float) -> str:
+    """The content key of an image scaled by ``factor`` (itself at 1): what its cached
+    pixels and features are stored under."""
+    return key if factor == 1 else f"{key}-x{factor:.5f}"
 
 
 class FeatureCache:

@@ -63,6 +63,8 @@ class TrainConfig:
     init: str | None = None
     cell_diameter: float | None = setting(None, range_of(ModelConfig, "cell_diameter"))
     """Measured from the training data when the run starts (see ModelConfig)."""
+    common_size: bool = True
+    """Scale each image so its cells are at ``cell_diameter`` (see ``read_images``)."""
 
     def __post_init__(self) -> None:
         if self.head is None:

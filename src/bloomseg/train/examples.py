@@ -19,21 +19,43 @@ from bloomseg.data.dataset import Sample, cell_diameters, pooled_median, scan_sp
 from bloomseg.errors import BloomsegError, DataError
 from bloomseg.model.inputs import View, dihedral, random_view, render, training_views
 from bloomseg.train.augment import ColourJitter
-from bloomseg.train.cache import ImageStore, content_key
+from bloomseg.train.cache import ImageStore, content_key, scaled_key
 from bloomseg.train.centres import centre_map
 from bloomseg.train.config import TrainConfig
 
 
 @dataclass
 class TrainImage:
-    """One training or validation image: where it is, its fixed views and its boxes."""
+    """One training or validation image: where it is, the scale it is used at, its fixed
+    views and its boxes.
+
+    Attributes:
+        sample: its files.
+        source_key: the content key of its files (:func:`content_key`).
+        factor: how much it is scaled so its cells are at the model's diameter.
+        size: (H, W) px, scaled.
+        views: its fixed training views, in scaled pixels.
+        boxes: YOLO rows (class, cx, cy, w, h as fractions: scaling leaves them as they
+            are), or None.
+        sigma: the centre Gaussian's sigma as a share of the box size.
+    """
 
     sample: Sample
-    key: str
+    source_key: str
+    factor: float
     size: tuple[int, int]
     views: list[View]
-    boxes: np.ndarray | None  # YOLO rows (class, cx, cy, w, h as fractions)
-    sigma: float  # centre Gaussian sigma as a share of the box size
+    boxes: np.ndarray | None
+    sigma: float
+
+    @property
+    def key(self) -> str:
+        """What its scaled pixels and their features are cached under."""
+        return scaled_key(self.source_key, self.factor)
+
+    def pixels(self, store: ImageStore) -> tuple[np.ndarray, np.ndarray]:
+        """Its (H, W, 3) uint8 image and (H, W) bool mask, scaled."""
+        return store.load(self.sample, self.source_key, self.factor)
 
     def centres(self, view: View) -> np.ndarray:
         """The centre-map target of a view of this image."""
@@ -55,6 +77,12 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
     """Every labelled image of ``cfg.data``'s train split, decoded into ``store``, with its
     boxes and its fixed training views, by stem.
 
+    Sets ``cfg.cell_diameter`` where it is None: the median diameter of the images' whole
+    cells (:func:`median_diameter`). With ``cfg.common_size``, each image is scaled so
+    that its cells are at that diameter: by the median of its own whole boxes, else by
+    its dataset's median; masks, boxes and centre targets with it, and its views are cut
+    from the scaled image.
+
     Raises:
         DataError: orphans, or files that cannot be used (every one named).
     """
@@ -72,26 +100,35 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
         try:
             key = content_key(sample)
             image, _ = store.load(sample, key)
-            h, w = image.shape[:2]
             boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
         except BloomsegError as e:
             errors.append(str(e))
             continue
-        rng = np.random.default_rng(item_seed(cfg.seed, key, "views"))
-        views = training_views(h, w, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
-        images[stem] = TrainImage(sample, key, (h, w), views, boxes, cfg.centre_sigma)
+        images[stem] = TrainImage(sample, key, 1.0, image.shape[:2], [], boxes, cfg.centre_sigma)
     if errors:
         raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
+    dataset = median_diameter(list(images.values()), store)
+    if cfg.cell_diameter is None:  # the scale the model learns cells at
+        cfg.cell_diameter = dataset
+    for img in images.values():
+        if cfg.common_size and cfg.cell_diameter is not None:
+            own = cell_diameters(img.boxes, None, img.size) if img.boxes is not None else []
+            diameter = float(np.median(own)) if len(own) else dataset
+            if diameter:
+                img.factor = round(cfg.cell_diameter / diameter, 5)
+                img.size = img.pixels(store)[0].shape[:2]
+        rng = np.random.default_rng(item_seed(cfg.seed, img.key, "views"))
+        img.views = training_views(*img.size, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
     return images
 
 
 def median_diameter(images: list[TrainImage], store: ImageStore) -> float | None:
-    """The median diameter of the images' whole cells: from their boxes, else their masks
-    (see :func:`bloomseg.data.dataset.cell_diameters`)."""
+    """The median diameter of the images' whole cells, at the images' own scale: from
+    their boxes, else their masks (see :func:`bloomseg.data.dataset.cell_diameters`)."""
     found = []
     for img in images:
-        mask = None if img.boxes is not None else np.asarray(store.load(img.sample, img.key)[1])
-        found.append(cell_diameters(img.boxes, mask, img.size))
+        mask = None if img.boxes is not None else np.asarray(store.load(img.sample, img.source_key)[1])
+        found.append(cell_diameters(img.boxes, mask, img.size) / img.factor)
     return pooled_median(found)
 
 
@@ -100,7 +137,7 @@ def render_example(cfg: TrainConfig, store: ImageStore, jitter: ColourJitter | N
     """The network input, mask and centre target (None: the image has no boxes) of one
     item: its view in its flip/rotation variant, colour-jittered with its seed."""
     img, view, k, jitter_seed = item
-    image, mask = store.load(img.sample, img.key)
+    image, mask = img.pixels(store)
     rgb = dihedral(render(image, view, cfg.mode, cfg.tile), k)
     label = dihedral(render(mask, view, cfg.mode, cfg.tile), k)
     centres = None

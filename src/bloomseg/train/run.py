@@ -51,7 +51,7 @@ from bloomseg.model.network import SegmentationModel
 from bloomseg.train.augment import ColourJitter
 from bloomseg.train.cache import FeatureCache, ImageStore
 from bloomseg.train.config import RUN_FILES, TrainConfig, TrainResult
-from bloomseg.train.examples import TrainImage, epoch_items, median_diameter, read_images, render_example
+from bloomseg.train.examples import TrainImage, epoch_items, read_images, render_example
 from bloomseg.train.history import plot_curves, write_history
 from bloomseg.train.losses import SegmentationLoss
 from bloomseg.train.tuning import choose_separation
@@ -154,8 +154,6 @@ class _Run:
         cfg = self.cfg
         self.store = ImageStore(Path(cfg.cache_dir) / "images", cfg.max_pixels)
         images = read_images(cfg, self.store, self.progress)
-        if cfg.cell_diameter is None:  # the scale the model learns cells at
-            cfg.cell_diameter = median_diameter(list(images.values()), self.store)
         if cfg.centres and all(img.boxes is None for img in images.values()):
             cfg.centres = False  # recorded in config.json: this run has no centre map
         if not cfg.val_fraction:  # a final fit on every image: no split to keep or reuse
@@ -249,7 +247,7 @@ class _Run:
     def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray]:
         """A validation image's logits as ``predict`` makes them (cached features where
         there are), and its true mask; for validation and for tuning."""
-        image, mask = self.store.load(img.sample, img.key)
+        image, mask = img.pixels(self.store)
         source = (lambda names, x: self._features([(img.key, n, 0) for n in names], x))
         logits = predict_logits(self.model, np.asarray(image), self.inference, features=source)
         return logits, np.asarray(mask)

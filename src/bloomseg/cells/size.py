@@ -1,0 +1,163 @@
+"""The automatic estimate of an image's cell diameter, made before any model sees it.
+
+Why classical and not the model's first pass: a model trained at one cell size does not
+see cells far from it (at 0.4x, today's model finds under 1% of the cells), so a first
+pass at the model's scale fails exactly on the images that need the estimate. The
+estimate here does not depend on a model or on the scale:
+
+1. foreground: optical density against the image's own white (its 99th percentile per
+   channel, so a tinted background counts as white), median filtered; the lower of two
+   multi-Otsu thresholds (so a dark white-cell nucleus does not pull the threshold into
+   the red cells) separates cells from background, and the edge is drawn at
+   :data:`EDGE_LEVEL` of the way from the background to it; holes filled (a red cell's
+   pale centre);
+2. cells: a watershed of the distance transform from its maxima deeper than a fraction
+   of the typical maximum (touching cells come apart, a rough outline does not split);
+3. each cell's diameter is the mean of its box's sides (as the boxes that a model's
+   ``cell_diameter`` is measured from); a cell cut by one side of the image gives its
+   longer side (the chord along a cut is the diameter when the centre is inside), a cell
+   cut by more sides nothing;
+4. the median over the cells, times :data:`CALIBRATION`.
+
+It works on an overview of at most :data:`WORK` px a side; where the cells there are
+under :data:`SMALL` px, it looks again at a central crop at the resolution that makes
+them about :data:`LOOK` px, so small cells in a large image are measured in full detail
+while the cost stays that of a 512 px image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WORK = 512
+"""px: the longest side of the picture the estimate is made on."""
+SMALL = 24
+"""px: cells smaller than this in the overview are measured again, closer."""
+LOOK = 40
+"""px: the cell size that closer look aims at."""
+CALIBRATION = 1.02
+"""Box diameter per measured diameter: the median over the train splits of
+``bbbc041seg`` and ``txlpbc`` (``python benchmarks/cell_size.py --fit``)."""
+MIN_CONTRAST = 0.1
+"""The least optical density (summed over channels) between the darkest pixels and the
+white for an image to count as having cells at all."""
+PEAK_DEPTH = 0.3
+"""How much deeper than its surroundings (a fraction of the typical cell's radius) a
+distance-transform maximum must be to start a cell of its own."""
+EDGE_LEVEL = 0.6
+"""Where between the background's density (0) and the cell threshold (1) a cell's edge
+is drawn."""
+FEW = 5
+"""An estimate from fewer cells than this is flagged in its note."""
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """An image's estimated cell diameter.
+
+    Attributes:
+        diameter: px, in the image's own pixels (None: no cells found).
+        cells: how many cells it is the median of.
+    """
+
+    diameter: float | None
+    cells: int
+
+    @property
+    def note(self) -> str:
+        """What a person reading the result should know about it ('' when nothing)."""
+        if self.diameter is None:
+            return "no cells found to estimate the cell diameter from"
+        if self.cells < FEW:
+            return f"cell diameter estimated from only {self.cells} cell{'s' * (self.cells > 1)}"
+        return ""
+
+
+def estimate_diameter(image: np.ndarray) -> SizeEstimate:
+    """Estimate the median cell diameter of a bright-field smear.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        The estimate, in the image's pixels; ``diameter`` None where no cell is found
+        (a blank or flat field).
+    """
+    from bloomseg.data.resampling import resample
+
+    h, w = image.shape[:2]
+    scale = min(1.0, WORK / max(h, w))
+    sizes = _cell_sizes(resample(image, scale) if scale < 1 else image)
+    if len(sizes) and np.median(sizes) < SMALL and scale < 1:
+        closer = min(1.0, scale * LOOK / float(np.median(sizes)))
+        side = int(WORK / closer)
+        top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        crop = image[top:top + side, left:left + side]
+        again = _cell_sizes(resample(crop, closer) if closer < 1 else crop)
+        if len(again):
+            sizes, scale = again, closer
+    if not len(sizes):
+        return SizeEstimate(None, 0)
+    return SizeEstimate(round(float(np.median(sizes)) * CALIBRATION / scale, 1), len(sizes))
+
+
+def _cell_sizes(image: np.ndarray) -> np.ndarray:
+    """(N,) px: the diameters of the cells of an (H, W, 3) uint8 image (none where it
+    has too little contrast to hold any)."""
+    from scipy import ndimage
+    from skimage.filters import threshold_multiotsu
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    rgb = image.astype(np.float32) + 1
+    white = np.percentile(rgb.reshape(-1, 3), 99, axis=0)
+    # a median filter quiets the noise without moving the edges as a blur would
+    density = ndimage.median_filter(np.log(white / np.minimum(rgb, white)).sum(-1), 3)
+    if np.percentile(density, 99) < MIN_CONTRAST:
+        return np.zeros(0)
+    levels = np.unique(density)
+    if len(levels) < 2:
+        return np.zeros(0)
+    # two levels (a drawn or thresholded picture): between them
+    threshold = threshold_multiotsu(density, 3)[0] if len(levels) > 2 else levels.mean()
+    # the outline is drawn nearer the background than Otsu's threshold, where a person
+    # drawing a box sees the cell end (a cell's edge is soft)
+    background = float(np.median(density[density <= threshold]))
+    edge = background + EDGE_LEVEL * (threshold - background)
+    foreground = ndimage.binary_fill_holes(ndimage.binary_opening(density > edge))
+    distance = ndimage.distance_transform_edt(foreground)
+    # a first look at the depths of all maxima gives the typical cell's radius, and so
+    # how deep a maximum must be to be a cell's and not a bump on an outline
+    radii = _maxima_depths(distance, 1.0)
+    if not len(radii):
+        return np.zeros(0)
+    seeds, count = ndimage.label(h_maxima(distance, max(1.0, PEAK_DEPTH * float(np.median(radii))))
+                                 & (distance >= 2))
+    cells = watershed(-distance, seeds, mask=foreground)
+    height, width = foreground.shape
+    sizes = []
+    for box in ndimage.find_objects(cells):
+        if box is None:
+            continue
+        rows, cols = box
+        cut = ((rows.start == 0) + (rows.stop == height) + (cols.start == 0)
+               + (cols.stop == width))
+        extent = (rows.stop - rows.start, cols.stop - cols.start)
+        if cut == 0:
+            sizes.append(sum(extent) / 2)
+        elif cut == 1:
+            sizes.append(max(extent))
+    return np.array(sizes, float)
+
+
+def _maxima_depths(distance: np.ndarray, depth: float) -> np.ndarray:
+    """The distance-transform values of its regional maxima at least ``depth`` deep."""
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+
+    seeds, count = ndimage.label(h_maxima(distance, depth) & (distance >= 2))
+    if not count:
+        return np.zeros(0)
+    return np.asarray(ndimage.maximum(distance, seeds, np.arange(1, count + 1)))

@@ -1,0 +1,72 @@
+"""The automatic cell diameter estimate, on smears of known cell sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bloomseg.cells.size import FEW, SizeEstimate, estimate_diameter
+from bloomseg.data.resampling import resample
+from bloomseg.data.synthetic import smear
+
+
+def drawn(diameter: float, seed: int = 0, side: int | None = None, density: float = 0.35
+          ) -> tuple[np.ndarray, float]:
+    """A synthetic smear of cells of about ``diameter`` px (within 10%), and the median
+    of the drawn diameters."""
+    cells: list = []
+    side = side or int(12 * diameter)
+    image, _ = smear(np.random.default_rng(seed), side, side, cells,
+                     radius=(0.45 * diameter, 0.55 * diameter), density=density / diameter**2)
+    return image, float(np.median([2 * r for _, _, r in cells]))
+
+
+@pytest.mark.parametrize("diameter", [30, 60, 100, 200])
+def test_the_estimate_is_within_10_percent_of_the_drawn_cells(diameter):
+    image, truth = drawn(diameter)
+    estimate = estimate_diameter(image)
+    assert estimate.cells >= FEW
+    assert abs(estimate.diameter / truth - 1) <= 0.10
+
+
+def test_the_estimate_follows_a_resized_image():
+    # the same field at 0.4x and 2x: the estimate scales with it
+    image, truth = drawn(80, seed=3, side=900)
+    for scale in (0.4, 2.0):
+        estimate = estimate_diameter(resample(image, scale)).diameter
+        assert abs(estimate / (truth * scale) - 1) <= 0.10
+
+
+def test_small_cells_in_a_large_image_are_measured_closer():
+    # 30 px cells in a 3000 px field are 5 px in the 512 px overview: a closer look at
+    # a central crop measures them in full
+    image, truth = drawn(30, seed=1, side=3000)
+    estimate = estimate_diameter(image)
+    assert abs(estimate.diameter / truth - 1) <= 0.10
+
+
+def test_touching_cells_are_measured_one_by_one():
+    # a dense field where most cells touch: the estimate is of cells, not of clumps
+    image, truth = drawn(60, seed=2, density=0.9)
+    assert abs(estimate_diameter(image).diameter / truth - 1) <= 0.15
+
+
+@pytest.mark.parametrize("image", [np.full((300, 400, 3), 235, np.uint8),
+                                   np.zeros((64, 64, 3), np.uint8),
+                                   np.random.default_rng(0).integers(228, 236, (200, 200, 3),
+                                                                     dtype=np.uint8)],
+                         ids=["white", "black", "faint noise"])
+def test_a_field_without_cells_says_so(image):
+    estimate = estimate_diameter(image)
+    assert estimate == SizeEstimate(None, 0)
+    assert estimate.note == "no cells found to estimate the cell diameter from"
+
+
+def test_few_cells_are_flagged():
+    image = np.full((400, 400, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:400, :400]
+    for cy, cx in [(100, 100), (280, 250)]:
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= 40**2] = (150, 90, 110)
+    estimate = estimate_diameter(image)
+    assert estimate.cells == 2 and abs(estimate.diameter / 80 - 1) <= 0.10
+    assert estimate.note == "cell diameter estimated from only 2 cells"
