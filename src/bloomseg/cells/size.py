@@ -85,22 +85,30 @@ def estimate_diameter(image: np.ndarray) -> SizeEstimate:
         The estimate, in the image's pixels; ``diameter`` None where no cell is found
         (a blank or flat field).
     """
-    from bloomseg.data.resampling import resample
-
     h, w = image.shape[:2]
     scale = min(1.0, WORK / max(h, w))
-    sizes = _cell_sizes(resample(image, scale) if scale < 1 else image)
+    sizes = _cell_sizes(_shrunk(image, scale))
     if len(sizes) and np.median(sizes) < SMALL and scale < 1:
         closer = min(1.0, scale * LOOK / float(np.median(sizes)))
         side = int(WORK / closer)
         top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-        crop = image[top:top + side, left:left + side]
-        again = _cell_sizes(resample(crop, closer) if closer < 1 else crop)
+        again = _cell_sizes(_shrunk(image[top:top + side, left:left + side], closer))
         if len(again):
             sizes, scale = again, closer
     if not len(sizes):
         return SizeEstimate(None, 0)
     return SizeEstimate(round(float(np.median(sizes)) * CALIBRATION / scale, 1), len(sizes))
+
+
+def _shrunk(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` scaled by ``scale`` (<= 1): first every n-th pixel, keeping a factor of
+    at least 1/2 for the smoothing resample, so a large image is never copied whole."""
+    from bloomseg.data.resampling import resample
+
+    if scale >= 1:
+        return image
+    step = max(1, int(0.5 / scale))
+    return resample(image[::step, ::step], scale * step)
 
 
 def _cell_sizes(image: np.ndarray) -> np.ndarray:
