@@ -61,7 +61,7 @@ def big(size: int) -> None:
     image = np.tile(smear, (math.ceil(size / smear.shape[0]), math.ceil(size / smear.shape[1]), 1))
     image = np.ascontiguousarray(image[:size, :size])
     start = time.perf_counter()
-    result = Segmenter(model, DEFAULT).predict(image)
+    result = Segmenter(model, DEFAULT, diameter="model").predict(image)
     seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{size}x{size}: {seconds:.1f} s, {size * size / 1e6 / seconds:.2f} megapixels/s, "
@@ -96,7 +96,8 @@ def main() -> None:
     print(f"(b) bloomseg default, stitched features:                 {t_ours:.2f} s")
     print(f"(c) floor, backbone over {patches} patches ({len(floor_tiles)} tiles):      {t_floor:.2f} s")
     if args.model:
-        seg = {name: Segmenter.load(args.model, weights=args.weights, **vars(opts))
+        seg = {name: Segmenter.load(args.model, weights=args.weights, diameter="model",
+                                     **vars(opts))
                for name, opts in (("a", REFERENCE), ("b", DEFAULT))}
         counts = {name: PixelCounts() for name in seg}
         for sample in scan_split(DATA, "test").samples:

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="run folder trained with the centre map")
     parser.add_argument("--data", default=str(DATA))
     args = parser.parse_args()
-    segmenter = Segmenter.load(args.model)
+    segmenter = Segmenter.load(args.model, diameter="model")  # at the model's scale, as measured
     run = Path(args.model)
     # the training split: splits.json beside the data, or made again as training made it
     stems = [s.stem for s in scan_split(args.data, "train").samples]

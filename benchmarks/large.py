@@ -29,7 +29,7 @@ import re, sys
 from pathlib import Path
 from bloomseg.outputs.run import OutputOptions, segment_image
 from bloomseg.inference.segmenter import Segmenter
-row = segment_image(Segmenter.load({model!r}), Path({image!r}), Path({out!r}),
+row = segment_image(Segmenter.load({model!r}, diameter="model"), Path({image!r}), Path({out!r}),
                     OutputOptions(cells=True, large={large}, block={block}))
 assert row["status"] == "ok", row
 peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)

@@ -61,7 +61,7 @@ def main() -> None:
                                    lr=args.lr, tiles_per_image=args.tiles_per_image))
         print(f"trained in {(time.perf_counter() - start) / 60:.1f} min; best val Dice "
               f"{result.best_dice:.4f} at epoch {result.best_epoch}")
-    segmenter = Segmenter.load(args.out)
+    segmenter = Segmenter.load(args.out, diameter="model")
     payload = torch.load(Path(args.out) / "best.pt", weights_only=True)
     ours, otsu = PixelCounts(), PixelCounts()
     for sample in scan_split(args.data, "test").samples:

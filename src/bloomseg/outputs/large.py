@@ -38,7 +38,8 @@ from bloomseg.outputs.summary import diameter_fields, save_cell_table
 PREVIEW = 2048
 """Longest side of the overlay picture of a large image."""
 ESTIMATE_WINDOW = 2048
-"""px: the side of the central field a large image's cell diameter is estimated on."""
+"""px: the largest side of the central field a large image's cell diameter is estimated
+on (a smaller image: all of it, as in memory)."""
 
 
 def write_tiled(path: Path, shape: tuple[int, int], dtype: type,
@@ -124,9 +125,9 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
     start = time.perf_counter()
     h, w = source.shape
     # one cell diameter for the whole image, estimated (if asked) on its central field
-    side = min(h, w, ESTIMATE_WINDOW)
-    top, left = (h - side) // 2, (w - side) // 2
-    scale = segmenter.scale_of(source.read(top, top + side, left, left + side)
+    rows, cols = min(h, ESTIMATE_WINDOW), min(w, ESTIMATE_WINDOW)
+    top, left = (h - rows) // 2, (w - cols) // 2
+    scale = segmenter.scale_of(source.read(top, top + rows, left, left + cols)
                                if segmenter.diameter == AUTO else None)
     f = max(1, math.ceil(max(h, w) / PREVIEW))
     preview = np.zeros((math.ceil(h / f), math.ceil(w / f), 3), np.uint8)
