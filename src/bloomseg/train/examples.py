@@ -123,12 +123,12 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
 
 
 def median_diameter(images: list[TrainImage], store: ImageStore) -> float | None:
-    """The median diameter of the images' whole cells, at the images' own scale: from
-    their boxes, else their masks (see :func:`bloomseg.data.dataset.cell_diameters`)."""
+    """The median diameter of the images' whole cells, at the scale they are used at:
+    from their boxes, else their masks (see :func:`bloomseg.data.dataset.cell_diameters`)."""
     found = []
     for img in images:
-        mask = None if img.boxes is not None else np.asarray(store.load(img.sample, img.source_key)[1])
-        found.append(cell_diameters(img.boxes, mask, img.size) / img.factor)
+        mask = None if img.boxes is not None else np.asarray(img.pixels(store)[1])
+        found.append(cell_diameters(img.boxes, mask, img.size))
     return pooled_median(found)
 
 
