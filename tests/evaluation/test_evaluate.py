@@ -119,6 +119,9 @@ def test_evaluate_writes_exact_metrics_and_every_figure(tmp_path):
     assert "instances" not in metrics  # no boxes, no labels
     per_image = json.loads((out / "per_image_metrics.json").read_text())
     assert [r["tp"] for r in per_image] == [int(m.sum()) for m in masks]
+    # the cell size each image was segmented at (this stand-in: its own scale)
+    assert {(r["diameter"], r["diameter_source"], r["diameter_note"]) for r in per_image} == {
+        ("", "model", "")}
     for name in PLOTS:
         assert (out / name).stat().st_size > 1000
     pictures = sorted(p.name for p in (out / "visualizations").iterdir())

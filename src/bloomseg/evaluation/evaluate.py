@@ -16,6 +16,7 @@ from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
 from bloomseg.files import refuse_existing, save_json, save_png
 from bloomseg.outputs.report import evaluate_report
+from bloomseg.outputs.summary import diameter_fields
 from bloomseg.settings import Range
 
 if TYPE_CHECKING:  # the model loads with the first image, not with the command line
@@ -113,7 +114,8 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
                                or true_labels is not None)
     counts = PixelCounts.of(result.mask, mask)
     row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
-           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
+           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn,
+           **diameter_fields(result)}
     box_match = mask_match = None
     if boxes is not None:
         m = box_match = match_boxes(result.labels, yolo_to_xyxy(boxes, *mask.shape))

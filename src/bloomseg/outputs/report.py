@@ -199,7 +199,8 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
                          "not in the metrics.</p>" + table(
                              ["image", "reason"], [[s["image"], s["reason"]] for s in metrics["skipped"]])))
     columns = [c for c in ("image", "dice", "iou", "true_cells", "complete_cells", "cell_tp",
-                           "cell_fp", "cell_fn", "cell_f1", "count_error") if per_image and c in per_image[0]]
+                           "cell_fp", "cell_fn", "cell_f1", "count_error", "diameter",
+                           "diameter_source") if per_image and c in per_image[0]]
     sections.append(("Per image", table(columns, [[r.get(c) for c in columns] for r in per_image])
                      + "<p>" + " · ".join(_link(f) for f in ("metrics.json", "per_image_metrics.json"))
                      + "</p>"))
