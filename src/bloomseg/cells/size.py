@@ -1,7 +1,7 @@
 """The automatic estimate of an image's cell diameter, made before any model sees it.
 
 Why classical and not the model's first pass: a model trained at one cell size does not
-see cells far from it (at 0.4x, today's model finds under 1% of the cells), so a first
+see cells far from it (at 0.4x, the default model's cell F1 is 0.004), so a first
 pass at the model's scale fails exactly on the images that need the estimate. The
 estimate here does not depend on a model or on the scale:
 
@@ -38,8 +38,9 @@ SMALL = 24
 LOOK = 40
 """px: the cell size that closer look aims at."""
 CALIBRATION = 1.02
-"""Box diameter per measured diameter: the median over the train splits of
-``bbbc041seg`` and ``txlpbc`` (``python benchmarks/cell_size.py --fit``)."""
+"""Box diameter per measured diameter: the median of the three train splits' medians
+(``bbbc041seg`` 1.047, ``txlpbc`` Raabin 1.009 and PBC 1.019; ``python
+benchmarks/cell_size.py --fit``)."""
 MIN_CONTRAST = 0.1
 """The least optical density (summed over channels) between the darkest pixels and the
 white for an image to count as having cells at all."""
