@@ -19,24 +19,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import tifffile
-
-from bloomseg.data.images import TILE
-from bloomseg.data.synthetic import REAL_SCALE, smear
+from bloomseg.data.synthetic import write_slide
 
 RUN = """
 import re, time
 from pathlib import Path
 import numpy as np
 from scipy import ndimage
-from bloomseg.inference.segmenter import Prediction
+from bloomseg.inference.segmenter import Prediction, Scale
 from bloomseg.outputs.options import OutputOptions
 from bloomseg.outputs.run import finish_run, segment_image
 
 class Components:
     name = "dark blobs"
-    def predict(self, image, instances=False, edges=None):
+    diameter = "model"
+    def scale_of(self, image, diameter=None):
+        return Scale(None, "model")
+    def predict(self, image, instances=False, edges=None, diameter=None, origin=(0, 0)):
         mask = image.mean(axis=2) < 200
         labels = ndimage.label(mask)[0].astype(np.int32) if instances else None
         return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)
@@ -61,10 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "slide.tif"
-        image, _ = smear(np.random.default_rng(0), args.size, args.size,
-                         radius=REAL_SCALE["radius"], density=REAL_SCALE["density"])
-        tifffile.imwrite(image_path, image, tile=(TILE, TILE), compression="zlib")
-        del image
+        write_slide(image_path, args.size)
         results: dict[bool, list[list[float]]] = {False: [], True: []}
         for repeat in range(args.repeats):
             for coco in (False, True):  # side by side, alternating

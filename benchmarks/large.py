@@ -17,12 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import tifffile
-
 from bloomseg.cells.matching import match_masks
-from bloomseg.data.images import TILE, read_labels
-from bloomseg.data.synthetic import REAL_SCALE, smear
+from bloomseg.data.images import read_labels
+from bloomseg.data.synthetic import write_slide
 
 RUN = """
 import re, sys
@@ -45,10 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "slide.tif"
-        image, _ = smear(np.random.default_rng(0), args.size, args.size,
-                         radius=REAL_SCALE["radius"], density=REAL_SCALE["density"])
-        tifffile.imwrite(image_path, image, tile=(TILE, TILE), compression="zlib")
-        del image
+        write_slide(image_path, args.size)
         results = {}
         for large in (True, False):
             out = Path(tmp) / ("blocks" if large else "memory")

@@ -97,6 +97,20 @@ def write_dataset(root: str | Path, n_train: int = 6, n_test: int = 2,
 
 REAL_SCALE = {"size": (600, 800), "radius": (38.0, 52.0), "density": 1 / 14000}
 """Settings of smears with cells the size of red cells in BBBC041's 1600x1200 images."""
+
+
+def write_slide(path: str | Path, side: int, seed: int = 0) -> None:
+    """A square synthetic smear of cells the real smears' size, written as a tiled,
+    zlib-compressed TIFF (as whole-slide scans are), for benchmarks of large images."""
+    import tifffile
+
+    from bloomseg.data.images import TILE
+
+    image, _ = smear(np.random.default_rng(seed), side, side, radius=REAL_SCALE["radius"],
+                     density=REAL_SCALE["density"])
+    tifffile.imwrite(path, image, tile=(TILE, TILE), compression="zlib")
+
+
 IMAGES = Range(int, 0, 10_000)
 """Images a split of a synthetic dataset may have."""
 MARKER = "SYNTHETIC.txt"

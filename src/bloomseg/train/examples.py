@@ -78,10 +78,10 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
     boxes and its fixed training views, by stem.
 
     Sets ``cfg.cell_diameter`` where it is None: the median diameter of the images' whole
-    cells (:func:`median_diameter`). With ``cfg.common_size``, each image is scaled so
-    that its cells are at that diameter: by the median of its own whole boxes, else by
-    its dataset's median; masks, boxes and centre targets with it, and its views are cut
-    from the scaled image.
+    cells (:func:`bloomseg.data.dataset.cell_diameters`, pooled). With
+    ``cfg.common_size``, each image is scaled so that its cells are at that diameter: by
+    the median of its own whole boxes, else by its dataset's median; masks, boxes and
+    centre targets with it, and its views are cut from the scaled image.
 
     Raises:
         DataError: orphans, or files that cannot be used (every one named).
@@ -107,12 +107,16 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
         images[stem] = TrainImage(sample, key, 1.0, image.shape[:2], [], boxes, cfg.centre_sigma)
     if errors:
         raise DataError(f"{len(errors)} training file(s) cannot be used:\n  " + "\n  ".join(errors))
-    dataset = median_diameter(list(images.values()), store)
+    # each image's whole cells: from its boxes, else its mask's components
+    diameters = {stem: cell_diameters(img.boxes, None if img.boxes is not None
+                                      else np.asarray(img.pixels(store)[1]), img.size)
+                 for stem, img in images.items()}
+    dataset = pooled_median(list(diameters.values()))
     if cfg.cell_diameter is None:  # the scale the model learns cells at
         cfg.cell_diameter = dataset
-    for img in images.values():
+    for stem, img in images.items():
         if cfg.common_size and cfg.cell_diameter is not None:
-            own = cell_diameters(img.boxes, None, img.size) if img.boxes is not None else []
+            own = diameters[stem] if img.boxes is not None else []
             diameter = float(np.median(own)) if len(own) else dataset
             if diameter:
                 img.factor = round(cfg.cell_diameter / diameter, 5)
@@ -120,16 +124,6 @@ def read_images(cfg: TrainConfig, store: ImageStore, progress: bool = False
         rng = np.random.default_rng(item_seed(cfg.seed, img.key, "views"))
         img.views = training_views(*img.size, cfg.mode, cfg.tile, cfg.tiles_per_image, rng)
     return images
-
-
-def median_diameter(images: list[TrainImage], store: ImageStore) -> float | None:
-    """The median diameter of the images' whole cells, at the scale they are used at:
-    from their boxes, else their masks (see :func:`bloomseg.data.dataset.cell_diameters`)."""
-    found = []
-    for img in images:
-        mask = None if img.boxes is not None else np.asarray(img.pixels(store)[1])
-        found.append(cell_diameters(img.boxes, mask, img.size))
-    return pooled_median(found)
 
 
 def render_example(cfg: TrainConfig, store: ImageStore, jitter: ColourJitter | None,
