@@ -35,7 +35,10 @@ class Components:
     diameter = "model"
     def scale_of(self, image, diameter=None):
         return Scale(None, "model")
-    def predict(self, image, instances=False, edges=None, diameter=None, origin=(0, 0)):
+    def levels_of(self, image):
+        return None
+    def predict(self, image, instances=False, edges=None, diameter=None, origin=(0, 0),
+                levels=None):
         mask = image.mean(axis=2) < 200
         labels = ndimage.label(mask)[0].astype(np.int32) if instances else None
         return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)

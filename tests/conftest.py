@@ -223,8 +223,11 @@ class Components:
     def scale_of(self, image, diameter=None) -> Scale:
         return Scale(None, "model")
 
+    def levels_of(self, image) -> None:
+        return None
+
     def predict(self, image: np.ndarray, instances: bool = False, edges=None,
-                diameter=None, origin=(0, 0)) -> Prediction:
+                diameter=None, origin=(0, 0), levels=None) -> Prediction:
         from scipy import ndimage
 
         mask = image.mean(axis=2) < 200

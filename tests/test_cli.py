@@ -177,11 +177,13 @@ def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
     base = ["train", "--data", str(data), "--out", str(run), "--backbone", "unet", "--tile", "42",
             "--tiles_per_image", "2", "--batch_size", "4", "--epochs", "1", "--no-colour-jitter",
             "--early_stopping", "3", "-q"]
-    assert main(base) == EXIT_OK
-    assert "best val Dice" in capsys.readouterr().out
+    assert main(base + ["--augment", "gamma,blur", "--normalise", "none"]) == EXIT_OK
+    assert "best val score" in capsys.readouterr().out
     recorded = json.loads((run / "config.json").read_text())["config"]
     assert (recorded["tiles_per_image"], recorded["colour_jitter"], recorded["early_stopping"],
             recorded["head"]) == (2, False, 3, "unet")
+    assert (recorded["augment"], recorded["normalise"]) == (["gamma", "blur"], "none")
+    assert recorded["data"] == [str(data)]
     assert main(base) == EXIT_FAILED
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "-q"]) == EXIT_OK
@@ -200,6 +202,28 @@ def test_train_resume_and_refusals(tmp_path, bloomseg_home, capsys):
     recorded = json.loads((tuned / "config.json").read_text())["config"]
     assert (recorded["init"], recorded["hue_jitter"], recorded["val_fraction"]) == (
         str(run / "best.pt"), 0.5, 0.0)
+
+
+def test_train_takes_several_roots_and_refuses_bad_ones(tmp_path, bloomseg_home, capsys):
+    from conftest import write_dataset
+
+    one, two = write_dataset(tmp_path / "one"), write_dataset(tmp_path / "two", seed=1)
+    run = tmp_path / "run"
+    base = ["train", "--out", str(run), "--backbone", "unet", "--tile", "42", "--epochs", "1",
+            "--tiles_per_image", "1", "-q"]
+    with pytest.raises(SystemExit) as stop:
+        main(base + ["--data", str(one), "--augment", "gamma,sharpen"])
+    assert stop.value.code == EXIT_USAGE
+    assert "argument --augment: sharpen is not one of contrast" in capsys.readouterr().err
+    assert main(base + ["--data", str(one), "--ignore-masks", str(two)]) == EXIT_USAGE
+    assert f"ignore_masks: {two} is not one of the --data roots" in capsys.readouterr().err
+    assert main(base + ["--data", str(one), "--data", str(one)]) == EXIT_USAGE
+    assert "a root is given twice" in capsys.readouterr().err
+    assert not run.exists()
+    assert main(base + ["--data", str(one), "--data", str(two), "--augment", "none"]) == EXIT_OK
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["data"] == [str(one), str(two)] and record["config"]["augment"] == []
+    assert [d["name"] for d in record["data"]["datasets"]] == ["one", "two"]
 
 
 def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):

@@ -40,6 +40,20 @@ def test_scan_pairs_and_lists_orphans(tmp_path):
     assert scan.problems() == "images without masks: lonely; masks without images: ghost"
 
 
+def test_scan_without_masks_takes_boxed_images(tmp_path):
+    root = _dataset(tmp_path)
+    Image.new("RGB", (5, 5)).save(root / "train" / "original" / "boxed.jpg")
+    (root / "train" / "boxes" / "boxed.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    Image.new("RGB", (5, 5)).save(root / "train" / "original" / "bare.jpg")
+    assert [s.stem for s in scan_split(root, "train").samples] == ["a", "b", "c"]
+    scan = scan_split(root, "train", need_mask=False)
+    assert [s.stem for s in scan.samples] == ["a", "b", "boxed", "c"]
+    boxed = scan.samples[2]
+    assert boxed.mask is None and boxed.boxes.name == "boxed.txt"
+    assert scan.images_without_masks == ["bare"]
+    assert scan.problems() == "images without masks or boxes: bare"
+
+
 def test_scan_errors(tmp_path):
     with pytest.raises(DataError, match=r"train/original: no such folder"):
         scan_split(tmp_path, "train")
@@ -111,7 +125,7 @@ def test_splits_fall_back_to_run_dir_when_data_is_not_writable(tmp_path):
     data = tmp_path / "data"
     (data / "splits.json").mkdir(parents=True)  # the data folder cannot take the file
     run = tmp_path / "run"
-    splits, path = load_or_make_splits(data, ["a", "b", "c"], run_dir=run)
+    splits, path = load_or_make_splits(data, ["a", "b", "c"], fallback=run / "splits.json")
     assert path == run / "splits.json" and json.loads(path.read_text()) == splits
     assert [p.name for p in data.iterdir()] == ["splits.json"]  # no temporaries left
 

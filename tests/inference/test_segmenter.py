@@ -160,8 +160,17 @@ def test_diameters_are_checked():
         Segmenter(DarkCells(), cell_diameter=2)
 
 
-@pytest.mark.parametrize("diameter", [50, "auto"])
-def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter):
+def test_a_pale_smear_is_found_once_its_levels_are_stretched():
+    image, masks = disks((300, 300), [(80, 80), (200, 210)], 60)
+    image[masks[0] | masks[1]] = (205, 195, 205)  # pale cells on a 235 background
+    assert not segmenter(diameter="model").predict(image).mask.any()
+    stretched = segmenter(diameter="model", normalise="percentile").predict(image).mask
+    assert (stretched == (masks[0] | masks[1])).mean() > 0.995
+
+
+@pytest.mark.parametrize(("diameter", "normalise"),
+                         [(50, "none"), ("auto", "none"), (50, "percentile")])
+def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter, normalise):
     import tifffile
 
     from bloomseg.data.images import TILE
@@ -169,13 +178,17 @@ def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter):
     from bloomseg.outputs.run import segment_image
 
     d = 50
-    centres = [(y, x) for y in np.arange(40, 700, 90) for x in np.arange(40, 700, 85)]
-    image, _ = disks((700, 780), centres, d)  # not square: the estimate sees all of it
+    # with normalisation, cells in the top half only: a block of the bottom half holds
+    # background alone, which its own levels would stretch into one large cell
+    height, bottom = (1000, 350) if normalise == "percentile" else (700, 700)
+    centres = [(y, x) for y in np.arange(40, bottom, 90) for x in np.arange(40, 700, 85)]
+    image, _ = disks((height, 780), centres, d)  # not square: the estimate sees all of it
     tifffile.imwrite(tmp_path / "smear.tif", image, tile=(TILE, TILE))
     labels, rows = {}, {}
     for large in (False, True):
         options = OutputOptions(cells=True, large=large, block=256, halo=128)
-        row = segment_image(segmenter(diameter=diameter), tmp_path / "smear.tif",
+        row = segment_image(segmenter(diameter=diameter, normalise=normalise),
+                            tmp_path / "smear.tif",
                             tmp_path / str(large), options)
         assert row["status"] == "ok"
         if diameter == "auto":  # one estimate for the image, not one per block

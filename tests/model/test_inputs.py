@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bloomseg.model.inputs import pad_reflect, random_view, render, tile_views, training_views, whole_view
+from bloomseg.model.inputs import (
+    dihedral,
+    dihedral_boxes,
+    image_levels,
+    normalise,
+    pad_reflect,
+    random_view,
+    render,
+    tile_views,
+    training_views,
+    whole_view,
+)
 
 
 def test_tile_views_cover_every_pixel_once_named_uniquely():
@@ -80,3 +91,47 @@ def test_one_flip_system_for_arrays_and_tensors():
     flips = [image, image[:, ::-1], image[::-1], image[::-1, ::-1]]
     for k, flipped in zip(MIRRORS, flips):
         np.testing.assert_array_equal(dihedral(image, k), flipped)
+
+
+def test_dihedral_boxes_move_as_their_image_moves():
+    h, w = 13, 20
+    boxes = np.array([[2, 3, 9, 7], [0, 0, 5, 13], [15, 4, 20, 6]], float)
+
+    def paint(bs, height, width):
+        out = np.zeros((height, width, len(bs)), bool)
+        for i, (x0, y0, x1, y1) in enumerate(bs.astype(int)):
+            out[y0:y1, x0:x1, i] = True
+        return out
+
+    for k in range(8):
+        moved = dihedral(paint(boxes, h, w), k)
+        assert np.array_equal(moved, paint(dihedral_boxes(boxes, k, h, w), *moved.shape[:2])), k
+
+
+def test_percentile_normalisation_maps_each_channels_levels_to_black_and_white():
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.integers(40, 201, (300, 300)), rng.integers(0, 101, (300, 300)),
+                      np.full((300, 300), 90)], axis=-1).astype(np.uint8)
+    low, high = image_levels(image)
+    assert low[0] == pytest.approx(np.percentile(image[..., 0], 1))
+    assert high[1] == pytest.approx(np.percentile(image[..., 1], 99))
+    assert (low[2], high[2]) == (90, 91)  # a flat channel keeps a range of one level
+    out = normalise(image, "percentile")
+    for c in range(3):  # linear between the levels, black and white past them
+        expected = np.clip((image[..., c] - low[c]) * 255 / (high[c] - low[c]), 0, 255)
+        assert np.abs(out[..., c] - expected).max() <= 0.5 + 1e-4
+    assert (out[..., 0] == 0).mean() == pytest.approx(0.01, abs=1 / 161)  # a level is 1/161
+    assert normalise(image, "none") is image
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise(image, "zscore")
+
+
+def test_normalisation_undoes_a_microscopes_levels_and_a_tile_takes_the_wholes():
+    from bloomseg.data.synthetic import smear
+
+    image, _ = smear(np.random.default_rng(2), 200, 240)
+    pale = (image.astype(np.float32) * 0.5 + 110).round().astype(np.uint8)  # low contrast
+    a, b = normalise(image, "percentile"), normalise(pale, "percentile")
+    assert np.abs(a.astype(int) - b).mean() < 2.5
+    tile = normalise(image[50:106, 60:116], "percentile", image_levels(image))
+    assert np.array_equal(tile, a[50:106, 60:116])

@@ -1,4 +1,4 @@
-"""Flips/rotations as a numbered group, and colour jitter."""
+"""Flips/rotations as a numbered group, colour jitter, and the microscope augmentations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bloomseg.model.inputs import DIHEDRAL, dihedral, dihedral_inverse
-from bloomseg.train.augment import ColourJitter
+from bloomseg.train.augment import AUGMENTATIONS, PIXELWISE, ColourJitter, Microscope
 
 
 @pytest.fixture()
@@ -63,3 +63,60 @@ def test_hue_rotation_keeps_luma_and_turns_red_to_cyan():
     assert half[0] < 0.5 and half[1] > 0.2 and half[2] > 0.2  # towards the opponent colour
     np.testing.assert_allclose(_grey(_rotate_hue(red, 0.3)), _grey(red), atol=1e-5)
     np.testing.assert_allclose(_rotate_hue(red, 1.0), red, atol=1e-5)
+
+
+def _smear(size: int = 64) -> np.ndarray:
+    """A pale background with violet disks: something like a stained smear."""
+    from bloomseg.data.synthetic import smear
+
+    image, _ = smear(np.random.default_rng(3), size, size)
+    return image
+
+
+def test_microscope_draws_are_seeded_and_only_the_named_ones():
+    every = Microscope()
+    a, b = every.draw(np.random.default_rng(5), 0.8), every.draw(np.random.default_rng(5), 0.8)
+    assert repr(a) == repr(b)
+    assert Microscope(()).draw(np.random.default_rng(5), 0.8) == {}
+    drawn = set()
+    for seed in range(40):
+        drawn |= set(every.draw(np.random.default_rng(seed), 0.8))
+    assert drawn == set(AUGMENTATIONS)
+    only = {k for s in range(40) for k in Microscope(("gamma", "jpeg")).draw(
+        np.random.default_rng(s), 0.8)}
+    assert only == {"gamma", "jpeg"}
+    with pytest.raises(ValueError, match="unknown augmentations"):
+        Microscope(("sharpen",))
+
+
+def test_pixelwise_changes_a_crop_as_they_change_the_whole():
+    image = _smear()
+    for seed in range(10):
+        draws = Microscope(PIXELWISE).draw(np.random.default_rng(seed), 0.7)
+        whole = Microscope.pixelwise(image, draws)
+        assert np.array_equal(Microscope.pixelwise(image[10:40, 5:50], draws), whole[10:40, 5:50])
+
+
+def test_each_change_does_what_it_says():
+    image = _smear()
+    grey = Microscope.pixelwise(image, {"saturation": 0.0})
+    assert np.abs(grey.astype(int) - grey[..., :1]).max() <= 1  # grey: channels equal
+    flat = Microscope.pixelwise(image, {"contrast": (0.3, 0.5)})
+    assert flat.std() == pytest.approx(0.3 * image.std(), rel=0.05)
+    same = Microscope.pixelwise(image, {"stain": (np.ones(3, np.float32), np.zeros(3, np.float32))})
+    assert np.abs(same.astype(int) - image).max() <= 1  # unmixed and mixed back unchanged
+    more = Microscope.pixelwise(image, {"stain": (np.full(3, 1.3, np.float32),
+                                                  np.zeros(3, np.float32))})
+    assert more.mean() < image.mean() - 3  # more stain: darker cells
+    dark = Microscope.pixelwise(image, {"gamma": 1.7})
+    assert (dark <= image).all()
+    lit = Microscope.optics(np.full((40, 40, 3), 200, np.uint8),
+                            {"illumination": (np.array([0.3, 0.0]), 0.0)})
+    assert lit[0, 0, 0] < 200 < lit[-1, 0, 0]  # brighter towards the bottom
+    blurred = Microscope.optics(image, {"blur": 2.0})
+    assert np.abs(np.diff(blurred.astype(int), axis=1)).mean() < np.abs(
+        np.diff(image.astype(int), axis=1)).mean()
+    noisy = Microscope.optics(image, {"noise": (0.04, 1)})
+    assert 5 < np.abs(noisy.astype(int) - image).mean() < 15
+    jpeg = Microscope.optics(image, {"jpeg": 25})
+    assert jpeg.shape == image.shape and not np.array_equal(jpeg, image)

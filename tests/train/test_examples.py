@@ -1,8 +1,10 @@
-"""Training images at one common cell size: each image scaled so its cells are at the
-run's diameter, masks, boxes and centre targets with it."""
+"""Training datasets and examples: several roots and their validation images, images at
+one common cell size (masks, boxes and centre targets with them), the balance between
+datasets, and the box targets that masks are learned from."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,9 +15,10 @@ from bloomseg.data.boxes import box_diameters, yolo_to_cxcywh
 from bloomseg.data.dataset import load_sample, pooled_median
 from bloomseg.data.synthetic import write_dataset
 from bloomseg.model.inputs import View
+from bloomseg.train.augment import Microscope
 from bloomseg.train.cache import ImageStore
 from bloomseg.train.config import TrainConfig
-from bloomseg.train.examples import read_images
+from bloomseg.train.examples import epoch_items, item_seed, items_per_dataset, read_datasets, render_example
 
 
 @pytest.fixture()
@@ -35,14 +38,17 @@ def two_sizes(tmp_path) -> Path:
 def read(root: Path, tmp_path: Path, **settings) -> tuple[TrainConfig, dict, ImageStore]:
     cfg = TrainConfig(data=str(root), out=str(tmp_path / "run"), tile=56, **settings)
     store = ImageStore(tmp_path / "store")
-    return cfg, read_images(cfg, store), store
+    datasets = read_datasets(cfg, store, tmp_path / "run")
+    return cfg, {img.sample.stem: img for d in datasets for img in d.train + d.val}, store
 
 
 def test_each_image_is_scaled_so_its_cells_are_at_the_run_diameter(two_sizes, tmp_path):
     cfg, images, store = read(two_sizes, tmp_path)
     own = {stem: box_diameters(img.boxes, *load_sample(img.sample)[0].shape[:2])
            for stem, img in images.items()}
-    assert cfg.cell_diameter == pooled_median(list(own.values()))
+    # measured on the train images (not the held-out ones)
+    train = json.loads((two_sizes / "splits.json").read_text())["train"]
+    assert cfg.cell_diameter == pooled_median([own[stem] for stem in train])
     factors = {stem: img.factor for stem, img in images.items()}
     assert max(factors.values()) / min(factors.values()) > 1.8  # the two sizes differ ~2x
     for img in images.values():
@@ -79,3 +85,80 @@ def test_an_image_without_boxes_is_scaled_by_its_datasets_median(two_sizes, tmp_
     # one dataset: its median is the run's, so the unboxed images keep their scale
     assert all(images[f"large_{i:02d}"].factor == 1.0 for i in range(3))
     assert all(images[f"train_{i:02d}"].factor != 1.0 for i in range(3))
+
+
+@pytest.fixture()
+def masked_and_boxed(tmp_path) -> tuple[Path, Path]:
+    """A dataset with masks and boxes (no val/), and one of boxes only with a val/ split."""
+    masked = write_dataset(tmp_path / "masked", n_train=5, n_test=0, size=(120, 160), boxes=True)
+    boxed = write_dataset(tmp_path / "boxed", n_train=3, n_test=2, size=(120, 160), seed=7,
+                          boxes=True, radius=(10, 14), density=1 / 1500)
+    (boxed / "test").rename(boxed / "val")
+    for split in ("train", "val"):
+        shutil.rmtree(boxed / split / "mask")
+    return masked, boxed
+
+
+def test_several_roots_each_with_its_own_validation(masked_and_boxed, tmp_path):
+    masked, boxed = masked_and_boxed
+    cfg = TrainConfig(data=[str(masked), str(boxed)], out=str(tmp_path / "run"), tile=56,
+                      partial_boxes=[str(boxed)])
+    datasets = read_datasets(cfg, ImageStore(tmp_path / "store"), tmp_path / "run")
+    assert [d.name for d in datasets] == ["masked", "boxed"]
+    one, two = datasets
+    assert (len(one.train), len(one.val)) == (4, 1) and one.val_from == str(masked / "splits.json")
+    assert (len(two.train), len(two.val)) == (3, 2) and two.val_from == f"{boxed}/val"
+    assert all(i.sample.mask is not None for i in one.train + one.val)
+    assert all(i.sample.mask is None and i.boxes is not None for i in two.train + two.val)
+    assert one.exhaustive and not two.exhaustive
+    assert all(not i.exhaustive for i in two.train)
+    # an equal share of every epoch for each dataset, however many images each has
+    train = [one.train, two.train]
+    items = epoch_items(cfg, train, 1, cached=False)
+    per = items_per_dataset(cfg, train)
+    assert per[0] == per[1] == round(sum(len(i.views) for d in train for i in d) / 2)
+    assert sum(item[0].dataset == "boxed" for item in items) == per[1]
+    assert items == epoch_items(cfg, train, 1, cached=False)  # seeded
+
+
+def test_a_final_fit_trains_on_the_val_split_too(masked_and_boxed, tmp_path):
+    _, boxed = masked_and_boxed
+    cfg = TrainConfig(data=str(boxed), out=str(tmp_path / "run"), tile=56, val_fraction=0)
+    [d] = read_datasets(cfg, ImageStore(tmp_path / "store"), tmp_path / "run")
+    assert (len(d.train), len(d.val), d.val_from) == (5, 0, "none")
+
+
+def test_box_targets_hold_the_true_cells_in_every_draw(masked_and_boxed, tmp_path):
+    masked, _ = masked_and_boxed
+    store = ImageStore(tmp_path / "store")
+    settings = dict(data=str(masked), out=str(tmp_path / "run"), tile=56, colour_jitter=False)
+    with_masks = TrainConfig(**settings)
+    from_boxes = TrainConfig(**settings, ignore_masks=[str(masked)])
+    [a] = read_datasets(with_masks, store, tmp_path / "a")
+    [b] = read_datasets(from_boxes, store, tmp_path / "b")
+    microscope = Microscope()
+    checked, cells, called_background, lines, crossing = 0, 0, 0, 0, 0
+    for img_a, img_b in zip(a.train, b.train):
+        assert img_b.sample.mask is None and img_a.sample.stem == img_b.sample.stem
+        for view in img_a.views:
+            for k in range(8):
+                seed = item_seed(view.name, k)
+                truth = render_example(with_masks, store, None, microscope, (img_a, view, k, seed))
+                boxed = render_example(from_boxes, store, None, microscope, (img_b, view, k, seed))
+                assert truth.boxes is None and boxed.mask is None
+                assert np.array_equal(truth.rgb, boxed.rgb)  # the same draws
+                target = boxed.boxes
+                # no true cell pixel is called background but at the boxes' edges (the
+                # synthetic boxes are the disks' to half a pixel; a turned or flipped box
+                # misplaced would call half its cell background)
+                wrong = (truth.mask & target.background).sum()
+                assert wrong <= 0.15 * truth.mask.sum() + 3
+                cells, called_background = cells + truth.mask.sum(), called_background + wrong
+                for (x0, y0, x1, y1), rows, cols in zip(target.boxes, target.rows, target.cols):
+                    crop = truth.mask[y0:y1, x0:x1]  # each whole line crosses its cell
+                    hits = ([crop.any(axis=1)] if rows else []) + ([crop.any(axis=0)] if cols else [])
+                    lines += sum(len(h) for h in hits)
+                    crossing += sum(int(h.sum()) for h in hits)
+                checked += 1
+    assert checked >= 40 and called_background < 0.05 * cells
+    assert crossing > 0.95 * lines  # but a line at a box's rounded edge

@@ -18,9 +18,10 @@ from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import InferenceOptions
 from bloomseg.model.files import load_model
+from bloomseg.model.inputs import normalise
 from bloomseg.train.cache import ImageStore
 from bloomseg.train.config import RUN_FILES, TrainConfig
-from bloomseg.train.examples import read_images
+from bloomseg.train.examples import read_datasets
 from bloomseg.train.run import _Run, resume, train
 from conftest import require_shared_data, tiny_vit, write_dataset
 
@@ -57,10 +58,14 @@ def test_two_epoch_run_writes_every_file_and_learns(dataset, tmp_path, kind):
         rows = list(csv.DictReader(f))
     assert [float(r["val_dice"]) for r in rows] == pytest.approx([r["val_dice"] for r in history])
     recorded = json.loads((run / "config.json").read_text())
-    assert recorded["config"]["data"] == str(dataset.resolve())
+    assert recorded["config"]["data"] == [str(dataset.resolve())]
     assert recorded["versions"]["torch"] == torch.__version__
-    assert recorded["data"] == {"splits_file": str(dataset / "splits.json"),
-                                "train_images": 5, "val_images": 1}
+    assert recorded["data"]["train_images"] == 5 and recorded["data"]["val_images"] == 1
+    [record] = recorded["data"]["datasets"]
+    assert record == {"name": dataset.name, "root": str(dataset.resolve()), "train_images": 5,
+                      "val_images": 1, "val_from": str(dataset.resolve() / "splits.json"),
+                      "with_masks": 6, "boxes_only": 0, "exhaustive_boxes": True,
+                      "items_per_epoch": record["items_per_epoch"], "share": 1.0}
     assert (recorded["backbone"]["tensor_fingerprint"] is None) == (kind == "unet")
     assert len(set(open(run / "train.log").read().splitlines())) >= 4
 
@@ -72,11 +77,14 @@ def test_two_epoch_run_writes_every_file_and_learns(dataset, tmp_path, kind):
     counts = PixelCounts()
     # validation is at the common cell size, as training is
     store = ImageStore(tmp_path / "store")
-    images = read_images(TrainConfig(**recorded["config"]), store)
+    datasets = read_datasets(TrainConfig(**recorded["config"]), store, run)
+    images = {img.sample.stem: img for d in datasets for img in d.train + d.val}
+    assert record["items_per_epoch"] == sum(len(img.views) for img in datasets[0].train)
     with torch.no_grad():
         for stem in val:
             image, mask = images[stem].pixels(store)
-            logits = predict_logits(model, np.asarray(image), InferenceOptions(cfg.mode, cfg.tile))
+            seen = normalise(np.asarray(image), cfg.normalise)  # as the model was trained
+            logits = predict_logits(model, seen, InferenceOptions(cfg.mode, cfg.tile))
             assert logits.shape == (2, *mask.shape)  # cell and centre map
             counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
     assert counts.dice == pytest.approx(result.best_dice, abs=1e-9)
@@ -258,8 +266,9 @@ def test_final_fit_on_every_image_keeps_the_last_epoch_and_inherits_settings(dat
     assert (result.best_epoch, result.best_dice) == (3, None)
     assert not (dataset / "splits.json").exists()
     record = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert record["data"] == {"splits_file": None, "val_images": 0,
-                              "train_images": len(scan_split(dataset, "train").samples)}
+    assert (record["data"]["val_images"], record["data"]["train_images"]) == (
+        0, len(scan_split(dataset, "train").samples))
+    assert record["data"]["datasets"][0]["val_from"] == "none"
     rows = json.loads((tmp_path / "b" / "history.json").read_text())
     assert [(r["epoch"], r["val_dice"], r["val_loss"]) for r in rows] == [
         (e, None, None) for e in (1, 2, 3)]
@@ -375,3 +384,32 @@ def test_missing_weights_file_fails_before_the_run_folder(dataset, tmp_path):
     with pytest.raises(WeightsError, match="bloomseg weights download dinobloom-s"):
         train(config(dataset, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_masked_and_a_boxes_only_dataset_train_one_model(dataset, tmp_path):
+    boxed = write_dataset(tmp_path / "boxed", n_train=3, n_test=2, seed=5, boxes=True)
+    (boxed / "test").rename(boxed / "val")
+    for split in ("train", "val"):
+        shutil.rmtree(boxed / split / "mask")
+    cfg = config(dataset, tmp_path / "run", **HEADS["unet"])
+    cfg.data = [str(dataset), str(boxed)]
+    result = train(cfg, progress=False)
+    run = tmp_path / "run"
+    log = (run / "train.log").read_text()
+    assert f"val {dataset.name}: Dice " in log and "val boxed: cell F1 " in log
+    history = json.loads((run / "history.json").read_text())
+    for row in history:
+        scores = row["val_datasets"]
+        assert set(scores) == {dataset.name, "boxed"}
+        assert scores["boxed"]["dice"] is None and 0 <= scores["boxed"]["f1"] <= 1
+        assert row["val_dice"] == scores[dataset.name]["dice"]
+        assert row["val_score"] == pytest.approx((row["val_dice"] + scores["boxed"]["f1"]) / 2)
+    assert result.best_score == max(r["val_score"] for r in history)
+    with open(run / "history.csv") as f:
+        header = next(csv.reader(f))
+    assert {f"{dataset.name}_dice", "boxed_f1", "val_score"} <= set(header)
+    records = json.loads((run / "config.json").read_text())["data"]["datasets"]
+    assert [(r["name"], r["with_masks"], r["boxes_only"], r["share"]) for r in records] == [
+        (dataset.name, 6, 0, 0.5), ("boxed", 0, 5, 0.5)]
+    assert records[0]["items_per_epoch"] == records[1]["items_per_epoch"]
+    assert (records[1]["val_from"], records[1]["val_images"]) == (f"{boxed.resolve()}/val", 2)

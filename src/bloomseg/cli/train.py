@@ -8,8 +8,21 @@ import sys
 from dataclasses import fields
 
 from bloomseg.cli import EXIT_OK, EXIT_USAGE, add_output, add_setting
-from bloomseg.model.config import HEADS, MODES
+from bloomseg.model.config import HEADS, MODES, NORMALISATIONS
+from bloomseg.train.augment import AUGMENTATIONS
 from bloomseg.train.config import LOSSES, SCHEDULERS, TrainConfig
+
+
+def _augmentations(text: str) -> list[str]:
+    """``--augment``'s value: names joined by commas, ``all`` or ``none``."""
+    if text in ("all", "none"):
+        return list(AUGMENTATIONS) if text == "all" else []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)} is not one of {', '.join(AUGMENTATIONS)} (or all, none)")
+    return names
 
 
 def _interrupt_on_sigterm() -> None:
@@ -37,8 +50,8 @@ def _train(args: argparse.Namespace) -> int:
                     if hasattr(args, f.name)}
         config = TrainConfig(**settings | {"out": args.output})
         result = train(config, progress=not args.quiet, overwrite=args.overwrite)
-    score = ("no validation images, last epoch" if result.best_dice is None
-             else f"best val Dice {result.best_dice:.4f} at epoch")
+    score = ("no validation images, last epoch" if result.best_score is None
+             else f"best val score {result.best_score:.4f} at epoch")
     print(f"{score} {result.best_epoch}: {result.run_dir / 'best.pt'}")
     return EXIT_OK
 
@@ -46,11 +59,22 @@ def _train(args: argparse.Namespace) -> int:
 def add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train", help="train a head on frozen DinoBloom features, or a U-Net from scratch",
-        description="Train on ROOT/train/{original,mask} (80/20 train/validation split, kept "
-        "in splits.json). Everything goes into the run folder -o/--output: config.json, "
-        "history.json/.csv, best.pt, last.pt, training_curves.png, train.log.")
+        description="Train on ROOT/train/{original, mask and/or boxes}, validating on ROOT/val "
+        "where it exists (else on a 20%% share of train, kept in splits.json); several --data "
+        "roots train one model, each dataset an equal share of every epoch. Images with boxes "
+        "and no mask learn their mask from the boxes. Everything goes into the run folder "
+        "-o/--output: config.json, history.json/.csv, best.pt, last.pt, training_curves.png, "
+        "train.log.")
     io = p.add_argument_group("data and run folder")
-    io.add_argument("--data", help="dataset root holding train/original and train/mask")
+    io.add_argument("--data", action="append", metavar="ROOT",
+                    help="dataset root holding train/original and train/mask or train/boxes "
+                    "(repeat for several datasets)")
+    io.add_argument("--partial-boxes", action="append", default=[], metavar="ROOT",
+                    help="a --data root whose boxes do not hold every cell: nothing outside "
+                    "them is taken as background (repeatable)")
+    io.add_argument("--ignore-masks", action="append", default=[], metavar="ROOT",
+                    help="a --data root whose masks are not used: its masks are learned "
+                    "from its boxes (repeatable; to compare with training on the masks)")
     add_output(io, "run folder to create", "--out", required=False)
     io.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
     io.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
@@ -80,6 +104,12 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add_setting(m, TrainConfig, "centre_weight", "weight of the centre-map loss")
     add_setting(m, TrainConfig, "centre_sigma", "sigma of each centre Gaussian as a share of "
                 "its box's size")
+    add_setting(m, TrainConfig, "normalise", "per-image normalisation, the same in training "
+                "and prediction: each channel's 1st and 99th percentiles to black and white, "
+                "or none", "--normalise", "--normalize", choices=NORMALISATIONS)
+    add_setting(m, TrainConfig, "pairwise_weight", "weight of the term that makes neighbouring "
+                "pixels of like colour share a label, where masks are learned from boxes "
+                "(0: off)")
 
     t = p.add_argument_group("training")
     for name, text in (
@@ -109,6 +139,9 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add_setting(a, TrainConfig, "hue_jitter", "largest hue shift, in turns of the colour "
                 "wheel; 0.5 draws any hue, for stains unlike the training smears'",
                 metavar="TURNS")
+    a.add_argument("--augment", type=_augmentations, default=list(AUGMENTATIONS),
+                   metavar="NAMES", help="the microscope augmentations, joined by commas, "
+                   f"all or none: {', '.join(AUGMENTATIONS)} (default: all)")
     a.add_argument("--no-common-size", dest="common_size", action="store_false",
                    help="train each image at its own scale, instead of scaling each so its "
                    "cells are at the run's median cell diameter")

@@ -2,10 +2,14 @@
 
 Layout (the Kaggle "BCCD dataset with mask" download and ../shared/data/bbbc041seg)::
 
-    ROOT/{train,test}/original/<stem>.{png,jpg,jpeg,tif,tiff}
-    ROOT/{train,test}/mask/<stem>.png          two values: cell > 127 (0/255), or 0/1
-    ROOT/{train,test}/boxes/<stem>.txt         optional, YOLO "class cx cy w h" per cell
-    ROOT/{train,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
+    ROOT/{train,val,test}/original/<stem>.{png,jpg,jpeg,tif,tiff}
+    ROOT/{train,val,test}/mask/<stem>.png          two values: cell > 127 (0/255), or 0/1
+    ROOT/{train,val,test}/boxes/<stem>.txt         YOLO "class cx cy w h" per cell
+    ROOT/{train,val,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
+
+Evaluation needs masks; training takes an image with a mask, its boxes, or both
+(../shared/data/txlpbc has boxes only). ``val`` is optional: without it, a seeded share
+of ``train`` is held out (``splits.json``).
 """
 
 from __future__ import annotations
@@ -43,20 +47,24 @@ class Scan:
     """What a split folder holds.
 
     Attributes:
-        samples: images that have a mask, sorted by stem.
-        images_without_masks: stems of images with no mask.
+        samples: images that have a mask (or, where masks are not needed, a mask or
+            boxes), sorted by stem.
+        images_without_masks: stems of images with no mask (no mask and no boxes, where
+            masks are not needed).
         masks_without_images: stems of masks with no image.
     """
 
     samples: list[Sample] = field(default_factory=list)
     images_without_masks: list[str] = field(default_factory=list)
     masks_without_images: list[str] = field(default_factory=list)
+    need_mask: bool = True
 
     def problems(self) -> str:
         """The orphans as one readable line ('' if none)."""
         parts = []
         if self.images_without_masks:
-            parts.append(f"images without masks: {', '.join(self.images_without_masks)}")
+            what = "masks" if self.need_mask else "masks or boxes"
+            parts.append(f"images without {what}: {', '.join(self.images_without_masks)}")
         if self.masks_without_images:
             parts.append(f"masks without images: {', '.join(self.masks_without_images)}")
         return "; ".join(parts)
@@ -76,8 +84,14 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
-def scan_split(root: str | Path, split: str = "train") -> Scan:
+def scan_split(root: str | Path, split: str = "train", need_mask: bool = True) -> Scan:
     """Pair the images of ``root/split/original`` with their masks and boxes.
+
+    Args:
+        root: the dataset folder.
+        split: ``train``, ``val`` or ``test``.
+        need_mask: only images with a mask are samples; else an image with boxes and no
+            mask is one too (training learns its mask from the boxes).
 
     Raises:
         DataError: the folder is missing or holds no images.
@@ -92,11 +106,13 @@ def scan_split(root: str | Path, split: str = "train") -> Scan:
     masks = _by_stem(folder / "mask", IMAGE_SUFFIXES)
     boxes = _by_stem(folder / "boxes", (".txt",))
     labels = _by_stem(folder / "labels", (".tif", ".tiff", ".png"))
+    labelled = masks.keys() if need_mask else masks.keys() | boxes.keys()
     return Scan(
-        samples=[Sample(s, images[s], masks[s], boxes.get(s), labels.get(s))
-                 for s in images if s in masks],
-        images_without_masks=[s for s in images if s not in masks],
+        samples=[Sample(s, images[s], masks.get(s), boxes.get(s), labels.get(s))
+                 for s in images if s in labelled],
+        images_without_masks=[s for s in images if s not in labelled],
         masks_without_images=[s for s in masks if s not in images],
+        need_mask=need_mask,
     )
 
 
@@ -233,20 +249,26 @@ def _read_splits(path: Path, stems: list[str]) -> dict:
     return splits
 
 
-def load_or_make_splits(data_root: str | Path, stems: list[str], run_dir: str | Path | None = None,
+def has_split(root: str | Path, split: str) -> bool:
+    """Whether ``root`` holds a ``split`` folder of images (``split/original``)."""
+    return (Path(root) / split / "original").is_dir()
+
+
+def load_or_make_splits(data_root: str | Path, stems: list[str], fallback: str | Path | None = None,
                         seed: int = 0, val_fraction: float = 0.2) -> tuple[dict, Path | None]:
-    """Reuse ``splits.json`` from the data folder or the run folder, or write a new one.
+    """Reuse ``splits.json`` from the data folder or the ``fallback`` file, or write a
+    new one.
 
     A new split goes next to the data (so every run on it shares it) or, where that folder
-    is read-only, into the run folder.
+    is read-only, to ``fallback`` (a file in the run folder).
 
     Returns:
         (the split ``{"train": [...], "val": [...], "seed", "val_fraction"}``, the file it
         was read from or written to, or None if it could be written nowhere).
     """
     places = [Path(data_root) / SPLITS_FILE]
-    if run_dir is not None:
-        places.append(Path(run_dir) / SPLITS_FILE)
+    if fallback is not None:
+        places.append(Path(fallback))
     for path in places:
         if path.is_file():
             return _read_splits(path, stems), path

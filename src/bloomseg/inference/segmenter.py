@@ -25,6 +25,7 @@ from bloomseg.inference.options import (
 )
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.files import load_model, resolve_model
+from bloomseg.model.inputs import image_levels, normalise
 from bloomseg.model.network import SegmentationModel
 from bloomseg.settings import range_of
 
@@ -88,18 +89,21 @@ class Segmenter:
             unknown; images can then only be segmented at the model's own scale).
         diameter: the cell diameter of the images, where it is not given per image: px,
             ``auto`` (estimated per image) or ``model`` (the model's own scale).
+        normalise: the model's per-image normalisation (``none`` or ``percentile``, see
+            :func:`bloomseg.model.inputs.normalise`).
     """
 
     def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
                  threshold: float = THRESHOLD, separation: InstanceParams | None = None,
                  name: str = "a model in memory", cell_diameter: float | None = None,
-                 diameter: float | str = AUTO) -> None:
+                 diameter: float | str = AUTO, normalise: str = "none") -> None:
         options.check()
         range_of(SegmenterSpec, "threshold").check("threshold", threshold)
         if cell_diameter is not None:
             DIAMETER.check("cell_diameter", cell_diameter)
         IMAGE_DIAMETER.check("diameter", diameter)
         self.name, self.cell_diameter, self.diameter = name, cell_diameter, diameter
+        self.normalise = normalise
         self._check_known(diameter)
         self.model, self.options, self.threshold = model.eval(), options, threshold
         has_centres = model.out_channels > 1
@@ -138,10 +142,15 @@ class Segmenter:
             params = replace(params, edge_min_area=0)
         return cls(model, InferenceOptions(**(trained | options)), threshold, params,
                    name=str(name), cell_diameter=payload["config"]["cell_diameter"],
-                   diameter=diameter)
+                   diameter=diameter, normalise=payload["config"].get("normalise", "none"))
+
+    def levels_of(self, image: np.ndarray) -> np.ndarray | None:
+        """The levels the model's normalisation takes from an image (None: it has none):
+        measured once on a large image's central field and passed to each block."""
+        return None if self.normalise == "none" else image_levels(image)
 
     def logits(self, image: np.ndarray) -> Tensor:
-        """(H, W, 3) uint8 -> (C, H, W) float32 logits."""
+        """(H, W, 3) uint8, already normalised -> (C, H, W) float32 logits."""
         with torch.no_grad():
             return predict_logits(self.model, image, self.options)
 
@@ -185,7 +194,8 @@ class Segmenter:
     def predict(self, image: np.ndarray, instances: bool = False,
                 edges: tuple[bool, bool, bool, bool] = ALL_EDGES,
                 diameter: float | str | Scale | None = None,
-                origin: tuple[int, int] = (0, 0)) -> Prediction:
+                origin: tuple[int, int] = (0, 0), levels: np.ndarray | None = None
+                ) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
         ``instances``, also one label per cell.
 
@@ -205,6 +215,8 @@ class Segmenter:
             origin: (row, column) of ``image``'s first pixel in the whole image it is a
                 block of (multiples of :data:`bloomseg.data.resampling.GRID` where it is
                 scaled).
+            levels: the whole image's levels (:meth:`levels_of`), for a block of it
+                (default: ``image``'s own).
 
         Raises:
             ConfigError: a diameter out of range, or one in px given to a model that does
@@ -214,7 +226,8 @@ class Segmenter:
         scale = diameter if isinstance(diameter, Scale) else self.scale_of(image, diameter)
         # on the one grid of factors that blocks of a large image share (data.resampling)
         factor = 1.0 if scale.source == OWN else grid_factor(self.cell_diameter / scale.diameter)
-        scaled = image if factor == 1 else resample(image, factor)
+        seen = normalise(image, self.normalise, levels)
+        scaled = seen if factor == 1 else resample(seen, factor)
         # a block of a larger image is padded so the model's grid falls where it falls on
         # the whole image, which it then sees the same
         top, left = (round(o * factor) % self.model.grid for o in origin)

@@ -17,17 +17,21 @@ HEADS = ("linear", "transposed_conv", "fusion")
 """Heads over ViT features; a ``unet`` model is a network of its own (backbone ``unet``)."""
 MODES = ("tiling", "padding", "resize")
 """What the network sees of an image (see :mod:`bloomseg.model.inputs`)."""
+NORMALISATIONS = ("none", "percentile")
+"""How each image's levels are set before the network sees it (see
+:func:`bloomseg.model.inputs.normalise`)."""
 DIAMETER = Range(float, 5, 1000)
 """px: the cell diameters a model or an image may have."""
 MAX_UNET_LEVELS = 8
 """The deepest U-Net a model file may ask for (16 * 2**7 = 2048 channels at the bottom)."""
 
 LEGACY = {"unet_levels": 4, "centres": False, "centre_sigma": 0.15, "unfreeze_blocks": 0,
-          "cell_diameter": None, "common_size": False}
+          "cell_diameter": None, "common_size": False, "normalise": "none", "augment": []}
 """The values that files written before a setting existed meant: a 4-level U-Net, no
 centre map (then centre Gaussians of sigma 0.15), a frozen backbone, a cell size not
 measured (:func:`bloomseg.model.files.load_model` measures it from the run's data where
-that is at hand), images trained at their own scale."""
+that is at hand), images trained at their own scale, no per-image normalisation and none
+of the microscope augmentations."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ModelConfig:
         cell_diameter: px, the median diameter of the cells the model was trained on (None:
             unknown, for models trained before it was measured); every size-like setting
             tuned with it (seed spacing, smallest cell, edge slivers) is at this scale.
+        normalise: one of :data:`NORMALISATIONS`, applied to every image in training and
+            in inference alike.
     """
 
     backbone: str = "dinobloom-s"
@@ -55,6 +61,7 @@ class ModelConfig:
     unet_levels: int = setting(5, Range(int, 1, MAX_UNET_LEVELS))
     unfreeze_blocks: int = setting(0, Range(int, 0, 64))
     cell_diameter: float | None = setting(None, DIAMETER)
+    normalise: str = "percentile"
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
@@ -66,6 +73,9 @@ class ModelConfig:
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ConfigError(f"{f.name} must be {kind.__name__}, got {value!r}")
         check_ranges(self)
+        if self.normalise not in NORMALISATIONS:
+            raise ConfigError(f"normalise {self.normalise!r} is not one of "
+                              f"{', '.join(NORMALISATIONS)}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.tile % PATCH_SIZE:

@@ -264,11 +264,13 @@ def _model_config(payload: dict, path: str | Path) -> ModelConfig:
     except (ConfigError, TypeError) as e:  # TypeError: a setting of the wrong type
         raise CheckpointError(f"{path}: invalid model settings: {e}") from None
     data = payload["config"].get("data")
-    if cfg.cell_diameter is None and isinstance(data, str) and Path(data).is_dir():
+    roots = [data] if isinstance(data, str) else data if isinstance(data, list) else []
+    if cfg.cell_diameter is None and roots and all(Path(r).is_dir() for r in roots):
         from bloomseg.data.dataset import median_diameter, scan_split
 
         try:
-            cfg = replace(cfg, cell_diameter=median_diameter(scan_split(data, "train").samples))
+            samples = [s for r in roots for s in scan_split(r, "train", need_mask=False).samples]
+            cfg = replace(cfg, cell_diameter=median_diameter(samples))
         except BloomsegError:  # unreadable data: the size stays unknown
             pass
     return cfg

@@ -27,6 +27,11 @@ from bloomseg.backbone import PATCH_SIZE
 from bloomseg.grids import spread
 from bloomseg.model.config import MODES
 
+LEVELS = (1.0, 99.0)
+"""Percentiles of each channel that ``percentile`` normalisation maps to black and white."""
+LEVEL_SAMPLE = 512 * 512
+"""Pixels at most that an image's levels are measured on (every n-th row and column)."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """DINOv2 and DinoBloom were trained on ImageNet-normalised RGB."""
@@ -139,9 +144,71 @@ def dihedral(array: np.ndarray | Tensor, k: int, axes: tuple[int, int] = (0, 1)
     return np.ascontiguousarray(np.flip(out, axes[1]) if k >= 4 else out)
 
 
+def dihedral_boxes(boxes: np.ndarray, k: int, height: int, width: int) -> np.ndarray:
+    """Boxes moved as :func:`dihedral` moves their image.
+
+    Args:
+        boxes: (N, 4) x0, y0, x1, y1 in pixel edges of an (height, width) image.
+        k: the variant, 0..7.
+
+    Returns:
+        (N, 4) in the pixel edges of the moved image.
+    """
+    x0, y0, x1, y1 = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).T
+    for _ in range(k % 4):  # each quarter turn: row r, column c -> row W - c, column r
+        x0, y0, x1, y1 = y0, width - x1, y1, width - x0
+        height, width = width, height
+    if k >= 4:
+        x0, x1 = width - x1, width - x0
+    return np.stack([x0, y0, x1, y1], axis=1)
+
+
 def dihedral_inverse(k: int) -> int:
     """The index that undoes variant ``k``."""
     return (4 - k) % 4 if k < 4 else k  # mirrors (with or without rotation) are their own inverse
+
+
+def image_levels(image: np.ndarray) -> np.ndarray:
+    """The black and white point of each channel of an image: its :data:`LEVELS`
+    percentiles, measured on at most :data:`LEVEL_SAMPLE` evenly spread pixels.
+
+    Args:
+        image: (H, W, 3) uint8 (a memory map is read sparsely).
+
+    Returns:
+        (2, 3) float32: the low row and the high row, high > low.
+    """
+    step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / LEVEL_SAMPLE)))
+    sample = np.asarray(image[::step, ::step]).reshape(-1, 3)
+    low, high = np.percentile(sample, LEVELS, axis=0)
+    return np.stack([low, np.maximum(high, low + 1)]).astype(np.float32)
+
+
+def normalise(image: np.ndarray, method: str, levels: np.ndarray | None = None) -> np.ndarray:
+    """An image as a model of normalisation ``method`` sees it.
+
+    ``percentile`` stretches each channel so its 1st percentile is black and its 99th
+    white (cellpose's ``normalize99``, per channel, as uint8): a pale, a dark and a tinted
+    microscope all give the network smears of the same range. ``none`` leaves the image.
+    The levels come from the whole image, so a tile or a block of a large image is
+    normalised as the whole image is.
+
+    Args:
+        image: (H, W, 3) uint8.
+        method: ``none`` or ``percentile``.
+        levels: (2, 3) from :func:`image_levels` of the whole image (default: of ``image``).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if method == "none":
+        return image
+    if method != "percentile":
+        raise ValueError(f"unknown normalisation {method!r}")
+    low, high = image_levels(image) if levels is None else levels
+    ramp = np.arange(256, dtype=np.float32)[:, None]
+    table = np.clip((ramp - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+    return np.stack([table[image[..., c], c] for c in range(3)], axis=-1)
 
 
 def to_tensor(image: np.ndarray) -> Tensor:

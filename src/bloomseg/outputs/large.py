@@ -124,11 +124,12 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
     instances, block, halo = options.cells, options.block, options.halo
     start = time.perf_counter()
     h, w = source.shape
-    # one cell diameter for the whole image, estimated (if asked) on its central field
+    # one cell diameter for the whole image, estimated (if asked) on its central field,
     rows, cols = min(h, ESTIMATE_WINDOW), min(w, ESTIMATE_WINDOW)
     top, left = (h - rows) // 2, (w - cols) // 2
-    scale = segmenter.scale_of(source.read(top, top + rows, left, left + cols)
-                               if segmenter.diameter == AUTO else None)
+    central = source.read(top, top + rows, left, left + cols)
+    scale = segmenter.scale_of(central if segmenter.diameter == AUTO else None)
+    levels = segmenter.levels_of(central)  # and one normalisation
     f = max(1, math.ceil(max(h, w) / PREVIEW))
     preview = np.zeros((math.ceil(h / f), math.ceil(w / f), 3), np.uint8)
     preview_mask = np.zeros(preview.shape[:2], bool)
@@ -149,7 +150,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
             region = source.read(*ext)
             # slivers are dropped at the image's own edges only, never at a block's
             result = segmenter.predict(region, instances=instances, diameter=scale,
-                                       origin=(ext[0], ext[2]),
+                                       origin=(ext[0], ext[2]), levels=levels,
                                        edges=(ext[0] == 0, ext[1] == h, ext[2] == 0, ext[3] == w))
             mask = _crop(result.mask, ext, core)
             cell_pixels += int(mask.sum())

@@ -4,7 +4,8 @@ A frozen backbone gives the same features for the same input every epoch, so the
 computed once and read back memory-mapped. Entries are named by content, never by file
 name or date:
 
-    ROOT/images/<image key>.rgb.npy, .mask.npy        decoded image and mask (uint8, bool),
+    ROOT/images/<image key>.rgb.npy, .mask.npy        decoded image and mask (uint8, bool;
+                                                      no mask file for boxes only),
                                                       scaled: <image key>-x<factor>
     ROOT/features/<identity>/identity.json            what produced the features
     ROOT/features/<identity>/<image key>/<view>_k<k>.npy   (layers, D, h, w) float16
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bloomseg.data.dataset import Sample, load_sample
-from bloomseg.data.images import MAX_PIXELS, check_file
+from bloomseg.data.images import MAX_PIXELS, check_file, read_image
 from bloomseg.files import atomic_output, sha256sum
 
 FORMAT_VERSION = 2  # 2: checksums
@@ -89,9 +90,10 @@ class ImageStore:
         self._checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def load(self, sample: Sample, key: str | None = None, factor: float = 1.0
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 image and (H, W) bool mask of a sample, read-only memmaps,
-        scaled by ``factor`` (both to the same size; see :func:`scaled_key`).
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W, 3) uint8 image and (H, W) bool mask (None: the sample has boxes only)
+        of a sample, read-only memmaps, scaled by ``factor`` (both to the same size; see
+        :func:`scaled_key`).
 
         Raises:
             ImageError, DataError: the image or mask cannot be read or differ in size.
@@ -99,17 +101,25 @@ class ImageStore:
         key = scaled_key(key or content_key(sample), factor)
         if key not in self._checked:  # checksums read once per process
             rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
-            rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
-            if rgb is None or mask is None:
-                image, truth = load_sample(sample, self.max_pixels)
+            masked = sample.mask is not None
+            rgb = load_checked(rgb_path, mmap=True)
+            mask = load_checked(mask_path, mmap=True) if masked else None
+            if rgb is None or (masked and mask is None):
+                if masked:
+                    image, truth = load_sample(sample, self.max_pixels)
+                else:
+                    image, truth = read_image(sample.image, self.max_pixels), None
                 if factor != 1:
                     from bloomseg.data.resampling import resample
 
                     image = resample(image, factor)
-                    truth = resample(truth.astype(np.uint8) * 255, factor) > 127
+                    if masked:
+                        truth = resample(truth.astype(np.uint8) * 255, factor) > 127
                 save_checked(rgb_path, image)
-                save_checked(mask_path, truth)
-                rgb, mask = load_checked(rgb_path, mmap=True), load_checked(mask_path, mmap=True)
+                rgb = load_checked(rgb_path, mmap=True)
+                if masked:
+                    save_checked(mask_path, truth)
+                    mask = load_checked(mask_path, mmap=True)
             self._checked[key] = (rgb, mask)
         return self._checked[key]
 

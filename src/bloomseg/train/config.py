@@ -13,6 +13,7 @@ from bloomseg.data.images import MAX_PIXELS
 from bloomseg.errors import ConfigError
 from bloomseg.model.config import ModelConfig
 from bloomseg.settings import COUNT, POSITIVE_INT, Range, check_ranges, range_of, setting
+from bloomseg.train.augment import AUGMENTATIONS
 from bloomseg.train.centres import SIGMA_SCALE
 
 SCHEDULERS = ("cosine", "step", "none")
@@ -26,7 +27,8 @@ _NON_NEGATIVE = Range(float, 0)
 class TrainConfig:
     """Every setting of a training run (``bloomseg train --help`` explains each)."""
 
-    data: str
+    data: list[str]
+    """Dataset roots (a single root may be given as a string)."""
     out: str
     mode: str = "tiling"
     backbone: str = "dinobloom-s"
@@ -64,9 +66,21 @@ class TrainConfig:
     cell_diameter: float | None = setting(None, range_of(ModelConfig, "cell_diameter"))
     """Measured from the training data when the run starts (see ModelConfig)."""
     common_size: bool = True
-    """Scale each image so its cells are at ``cell_diameter`` (see ``read_images``)."""
+    """Scale each image so its cells are at ``cell_diameter`` (see ``read_datasets``)."""
+    normalise: str = "percentile"
+    """Per-image normalisation (see :func:`bloomseg.model.inputs.normalise`)."""
+    augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
+    """The microscope augmentations drawn (see :mod:`bloomseg.train.augment`)."""
+    pairwise_weight: float = setting(1.0, _NON_NEGATIVE)
+    """Weight of the pairwise colour term where masks are learned from boxes."""
+    partial_boxes: list[str] = field(default_factory=list)
+    """Roots whose boxes do not hold every cell (nothing is taken as background there)."""
+    ignore_masks: list[str] = field(default_factory=list)
+    """Roots whose masks are not used: their masks are learned from their boxes."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
         if self.head is None:
             self.head = "unet" if self.backbone == "unet" else "fusion"
 
@@ -82,6 +96,18 @@ class TrainConfig:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if not self.data:
+            raise ConfigError("data: at least one dataset root is needed")
+        if len(set(self.data)) != len(self.data):
+            raise ConfigError(f"data: a root is given twice ({', '.join(self.data)})")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(f"augment: {', '.join(unknown)} is not one of "
+                              f"{', '.join(AUGMENTATIONS)}")
+        for name in ("partial_boxes", "ignore_masks"):
+            stray = [r for r in getattr(self, name) if r not in self.data]
+            if stray:
+                raise ConfigError(f"{name}: {', '.join(stray)} is not one of the --data roots")
 
     def variants(self) -> list[int]:
         """Dihedral variants to draw from (see :func:`bloomseg.model.inputs.dihedral`)."""
@@ -109,6 +135,7 @@ class TrainResult:
 
     run_dir: Path
     best_epoch: int
-    best_dice: float | None  # None: no validation images (the last epoch is kept)
+    best_dice: float | None  # None: no validation images or masks
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    best_score: float | None = None  # None: no validation images (the last epoch is kept)

@@ -29,9 +29,9 @@ from torch import Tensor
 from bloomseg import __version__
 from bloomseg.backbone.registry import home
 from bloomseg.backbone.vit import DinoVisionTransformer
-from bloomseg.cells.instances import InstanceParams
+from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
+from bloomseg.cells.matching import match_boxes, total_boxes
 from bloomseg.data.boxes import yolo_to_xyxy
-from bloomseg.data.dataset import load_or_make_splits
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.files import refuse_existing, remove_stale_temporaries, save_json, sha256sum
@@ -46,14 +46,22 @@ from bloomseg.model.files import (
     save_checkpoint,
     trainable_state,
 )
-from bloomseg.model.inputs import View, to_tensor
+from bloomseg.model.inputs import View, normalise, to_tensor
 from bloomseg.model.network import SegmentationModel
-from bloomseg.train.augment import ColourJitter
+from bloomseg.train.augment import ColourJitter, Microscope
 from bloomseg.train.cache import FeatureCache, ImageStore
 from bloomseg.train.config import RUN_FILES, TrainConfig, TrainResult
-from bloomseg.train.examples import TrainImage, epoch_items, read_images, render_example
-from bloomseg.train.history import plot_curves, write_history
-from bloomseg.train.losses import SegmentationLoss
+from bloomseg.train.examples import (
+    Dataset,
+    Example,
+    TrainImage,
+    epoch_items,
+    items_per_dataset,
+    read_datasets,
+    render_example,
+)
+from bloomseg.train.history import plot_curves, score_of, write_history
+from bloomseg.train.losses import SegmentationLoss, box_loss
 from bloomseg.train.tuning import choose_separation
 
 
@@ -87,7 +95,9 @@ class _Run:
     def __init__(self, config: TrainConfig, run_dir: Path, backbone: DinoVisionTransformer | None,
                  progress: bool, resuming: bool) -> None:
         self.cfg, self.run_dir, self.progress = config, run_dir, progress
-        self.train_images, self.val_images = self._read_data()
+        self.datasets = self._read_data()
+        self.train_images = [img for d in self.datasets for img in d.train]
+        self.val_images = [img for d in self.datasets for img in d.val]
         self.weights_sha256 = None
         if config.backbone != "unet" and backbone is None:
             from bloomseg.backbone import load_backbone, resolve_weights
@@ -106,12 +116,17 @@ class _Run:
         self.base_lrs = [g["lr"] for g in groups]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         self.jitter = ColourJitter(hue=config.hue_jitter) if config.colour_jitter else None
+        self.microscope = Microscope(tuple(config.augment)) if config.augment else None
         frozen = backbone is not None and config.unfreeze_blocks == 0
         self.cache = None
         if frozen and config.cache:
-            self.cache = FeatureCache(Path(config.cache_dir) / "features", {
-                "backbone": self.fingerprint, "layers": self.model.layers,
-                "jitter": asdict(self.jitter) | {"seed": config.seed} if self.jitter else None})
+            identity = {"backbone": self.fingerprint, "layers": self.model.layers,
+                        "jitter": asdict(self.jitter) | {"seed": config.seed} if self.jitter
+                        else None}
+            if config.augment or config.normalise != "none":  # what older caches lack
+                identity |= {"augment": config.augment, "normalise": config.normalise,
+                             "seed": config.seed}
+            self.cache = FeatureCache(Path(config.cache_dir) / "features", identity)
         self.inference = InferenceOptions(config.mode, config.tile, batch_size=config.batch_size)
         self.backbone_tiles = 0
         self.history: list[dict] = []
@@ -150,19 +165,13 @@ class _Run:
 
     # -- data ------------------------------------------------------------------------
 
-    def _read_data(self) -> tuple[list[TrainImage], list[TrainImage]]:
+    def _read_data(self) -> list[Dataset]:
         cfg = self.cfg
         self.store = ImageStore(Path(cfg.cache_dir) / "images", cfg.max_pixels)
-        images = read_images(cfg, self.store, self.progress)
-        if cfg.centres and all(img.boxes is None for img in images.values()):
+        datasets = read_datasets(cfg, self.store, self.run_dir, self.progress)
+        if cfg.centres and all(img.boxes is None for d in datasets for img in d.train + d.val):
             cfg.centres = False  # recorded in config.json: this run has no centre map
-        if not cfg.val_fraction:  # a final fit on every image: no split to keep or reuse
-            self.splits_path = None
-            return list(images.values()), []
-        # split only data that reads cleanly, so a failed start writes no splits.json
-        splits, self.splits_path = load_or_make_splits(
-            cfg.data, list(images), self.run_dir, cfg.seed, cfg.val_fraction)
-        return [images[s] for s in splits["train"]], [images[s] for s in splits["val"]]
+        return datasets
 
     # -- features --------------------------------------------------------------------
 
@@ -197,45 +206,52 @@ class _Run:
 
         cfg, model = self.cfg, self.model
         model.train()
-        items = epoch_items(cfg, self.train_images, epoch, self.cache is not None)
+        items = epoch_items(cfg, [d.train for d in self.datasets], epoch, self.cache is not None)
         batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
         total, count = 0.0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                    disable=not self.progress, leave=False)
         for batch in bar:
-            inputs = [render_example(cfg, self.store, self.jitter, item) for item in batch]
+            examples = [render_example(cfg, self.store, self.jitter, self.microscope, item)
+                        for item in batch]
             # whole-image modes mix shapes: one optimiser step per shape
-            for shape in dict.fromkeys(rgb.shape for rgb, _, _ in inputs):
-                group = [(item, *parts) for item, parts in zip(batch, inputs)
-                         if parts[0].shape == shape]
-                loss = self._step(*map(list, zip(*group)))
+            for shape in dict.fromkeys(e.rgb.shape for e in examples):
+                group = [(item, e) for item, e in zip(batch, examples) if e.rgb.shape == shape]
+                loss = self._step([item for item, _ in group], [e for _, e in group])
                 total += loss * len(group)
                 count += len(group)
             bar.set_postfix(loss=f"{total / count:.4f}")
         return total / count
 
-    def _loss(self, logits: Tensor, labels: list[np.ndarray],
-              centres: list[np.ndarray | None]) -> Tensor:
-        """Mask loss, plus the weighted centre-map loss over the inputs that have boxes."""
-        target = torch.from_numpy(np.stack(labels)).float().unsqueeze(1)
-        loss = self.criterion(logits[:, :1], target)
-        boxed = [i for i, c in enumerate(centres) if c is not None]
-        if self.cfg.centres and boxed:
-            heat = torch.from_numpy(np.stack([centres[i] for i in boxed])).unsqueeze(1)
+    def _loss(self, logits: Tensor, examples: list[Example]) -> Tensor:
+        """Mask loss (from the mask, or learned from the boxes), plus the weighted
+        centre-map loss over the inputs that have boxes; each input weighs the same."""
+        masked = [i for i, e in enumerate(examples) if e.mask is not None]
+        boxed = [i for i, e in enumerate(examples) if e.mask is None]
+        parts = []
+        if masked:
+            target = torch.from_numpy(np.stack([examples[i].mask for i in masked])).float()
+            parts.append(len(masked) * self.criterion(logits[masked, :1], target.unsqueeze(1)))
+        for i in boxed:
+            parts.append(box_loss(logits[i, 0], examples[i].boxes, examples[i].rgb,
+                                  self.cfg.pairwise_weight))
+        loss = torch.stack(parts).sum() / len(examples)
+        centred = [i for i, e in enumerate(examples) if e.centres is not None]
+        if self.cfg.centres and centred:
+            heat = torch.from_numpy(np.stack([examples[i].centres for i in centred])).unsqueeze(1)
             loss = loss + self.cfg.centre_weight * F.binary_cross_entropy_with_logits(
-                logits[boxed, 1:2], heat)
+                logits[centred, 1:2], heat)
         return loss
 
-    def _step(self, items: list, rgbs: list[np.ndarray], labels: list[np.ndarray],
-              centres: list[np.ndarray | None]) -> float:
+    def _step(self, items: list, examples: list[Example]) -> float:
         cfg, model = self.cfg, self.model
-        x = torch.cat([to_tensor(rgb) for rgb in rgbs])
+        x = torch.cat([to_tensor(e.rgb) for e in examples])
         if model.backbone is None or cfg.unfreeze_blocks:
             logits = model(x)
         else:
             keys = [(img.key, view.name, k) for img, view, k, _ in items]
             logits = model.forward_head(self._features(keys, x), x)
-        loss = self._loss(logits, labels, centres)
+        loss = self._loss(logits, examples)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -244,30 +260,71 @@ class _Run:
         self.optimizer.step()
         return float(loss.detach())
 
-    def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray]:
+    def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray | None]:
         """A validation image's logits as ``predict`` makes them (cached features where
-        there are), and its true mask; for validation and for tuning."""
+        there are), and its true mask (None: boxes only); for validation and tuning."""
         image, mask = img.pixels(self.store)
         source = (lambda names, x: self._features([(img.key, n, 0) for n in names], x))
-        logits = predict_logits(self.model, np.asarray(image), self.inference, features=source)
-        return logits, np.asarray(mask)
+        logits = predict_logits(self.model, normalise(np.asarray(image), self.cfg.normalise),
+                                self.inference, features=source)
+        return logits, None if mask is None else np.asarray(mask)
 
-    def _validate(self) -> tuple[float, PixelCounts]:
+    def _validate(self) -> dict:
+        """Validation loss and scores: pixel Dice and IoU over the images with masks,
+        cell F1 against the boxes of those without, and each dataset's score (its Dice,
+        or its F1 where it has no masks); the run's score is their mean."""
         from tqdm import tqdm
 
         model = self.model
         model.eval()
-        losses, counts = [], PixelCounts()
+        losses, by_dataset = [], {}
+        separation = self._separation()
         with torch.no_grad():
-            for img in tqdm(self.val_images, desc="validation", unit="image",
-                            disable=not self.progress, leave=False):
-                logits, mask = self._predict(img)
-                centres = (img.centres(View("whole", 0, 0, *img.size))
-                           if self.cfg.centres and img.boxes is not None else None)
-                losses.append(float(self._loss(logits[None], [mask], [centres])))
-                counts = counts + PixelCounts.of((logits[0] > 0).numpy(), mask)
+            for d in self.datasets:
+                counts, masked, matches = PixelCounts(), 0, []
+                for img in tqdm(d.val, desc=f"validation {d.name}", unit="image",
+                                disable=not self.progress, leave=False):
+                    logits, mask = self._predict(img)
+                    example = self._whole_example(img, mask)
+                    losses.append(float(self._loss(logits[None], [example])))
+                    foreground = (logits[0] > 0).numpy()
+                    if mask is not None:
+                        counts, masked = counts + PixelCounts.of(foreground, mask), masked + 1
+                    else:
+                        centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
+                        labels, _ = separate(foreground, centres, separation)
+                        matches.append(match_boxes(labels, yolo_to_xyxy(img.boxes, *img.size)))
+                if d.val:
+                    by_dataset[d.name] = {"dice": counts.dice if masked else None,
+                                          "iou": counts.iou if masked else None,
+                                          "f1": total_boxes(matches).f1 if matches else None}
         model.train()
-        return float(np.mean(losses)), counts
+        with_masks = [v for v in by_dataset.values() if v["dice"] is not None]
+        scores = [v["dice"] if v["dice"] is not None else v["f1"] for v in by_dataset.values()]
+        return {"val_loss": float(np.mean(losses)), "val_score": float(np.mean(scores)),
+                "val_dice": float(np.mean([v["dice"] for v in with_masks])) if with_masks else None,
+                "val_iou": float(np.mean([v["iou"] for v in with_masks])) if with_masks else None,
+                "val_datasets": by_dataset}
+
+    def _whole_example(self, img: TrainImage, mask: np.ndarray | None) -> Example:
+        """A whole validation image's targets, as training's are for a view."""
+        from bloomseg.train.examples import whole_box_target
+
+        centres = (img.centres(View("whole", 0, 0, *img.size))
+                   if self.cfg.centres and img.boxes is not None else None)
+        boxes = None if mask is not None else whole_box_target(img)
+        return Example(normalise(np.asarray(img.pixels(self.store)[0]), self.cfg.normalise),
+                       mask, centres, boxes)
+
+    def _separation(self) -> InstanceParams:
+        """How cells are separated for validation: the --init model's tuned settings, or
+        the defaults."""
+        if self.cfg.init is not None and not hasattr(self, "_inherited"):
+            self._inherited = self._init_instances()
+        inherited = getattr(self, "_inherited", None)
+        if inherited is not None and (inherited.method == "centres") == self.cfg.centres:
+            return inherited
+        return DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
 
     # -- files -----------------------------------------------------------------------
 
@@ -283,8 +340,9 @@ class _Run:
             "backbone": {"name": cfg.backbone, "weights": cfg.weights,
                          "weights_sha256": self.weights_sha256,
                          "tensor_fingerprint": self.fingerprint, "layers": self.model.layers},
-            "data": {"splits_file": str(self.splits_path) if self.splits_path else None,
-                     "train_images": len(self.train_images), "val_images": len(self.val_images)},
+            "data": {"train_images": len(self.train_images), "val_images": len(self.val_images),
+                     "datasets": [d.record(n, 1 / len(self.datasets)) for d, n in zip(
+                         self.datasets, items_per_dataset(cfg, [d.train for d in self.datasets]))]},
             "feature_cache": str(self.cache.folder) if self.cache else None,
             "versions": _versions(),
             "command": sys.argv,
@@ -338,15 +396,13 @@ class _Run:
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_dice": None,
                    "val_iou": None, "lr": cfg.lr * factor}
             if self.val_images:
-                row["val_loss"], counts = self._validate()
-                row["val_dice"], row["val_iou"] = counts.dice, counts.iou
-                scores = (f"val loss {row['val_loss']:.4f}, val Dice {counts.dice:.4f}, "
-                          f"IoU {counts.iou:.4f}")
+                row |= self._validate()
+                scores = f"val loss {row['val_loss']:.4f}, {_scores(row)}"
             else:
                 scores = "no validation"
             # without validation images the last epoch is the one kept
             best = (not self.history or not self.val_images
-                    or row["val_dice"] > self._best()["val_dice"])
+                    or score_of(row) > score_of(self._best()))
             row |= {"seconds": time.perf_counter() - start, "backbone_tiles": self.backbone_tiles}
             self.history.append(row)
             self._save(epoch, best)
@@ -356,26 +412,28 @@ class _Run:
             self.log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, {scores}, "
                      f"lr {row['lr']:.2e}, {row['seconds']:.1f} s, backbone on "
                      f"{self.backbone_tiles} tiles{' (best)' if best and self.val_images else ''}")
+            if len(row.get("val_datasets", {})) > 1:
+                for name, values in row["val_datasets"].items():
+                    self.log(f"  val {name}: {_dataset_scores(values)}")
         best_row = self._best()
         if stopped:
-            self.log(f"early stop: no better val Dice for {cfg.early_stopping} epochs")
+            self.log(f"early stop: no better val score for {cfg.early_stopping} epochs")
         self._tune_instances()
         if self.val_images:
-            self.log(f"done: best val Dice {best_row['val_dice']:.4f} (IoU "
-                     f"{best_row['val_iou']:.4f}) at epoch {best_row['epoch']} -> "
+            self.log(f"done: best val {_scores(best_row)} at epoch {best_row['epoch']} -> "
                      f"{self.run_dir / 'best.pt'}")
         else:
             self.log(f"done: no validation images, the last epoch ({best_row['epoch']}) kept -> "
                      f"{self.run_dir / 'best.pt'}")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
-                           self.history, stopped)
+                           self.history, stopped, score_of(best_row))
 
     def _best(self) -> dict:
-        """The history row of the epoch in best.pt: best val Dice, or the last epoch when
+        """The history row of the epoch in best.pt: best val score, or the last epoch when
         nothing is held out."""
         if not self.val_images:
             return self.history[-1]
-        return max(self.history, key=lambda r: r["val_dice"])
+        return max(self.history, key=score_of)
 
     def _tune_instances(self) -> None:
         """Choose the cell-separation settings on the validation images' boxes with the
@@ -415,6 +473,22 @@ class _Run:
         return self.history[-1]["epoch"] - self._best()["epoch"] >= self.cfg.early_stopping
 
 
+def _scores(row: dict) -> str:
+    """A history row's validation scores as the log shows them: its one dataset's, or
+    the mean score of several."""
+    datasets = row.get("val_datasets") or {"": {"dice": row["val_dice"], "iou": row["val_iou"]}}
+    if len(datasets) > 1:
+        return f"val score {score_of(row):.4f} (the mean of {len(datasets)} datasets')"
+    return f"val {_dataset_scores(next(iter(datasets.values())))}"
+
+
+def _dataset_scores(values: dict) -> str:
+    """One dataset's validation scores: Dice and IoU, or cell F1 where it has no masks."""
+    if values.get("dice") is not None:
+        return f"Dice {values['dice']:.4f}, IoU {values['iou']:.4f}"
+    return f"cell F1 {values['f1']:.4f} against boxes (no masks)"
+
+
 def _execute(run: _Run, start_epoch: int) -> TrainResult:
     try:
         return run.run(start_epoch)
@@ -447,13 +521,19 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
     """
     config = TrainConfig.from_dict(asdict(config))
     config.check()
-    config.data = str(Path(config.data).resolve())
+    config.data = [str(Path(root).resolve()) for root in config.data]
+    config.partial_boxes = [str(Path(root).resolve()) for root in config.partial_boxes]
+    config.ignore_masks = [str(Path(root).resolve()) for root in config.ignore_masks]
+    config.check()  # again: the roots resolved
     config.out = str(Path(config.out).resolve())
     config.cache_dir = str(Path(config.cache_dir or home() / "cache").resolve())
     if config.weights is not None:
         config.weights = str(Path(config.weights).resolve())
     if config.init is not None:  # recorded as the file it was, and refused before any writing
         config.init = str(resolve_model(config.init).resolve())
+        if config.cell_diameter is None:  # fine-tuning keeps the scale the model learned
+            theirs = read_checkpoint_file(Path(config.init)).get("config", {})
+            config.cell_diameter = theirs.get("cell_diameter")
     run_dir = Path(config.out)
     refuse_existing([run_dir / "config.json"], overwrite, f"{run_dir} holds a training run "
                     f"already; continue it with --resume {run_dir}, or pass --overwrite to "

@@ -10,16 +10,16 @@ import numpy as np
 from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune, tune_edges
 from bloomseg.files import save_csv
 
-Case = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]
+Case = tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]
 """A validation image as the model saw it: (predicted foreground (H, W) bool, centre map
-or None, true mask (H, W) bool, true boxes (N, 4) x0, y0, x1, y1 or None)."""
+or None, true mask (H, W) bool or None, true boxes (N, 4) x0, y0, x1, y1 or None)."""
 
 
 def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParams | None,
                       run_dir: str | Path, log: Callable[[str], None],
                       source: str = "the start model") -> InstanceParams:
     """The seed settings by instance F1 against the boxes (``instance_tuning.csv``), then
-    the edge sliver size by mask Dice (``edge_tuning.csv``).
+    the edge sliver size by mask Dice on the images with masks (``edge_tuning.csv``).
 
     Args:
         cases: the validation images (none in a final fit on every image).
@@ -51,8 +51,9 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
     else:
         params = DEFAULT_CENTRES if centres else DEFAULT_DISTANCE
         log(f"cell separation ({method}): no validation boxes to tune on; defaults")
-    if cases:
-        params, rows = tune_edges([(fg, c, m) for fg, c, m, _ in cases], params)
+    masked = [(fg, c, m) for fg, c, m, _ in cases if m is not None]
+    if masked:  # slivers are judged by pixels, so only where there are masks
+        params, rows = tune_edges(masked, params)
         save_csv(run_dir / "edge_tuning.csv", rows, list(rows[0]))
         log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
             f"dropped: val Dice {rows[0]['dice']:.4f} -> {max(r['dice'] for r in rows):.4f}")
