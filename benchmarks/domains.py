@@ -14,9 +14,11 @@ Reported: pixel Dice of the cells found where the split has masks; where it has 
 cell F1, precision and recall (one to one, IoU >= 0.5, against every box), the mean
 relative count error two ways (cells not cut by the border against boxes, as
 ``evaluate`` counts, which suits BBBC041's boxes; and every cell against every box, which
-suits txlpbc's, where cells cut by a crop's border are boxed), and the recall of red cells, white cells
-and platelets apart (cells matched to that class's boxes alone: a cell is not given a
-class here). Printed as a table and written as CSV.
+suits txlpbc's, where cells cut by a crop's border are boxed), the recall of red cells, white
+cells and platelets apart (cells matched to that class's boxes alone: a cell is not given
+a class here), and a red-cell F1: red boxes matched and missed (against the red boxes
+alone), and as false cells those that match no box of any class. Printed as a table and
+written as CSV.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ GROUPS = {"bbbc041": {"red": (0, 1, 2, 3, 4), "white": (5,)},
 """Box classes of each domain by kind (each dataset's classes.txt; a BBBC041 parasite
 stage is an infected red cell)."""
 COLUMNS = ("domain", "method", "images", "dice", "f1", "precision", "recall",
-           "count_error_whole", "count_error_all", "red_recall", "white_recall",
+           "count_error_whole", "count_error_all", "red_f1", "red_recall", "white_recall",
            "platelet_recall", "seconds")
 
 
@@ -126,6 +128,8 @@ def main() -> None:
         for group in ("red", "white", "platelet"):
             matches = r["groups"].get(group)
             row[f"{group}_recall"] = f"{total_boxes(matches).recall:.3f}" if matches else ""
+        red = total_boxes(r["groups"]["red"])
+        row["red_f1"] = f"{2 * red.tp / max(1, 2 * red.tp + total.fp + red.fn):.3f}"
         rows.append(row)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))

@@ -368,10 +368,13 @@ class _Run:
 
     def _save(self, epoch: int, best: bool) -> None:
         info = self._checkpoint_info(epoch)
-        save_checkpoint(self.run_dir / "last.pt", self.model,
-                        info | {"optimizer": self.optimizer.state_dict()})
+        # best.pt first: a run stopped between the two repeats the epoch on --resume and
+        # writes the same best.pt again, but one stopped after last.pt alone would resume
+        # past an epoch that best.pt never got
         if best:
             save_checkpoint(self.run_dir / "best.pt", self.model, info)
+        save_checkpoint(self.run_dir / "last.pt", self.model,
+                        info | {"optimizer": self.optimizer.state_dict()})
 
     # -- the loop --------------------------------------------------------------------
 
