@@ -87,6 +87,34 @@ def test_instance_metrics_with_known_matches(tmp_path):
     assert (tmp_path / "eval" / COUNT_PLOT).stat().st_size > 1000
 
 
+def test_a_split_of_boxes_only_is_scored_by_its_cells(tmp_path):
+    import shutil
+
+    a = np.zeros((40, 60), np.int32)
+    a[5:15, 5:15], a[5:15, 20:30], a[25:35, 40:50] = 1, 2, 3
+    root = tmp_path / "data"
+    _write_cells(root, "a", a, a, [(5, 5, 15, 15), (20, 5, 30, 15), (40, 25, 50, 35),
+                                   (5, 25, 15, 35)])
+    _write_cells(root, "b", a, a, [(5, 5, 15, 15)])
+    for sub in ("mask", "labels"):
+        shutil.rmtree(root / "test" / sub)
+    out = tmp_path / "eval"
+    m = evaluate(ReadsColours(), root, out, visualize=1, progress=False)
+    assert "dice" not in m and "per_image_mean" not in m and m["num_samples"] == 2
+    boxes = m["instances"]["boxes"]
+    assert (boxes["tp"], boxes["fp"], boxes["fn"]) == (4, 2, 1)
+    per_image = json.loads((out / "per_image_metrics.json").read_text())
+    assert [r["cell_f1"] for r in per_image] == pytest.approx([6 / 7, 2 / 4])
+    assert all("dice" not in r for r in per_image)
+    assert not any((out / name).exists() for name in PLOTS) and (out / COUNT_PLOT).is_file()
+    # best and worst by cell F1; image | cells (no mask: no error map)
+    pictures = sorted(p.name for p in (out / "visualizations").iterdir())
+    assert pictures == ["best1_a.png", "worst1_b.png"]
+    assert np.asarray(Image.open(out / "visualizations" / pictures[0])).shape == (40, 120, 3)
+    report = (out / "report.html").read_text()
+    assert "Cells against boxes" in report and "Pixels" not in report
+
+
 def test_pixel_scores_of_known_counts():
     m = pixel_scores(PixelCounts(tp=6, fp=2, fn=4, tn=8))
     assert m["iou"]["cell"] == pytest.approx(6 / 12)
@@ -131,7 +159,7 @@ def test_evaluate_writes_exact_metrics_and_every_figure(tmp_path):
 def test_evaluate_names_orphans(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=1, n_test=2, size=(30, 40))
     (data / "test" / "mask" / "test_01.png").unlink()
-    with pytest.raises(DataError, match="images without masks: test_01"):
+    with pytest.raises(DataError, match="images without masks or boxes: test_01"):
         evaluate(AllCells(), data, tmp_path / "eval", progress=False)
 
 

@@ -142,8 +142,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                  progress=not args.quiet, max_pixels=args.max_pixels, overwrite=args.overwrite)
     for s in m["skipped"]:
         print(f"skipped {s['reason']}", file=sys.stderr)
-    print(f"{m['num_samples']} images: Dice {m['dice']['cell']:.4f}, IoU {m['iou']['cell']:.4f} "
-          f"(cell, all pixels); per-image mean Dice {m['per_image_mean']['dice']:.4f}")
+    if "dice" in m:
+        print(f"{m['num_samples']} images: Dice {m['dice']['cell']:.4f}, IoU "
+              f"{m['iou']['cell']:.4f} (cell, all pixels of the images with masks); per-image "
+              f"mean Dice {m['per_image_mean']['dice']:.4f}")
+    else:
+        print(f"{m['num_samples']} images (boxes only: no pixel scores)")
     boxes = m.get("instances", {}).get("boxes")
     if boxes:
         print(f"cells: F1 {boxes['f1']:.4f} (precision {boxes['precision']:.4f}, recall "

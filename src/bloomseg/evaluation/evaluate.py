@@ -10,7 +10,7 @@ import numpy as np
 from bloomseg.cells.matching import BoxMatch, MaskMatch, match_boxes, match_masks, total_boxes
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
 from bloomseg.data.dataset import Sample, load_sample, scan_split
-from bloomseg.data.images import MAX_PIXELS, read_labels
+from bloomseg.data.images import MAX_PIXELS, read_image, read_labels
 from bloomseg.errors import BloomsegError, DataError
 from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
@@ -97,28 +97,38 @@ def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:
     save_figure(fig, out_dir / PLOTS[3])
 
 
+def _load(sample: Sample, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A sample's image and its mask (None: it has boxes only)."""
+    if sample.mask is None:
+        return read_image(sample.image, max_pixels), None
+    return load_sample(sample, max_pixels)
+
+
 def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: bool
-           ) -> tuple[PixelCounts, dict, BoxMatch | None, MaskMatch | None, Prediction]:
-    """One sample's pixel counts, per-image row, box and mask matches (None where the
-    sample has no boxes or labels) and prediction (its cells separated where it has boxes
-    or labels, or where ``cells`` asks for them)."""
-    image, mask = load_sample(sample, max_pixels)
+           ) -> tuple[PixelCounts | None, dict, BoxMatch | None, MaskMatch | None, Prediction]:
+    """One sample's pixel counts (None where it has no mask), per-image row, box and mask
+    matches (None where the sample has no boxes or labels) and prediction (its cells
+    separated where it has boxes or labels, or where ``cells`` asks for them)."""
+    image, mask = _load(sample, max_pixels)
     boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
     true_labels = None
     if sample.labels is not None:
         true_labels = read_labels(sample.labels)
-        if true_labels.shape != mask.shape:
+        if true_labels.shape != image.shape[:2]:
             raise DataError(f"{sample.labels}: labels are {true_labels.shape[::-1]} but the "
-                            f"image is {mask.shape[::-1]}")
+                            f"image is {image.shape[1::-1]}")
     result = segmenter.predict(image, instances=cells or boxes is not None
                                or true_labels is not None)
-    counts = PixelCounts.of(result.mask, mask)
-    row = {"image": sample.stem, "dice": counts.dice, "iou": counts.iou,
-           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn,
-           **diameter_fields(result)}
+    row: dict = {"image": sample.stem}
+    counts = None
+    if mask is not None:
+        counts = PixelCounts.of(result.mask, mask)
+        row |= {"dice": counts.dice, "iou": counts.iou, "tp": counts.tp, "fp": counts.fp,
+                "fn": counts.fn, "tn": counts.tn}
+    row |= diameter_fields(result)
     box_match = mask_match = None
     if boxes is not None:
-        m = box_match = match_boxes(result.labels, yolo_to_xyxy(boxes, *mask.shape))
+        m = box_match = match_boxes(result.labels, yolo_to_xyxy(boxes, *image.shape[:2]))
         row |= {"cells": int(result.labels.max()), "complete_cells": m.predicted,
                 "true_cells": m.true, "cell_tp": m.tp, "cell_fp": m.fp, "cell_fn": m.fn,
                 "cell_f1": m.f1, "count_error": m.count_error,
@@ -129,11 +139,16 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
     return counts, row, box_match, mask_match, result
 
 
+def _rank(row: dict) -> float:
+    """What the best and worst images are chosen by: Dice, or cell F1 without a mask."""
+    return row["dice"] if "dice" in row else row.get("cell_f1", 0.0)
+
+
 def _extremes(kept: list[tuple[dict, Prediction]], n: int) -> list[tuple[dict, Prediction]]:
-    """The ``n`` best and ``n`` worst by Dice of the images so far (ties: the best are
-    the first seen, the worst the last), as a full ranking would pick them: a later image
-    can only push an image out of these, never bring one back."""
-    ranked = sorted(kept, key=lambda k: k[0]["dice"], reverse=True)
+    """The ``n`` best and ``n`` worst by :func:`_rank` of the images so far (ties: the
+    best are the first seen, the worst the last), as a full ranking would pick them: a
+    later image can only push an image out of these, never bring one back."""
+    ranked = sorted(kept, key=lambda k: _rank(k[0]), reverse=True)
     chosen = {id(k[0]) for k in ranked[:n] + ranked[::-1][:n]}
     return [k for k in kept if id(k[0]) in chosen]
 
@@ -143,10 +158,13 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
              overwrite: bool = False) -> dict:
     """Segment every labelled image of ``data/split`` and score it.
 
-    Writes ``metrics.json`` (from confusion counts over all pixels, plus the per-image
-    mean), ``per_image_metrics.json``, the four plots, ``report.html``, and for
-    ``visualize`` = N the N best and N worst images by Dice as image | overlay | error
-    map pictures (TP green, FP red, FN blue, TN black) in ``visualizations/``.
+    Writes ``metrics.json`` (from confusion counts over all pixels of the images with
+    masks, plus the per-image mean), ``per_image_metrics.json``, the four pixel plots,
+    ``report.html``, and for ``visualize`` = N the N best and N worst images by Dice (by
+    cell F1 where there are no masks) as image | overlay | error map pictures (TP green,
+    FP red, FN blue, TN black; without a mask, image | overlay) in ``visualizations/``.
+    An image may have a mask, boxes or both: a split of boxes only (such as txlpbc) is
+    scored by its cells alone.
 
     Where the split has boxes (``boxes/``), cells are separated and ``metrics.json``
     gains ``instances.boxes`` (matching at IoU 0.5, see :mod:`bloomseg.cells.matching`, and
@@ -169,11 +187,11 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
 
     VISUALIZE.check("visualize", visualize)
     refuse_existing([Path(out_dir) / METRICS], overwrite)
-    scan = scan_split(data, split)
+    scan = scan_split(data, split, need_mask=False)
     if scan.problems():
         raise DataError(f"{Path(data) / split}: {scan.problems()}")
     out_dir = Path(out_dir)
-    total, per_image, skipped = PixelCounts(), [], []
+    total, masked, per_image, skipped = PixelCounts(), 0, [], []
     box_matches, mask_total, mask_images = [], MaskMatch(), 0
     kept: list[tuple[dict, Prediction]] = []  # candidates for the pictures
     for sample in tqdm(scan.samples, desc="evaluating", unit="image", disable=not progress):
@@ -185,7 +203,8 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             continue
         if visualize:
             kept = _extremes(kept + [(row, result)], visualize)
-        total = total + counts
+        if counts is not None:
+            total, masked = total + counts, masked + 1
         if box_match is not None:
             box_matches.append(box_match)
         if mask_match is not None:
@@ -194,8 +213,11 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     if not per_image:
         raise DataError(f"{Path(data) / split}: none of the {len(skipped)} images could be "
                         "used:\n  " + "\n  ".join(s["reason"] for s in skipped))
-    metrics = pixel_scores(total) | {"num_samples": len(per_image), "skipped": skipped}
-    metrics["per_image_mean"] = {k: float(np.mean([r[k] for r in per_image])) for k in ("dice", "iou")}
+    metrics = (pixel_scores(total) if masked else {}) | {"num_samples": len(per_image),
+                                                          "skipped": skipped}
+    if masked:
+        metrics["per_image_mean"] = {k: float(np.mean([r[k] for r in per_image if k in r]))
+                                     for k in ("dice", "iou")}
     if box_matches or mask_images:
         metrics["instances"] = {"method": segmenter.separation.as_dict()}
     if box_matches:
@@ -209,21 +231,23 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             "panoptic_quality": mask_total.panoptic_quality}
     save_json(out_dir / METRICS, metrics)
     save_json(out_dir / "per_image_metrics.json", per_image)
-    _plots(metrics, per_image, out_dir)
-    ranked = sorted(per_image, key=lambda r: r["dice"], reverse=True)
+    if masked:
+        _plots(metrics, [r for r in per_image if "dice" in r], out_dir)
+    ranked = sorted(per_image, key=_rank, reverse=True)
     chosen = {r["image"]: f"best{i + 1}" for i, r in enumerate(ranked[:visualize])}
     chosen |= {r["image"]: f"worst{i + 1}" for i, r in enumerate(ranked[::-1][:visualize])}
     predictions = {row["image"]: result for row, result in kept}
     pictures = []
     for sample in scan.samples:
         if sample.stem in chosen:
-            image, mask = load_sample(sample, max_pixels)  # decoding is cheap; predicting not
+            image, mask = _load(sample, max_pixels)  # decoding is cheap; predicting not
             result = predictions[sample.stem]
-            picture = np.concatenate([image, label_overlay(image, result.labels),
-                                      error_map(result.mask, mask)], axis=1)
+            parts = [image, label_overlay(image, result.labels)]
+            picture = np.concatenate(parts + ([] if mask is None
+                                              else [error_map(result.mask, mask)]), axis=1)
             pictures.append(f"visualizations/{chosen[sample.stem]}_{sample.stem}.png")
             save_png(out_dir / pictures[-1], picture)
-    plots = [*PLOTS, COUNT_PLOT] if box_matches else list(PLOTS)
+    plots = (list(PLOTS) if masked else []) + ([COUNT_PLOT] if box_matches else [])
     evaluate_report(out_dir, metrics, per_image, segmenter.name, str(Path(data) / split),
                     plots, sorted(pictures))
     return metrics

@@ -160,15 +160,17 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
         plots: plot files in ``out_dir`` to show.
         pictures: visualization files (relative to ``out_dir``) to show.
     """
-    pixel = table(["", "cell", "background", "mean"], [
-        [name, metrics[key]["cell"], metrics[key]["background"], metrics[key]["mean"]]
-        for name, key in (("Dice", "dice"), ("IoU", "iou"), ("precision", "precision"),
-                          ("recall", "recall"))])
-    pixel += table(["", ""], [["accuracy", metrics["accuracy"]],
-                              ["per-image mean Dice", metrics["per_image_mean"]["dice"]],
-                              ["images", metrics["num_samples"]]])
-    sections = [("Pixels", pixel + "<p class=\"note\">From confusion counts over all pixels of "
-                 "the split.</p>")]
+    sections = []
+    if "dice" in metrics:  # a split of boxes only has no pixel scores
+        pixel = table(["", "cell", "background", "mean"], [
+            [name, metrics[key]["cell"], metrics[key]["background"], metrics[key]["mean"]]
+            for name, key in (("Dice", "dice"), ("IoU", "iou"), ("precision", "precision"),
+                              ("recall", "recall"))])
+        pixel += table(["", ""], [["accuracy", metrics["accuracy"]],
+                                  ["per-image mean Dice", metrics["per_image_mean"]["dice"]],
+                                  ["images", metrics["num_samples"]]])
+        sections.append(("Pixels", pixel + "<p class=\"note\">From confusion counts over all "
+                         "pixels of the images with masks.</p>"))
     inst = metrics.get("instances", {})
     if "boxes" in inst:
         b = inst["boxes"]
@@ -200,7 +202,7 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
                              ["image", "reason"], [[s["image"], s["reason"]] for s in metrics["skipped"]])))
     columns = [c for c in ("image", "dice", "iou", "true_cells", "complete_cells", "cell_tp",
                            "cell_fp", "cell_fn", "cell_f1", "count_error", "diameter",
-                           "diameter_source") if per_image and c in per_image[0]]
+                           "diameter_source") if any(c in r for r in per_image)]
     sections.append(("Per image", table(columns, [[r.get(c) for c in columns] for r in per_image])
                      + "<p>" + " · ".join(_link(f) for f in ("metrics.json", "per_image_metrics.json"))
                      + "</p>"))
