@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bloomseg.model.inputs import (
+    MIN_LEVEL_RANGE,
     dihedral,
     dihedral_boxes,
     image_levels,
@@ -115,7 +116,7 @@ def test_percentile_normalisation_maps_each_channels_levels_to_black_and_white()
     low, high = image_levels(image)
     assert low[0] == pytest.approx(np.percentile(image[..., 0], 1))
     assert high[1] == pytest.approx(np.percentile(image[..., 1], 99))
-    assert (low[2], high[2]) == (90, 91)  # a flat channel keeps a range of one level
+    assert (low[2], high[2]) == (90 - MIN_LEVEL_RANGE, 90)  # a flat channel is not stretched
     out = normalise(image, "percentile")
     for c in range(3):  # linear between the levels, black and white past them
         expected = np.clip((image[..., c] - low[c]) * 255 / (high[c] - low[c]), 0, 255)
@@ -126,11 +127,19 @@ def test_percentile_normalisation_maps_each_channels_levels_to_black_and_white()
         normalise(image, "zscore")
 
 
+def test_a_field_of_background_is_not_stretched_into_cells():
+    rng = np.random.default_rng(1)
+    empty = np.clip(rng.normal(225, 2, (200, 200, 3)), 0, 255).astype(np.uint8)
+    seen = normalise(empty, "percentile")
+    assert seen.min() > 150  # noise of a few levels stays light, not black and white
+
+
 def test_normalisation_undoes_a_microscopes_levels_and_a_tile_takes_the_wholes():
     from bloomseg.data.synthetic import smear
 
     image, _ = smear(np.random.default_rng(2), 200, 240)
-    pale = (image.astype(np.float32) * 0.5 + 110).round().astype(np.uint8)  # low contrast
+    # lower contrast, brighter: each channel still spans MIN_LEVEL_RANGE or more
+    pale = (image.astype(np.float32) * 0.8 + 40).round().astype(np.uint8)
     a, b = normalise(image, "percentile"), normalise(pale, "percentile")
     assert np.abs(a.astype(int) - b).mean() < 2.5
     tile = normalise(image[50:106, 60:116], "percentile", image_levels(image))

@@ -31,6 +31,10 @@ LEVELS = (1.0, 99.0)
 """Percentiles of each channel that ``percentile`` normalisation maps to black and white."""
 LEVEL_SAMPLE = 512 * 512
 """Pixels at most that an image's levels are measured on (every n-th row and column)."""
+MIN_LEVEL_RANGE = 40
+"""Levels at least between a channel's black and white point: a field of background alone
+(or with a cell or two) keeps its noise as noise instead of stretching it into cells.
+Stained smears span more (the training images of the default model: 46 and more)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -176,12 +180,13 @@ def image_levels(image: np.ndarray) -> np.ndarray:
         image: (H, W, 3) uint8 (a memory map is read sparsely).
 
     Returns:
-        (2, 3) float32: the low row and the high row, high > low.
+        (2, 3) float32: the low row and the high row, at least :data:`MIN_LEVEL_RANGE`
+        apart (the black point lowered where they are closer).
     """
     step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / LEVEL_SAMPLE)))
     sample = np.asarray(image[::step, ::step]).reshape(-1, 3)
     low, high = np.percentile(sample, LEVELS, axis=0)
-    return np.stack([low, np.maximum(high, low + 1)]).astype(np.float32)
+    return np.stack([np.minimum(low, high - MIN_LEVEL_RANGE), high]).astype(np.float32)
 
 
 def normalise(image: np.ndarray, method: str, levels: np.ndarray | None = None) -> np.ndarray:
