@@ -162,3 +162,21 @@ def test_box_targets_hold_the_true_cells_in_every_draw(masked_and_boxed, tmp_pat
                 checked += 1
     assert checked >= 40 and called_background < 0.05 * cells
     assert crossing > 0.95 * lines  # but a line at a box's rounded edge
+
+
+@pytest.mark.parametrize("mode", ["padding", "resize"])
+def test_box_targets_of_whole_image_modes_fit_their_input(masked_and_boxed, tmp_path, mode):
+    masked, _ = masked_and_boxed
+    store = ImageStore(tmp_path / "store")
+    settings = dict(data=str(masked), out=str(tmp_path / "run"), tile=56, mode=mode,
+                    colour_jitter=False, augment=[])
+    cfg, boxed = TrainConfig(**settings), TrainConfig(**settings, ignore_masks=[str(masked)])
+    [a], [b] = (read_datasets(c, store, tmp_path / c.mode / str(len(c.ignore_masks)))
+                for c in (cfg, boxed))
+    for img_a, img_b in zip(a.train, b.train):
+        view = img_a.views[0]
+        truth = render_example(cfg, store, None, None, (img_a, view, 1, 0))
+        target = render_example(boxed, store, None, None, (img_b, view, 1, 0)).boxes
+        assert target.background.shape == truth.mask.shape
+        # (boxes of a few pixels at this size round coarsely; a box misplaced misses whole)
+        assert (truth.mask & target.background).sum() < 0.15 * truth.mask.sum()

@@ -298,6 +298,9 @@ def render_example(cfg: TrainConfig, store: ImageStore, jitter: ColourJitter | N
     rendered = render(rgb, local, cfg.mode, cfg.tile)
     target = None
     if label is None and boxes is not None:
+        if cfg.mode == "resize":  # the image part fills the input
+            sy, sx = rendered.shape[0] / size[0], rendered.shape[1] / size[1]
+            boxes, size = boxes * (sx, sy, sx, sy), rendered.shape[:2]
         target = _box_target(boxes, size, rendered.shape[:2], img.exhaustive, k)
     label = None if label is None else dihedral(render(label, local, cfg.mode, cfg.tile), k)
     return Example(dihedral(rendered, k), label, centres, target)
