@@ -75,6 +75,21 @@ def test_tuning_drops_debris_smaller_than_cells():
     assert max(r["f1"] for r in rows if r["min_area"] == 50) < 1.0
 
 
+def test_tuning_weighs_each_group_the_same_however_many_images_it_has():
+    three = [(30, 32, 15), (30, 58, 15), (30, 110, 15)]
+    touching = (np.logical_or.reduce(disks((60, 140), three)), None,
+                np.array([[cx - r, cy - r, cx + r + 1, cy + r + 1] for cy, cx, r in three], float))
+    debris = disks((80, 120), [(40, 40, 20)])[0]
+    debris[10:20, 100:110] = True
+    lonely = (debris, None, np.array([[20, 20, 61, 61]], float))
+    _, rows_many = tune([touching] * 4, "distance")
+    _, rows_one = tune([lonely], "distance")
+    _, rows = tune([touching] * 4 + [lonely], "distance", groups=["many"] * 4 + ["one"])
+    for row, many, one in zip(rows, rows_many, rows_one):
+        assert row["f1"] == pytest.approx((many["f1"] + one["f1"]) / 2)
+        assert row["count_error"] == pytest.approx((many["count_error"] + one["count_error"]) / 2)
+
+
 def edge_scene():
     """A whole cell (709 px), a cell cut by the left edge down to a 140 px sliver, and a
     half cell (370 px) at the top edge."""

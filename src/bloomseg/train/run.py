@@ -458,7 +458,8 @@ class _Run:
                 cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
         inherited = self._init_instances() if not cases else None
         params = choose_separation(cases, self.cfg.centres, inherited, self.run_dir, self.log,
-                                   f"--init {self.cfg.init}")
+                                   f"--init {self.cfg.init}",
+                                   [img.dataset for img in self.val_images])
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 

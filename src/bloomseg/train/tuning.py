@@ -17,7 +17,8 @@ or None, true mask (H, W) bool or None, true boxes (N, 4) x0, y0, x1, y1 or None
 
 def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParams | None,
                       run_dir: str | Path, log: Callable[[str], None],
-                      source: str = "the start model") -> InstanceParams:
+                      source: str = "the start model", groups: list[str] | None = None
+                      ) -> InstanceParams:
     """The seed settings by instance F1 against the boxes (``instance_tuning.csv``), then
     the edge sliver size by mask Dice on the images with masks (``edge_tuning.csv``).
 
@@ -28,6 +29,8 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
         run_dir: where the tuning tables go.
         log: where each choice is reported.
         source: what ``inherited`` came from, for the log.
+        groups: per case, its dataset: each dataset's images weigh the same in all
+            (see :func:`bloomseg.cells.instances.tune`).
 
     Returns:
         The chosen settings.
@@ -36,14 +39,17 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
     method = "centres" if centres else "distance"
     boxed = [(fg, c, boxes) for fg, c, _, boxes in cases if boxes is not None]
     if boxed:
-        params, rows = tune(boxed, method)
+        named = None if groups is None else [g for g, (*_, b) in zip(groups, cases)
+                                             if b is not None]
+        params, rows = tune(boxed, method, groups=named)
         save_csv(run_dir / "instance_tuning.csv", rows, list(rows[0]))
         best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
                                            if k != "edge_min_area"))
         log(f"cell separation ({method}): min_distance {params.min_distance} px, "
             f"min_height {params.min_height}, min_area {params.min_area} px: "
             f"val instance F1 {best['f1']:.4f}, "
-            f"count error {best['count_error']:.2%} ({len(boxed)} images)")
+            f"count error {best['count_error']:.2%} ({len(boxed)} images"
+            f"{', each dataset weighing the same' if groups and len(set(groups)) > 1 else ''})")
     elif not cases and inherited is not None:
         log(f"cell separation and edge slivers: no validation images; the settings of "
             f"{source} kept ({inherited.as_dict()})")
