@@ -423,7 +423,7 @@ class _Run:
             self.log(f"early stop: no better val score for {cfg.early_stopping} epochs")
         self._tune_instances()
         if self.val_images:
-            self.log(f"done: best val {_scores(best_row)} at epoch {best_row['epoch']} -> "
+            self.log(f"done: best {_scores(best_row)} at epoch {best_row['epoch']} -> "
                      f"{self.run_dir / 'best.pt'}")
         else:
             self.log(f"done: no validation images, the last epoch ({best_row['epoch']}) kept -> "
