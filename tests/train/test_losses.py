@@ -14,6 +14,7 @@ from bloomseg.train.losses import (
     box_loss,
     dice_loss,
     focal_loss,
+    interior_loss,
     pairwise_loss,
     projection_loss,
 )
@@ -129,3 +130,14 @@ def test_box_loss_adds_background_outside_every_box():
     loss = box_loss(everything.requires_grad_(), exhaustive, rgb, 1.0)
     loss.backward()
     assert everything.grad[0, 0] > 0  # pushed towards background
+
+
+def test_interior_term_asks_for_the_middle_of_each_whole_box():
+    disk = _disk_logits()
+    whole = _boxes([10, 10, 31, 31])
+    assert float(interior_loss(disk, whole)) < 1e-4
+    ring = disk.clone()
+    ring[15:26, 15:26] = -12.0  # a pale centre called background: the ellipse misses it
+    assert float(interior_loss(ring, whole)) > 5
+    assert float(projection_loss(ring, whole)) < 1e-4  # which the projections allow
+    assert interior_loss(ring, _boxes([10, 10, 31, 31], rows=[False])) is None  # cut

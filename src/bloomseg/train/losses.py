@@ -7,9 +7,11 @@ for one logit, so ``ce`` is it.
 Where an image has boxes and no mask, :func:`box_loss` learns the mask from the boxes
 (after BoxInst, Tian et al. CVPR 2021): each line of a box crosses its cell, so the
 largest cell score along each of its rows and columns must say "cell" (the projection
-term); where the boxes hold every cell, what lies outside them is background; and
+term); where the boxes hold every cell, what lies outside them is background;
 neighbouring pixels of like colour inside a box take the same label (the pairwise term),
-so that the mask's edge follows the cell's, not the box's.
+so that the mask's edge follows the cell's, not the box's; and the middle of a box is
+cell (the interior term: a red cell's pale centre is as light as the background, and
+the other terms let a ring satisfy them).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class SegmentationLoss(nn.Module):
         return self.bce_weight * bce + self.dice_weight * dice_loss(logits, target)
 
 
+INTERIOR = 0.5
+"""The interior term's ellipse: centred in the box, its axes this share of the box's. A
+round or oval cell (or a segment of one cut by the image's edge) holds it."""
 PAIR_OFFSETS = ((0, 2), (2, 0), (2, 2), (2, -2))
 """(dy, dx): the neighbours the pairwise term compares, two pixels apart (each pair once;
 BoxInst's dilated 8-neighbourhood)."""
@@ -119,6 +124,25 @@ def projection_loss(logits: Tensor, target: BoxTarget) -> Tensor | None:
     return torch.stack(terms).mean() if terms else None
 
 
+def interior_loss(logits: Tensor, target: BoxTarget) -> Tensor | None:
+    """Mean over the boxes whole in the input of the cross-entropy of their middle
+    (the :data:`INTERIOR` ellipse) against "cell" (None: no such box).
+
+    Args:
+        logits: (H, W) cell logits of one input.
+    """
+    terms = []
+    for (x0, y0, x1, y1), rows, cols in zip(target.boxes, target.rows, target.cols):
+        if not (rows and cols) or x1 - x0 < 2 or y1 - y0 < 2:
+            continue  # a box cut by the input need not hold its ellipse
+        yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+        ry, rx = INTERIOR * (y1 - y0) / 2, INTERIOR * (x1 - x0) / 2
+        inside = ((yy - (y0 + y1) / 2) / ry) ** 2 + ((xx - (x0 + x1) / 2) / rx) ** 2 <= 1
+        if inside.any():
+            terms.append(F.softplus(-logits[y0:y1, x0:x1][torch.from_numpy(inside)]).mean())
+    return torch.stack(terms).mean() if terms else None
+
+
 def pairwise_loss(logits: Tensor, rgb: np.ndarray, inside: Tensor) -> Tensor | None:
     """Mean of -log P(same label) over neighbouring pixel pairs of like colour inside
     the boxes (None: no such pair).
@@ -148,8 +172,8 @@ def pairwise_loss(logits: Tensor, rgb: np.ndarray, inside: Tensor) -> Tensor | N
 
 def box_loss(logits: Tensor, target: BoxTarget, rgb: np.ndarray, pairwise_weight: float = 1.0
              ) -> Tensor:
-    """The mask loss of one input whose mask is learned from its boxes: projection, plus
-    background cross-entropy outside the boxes, plus the weighted pairwise term.
+    """The mask loss of one input whose mask is learned from its boxes: projection,
+    interior, background cross-entropy outside the boxes, and the weighted pairwise term.
 
     Args:
         logits: (H, W) cell logits.
@@ -157,7 +181,7 @@ def box_loss(logits: Tensor, target: BoxTarget, rgb: np.ndarray, pairwise_weight
         rgb: (H, W, 3) uint8, the input (for the pairwise term).
         pairwise_weight: 0 switches the pairwise term off.
     """
-    parts = [projection_loss(logits, target)]
+    parts = [projection_loss(logits, target), interior_loss(logits, target)]
     if target.background is not None and target.background.any():
         parts.append(F.softplus(logits[torch.from_numpy(target.background)]).mean())
     if pairwise_weight:
