@@ -5,7 +5,7 @@
 
 Trains the same U-Net recipe twice on ../shared/data/bbbc041seg/train (its persisted
 80/20 split): once on its masks, once on its boxes only (``--ignore-masks``: projection,
-background outside the boxes, pairwise colour term and the centre map; validation then
+interior, background outside the boxes, pairwise colour term and the centre map; validation then
 scores cell F1 against the boxes, so no mask is seen anywhere). Then scores both best.pt
 on the 10 test smears, at their own scale (``--diameter model``): pixel Dice and IoU, and
 cell F1 against the boxes. A stopped arm continues where it stopped (``resume``).
