@@ -1,6 +1,6 @@
 """Per-domain benchmark: the default model against a classical baseline on each lab's smears.
 
-    python benchmarks/domains.py [--model default] [--out out/domains.csv]
+    python benchmarks/domains.py [--model default] [--out out/domains.csv] [--split val]
 
 For each test split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart), at the images' own
 resolution and with no size given (the model runs with ``--diameter auto``), side by side:
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -49,18 +50,23 @@ COLUMNS = ("domain", "method", "images", "dice", "f1", "precision", "recall",
            "platelet_recall", "seconds")
 
 
-def domains(data: Path):
-    """(domain, image path, boxes path, mask path or None) of every test image."""
-    test = data / "bbbc041seg" / "test"
-    for path in sorted((test / "original").iterdir()):
-        yield "bbbc041", path, test / "boxes" / f"{path.stem}.txt", test / "mask" / f"{path.stem}.png"
+def domains(data: Path, split: str = "test"):
+    """(domain, image path, boxes path, mask path or None) of every image of a split
+    (``val``: BBBC041's held-out train images of its splits.json, txlpbc's val/)."""
+    folder = data / "bbbc041seg" / ("train" if split == "val" else split)
+    chosen = (set(json.loads((data / "bbbc041seg" / "splits.json").read_text())["val"])
+              if split == "val" else None)
+    for path in sorted((folder / "original").iterdir()):
+        if chosen is None or path.stem in chosen:
+            yield ("bbbc041", path, folder / "boxes" / f"{path.stem}.txt",
+                   folder / "mask" / f"{path.stem}.png")
     with open(data / "txlpbc" / "manifest.csv", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
     for source in ("raabin", "pbc"):
         for r in rows:
             if r["source"] == source:
-                path = data / "txlpbc" / "test" / "original" / r["file"]
-                yield source, path, data / "txlpbc" / "test" / "boxes" / f"{path.stem}.txt", None
+                path = data / "txlpbc" / split / "original" / r["file"]
+                yield source, path, data / "txlpbc" / split / "boxes" / f"{path.stem}.txt", None
 
 
 def classical(image: np.ndarray) -> np.ndarray:
@@ -94,14 +100,19 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data", type=Path)
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", default="out/domains.csv", type=Path)
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="val: to choose between models (never choose by test)")
+    parser.add_argument("--no-baseline", action="store_true", help="the model alone")
     args = parser.parse_args()
     segmenter = Segmenter.load(args.model)
     kept = Segmenter.load(args.model, keep_edges=True)
     methods = {f"model ({args.model})": lambda im: segmenter.predict(im, instances=True).labels,
                "model, --keep-edges": lambda im: kept.predict(im, instances=True).labels,
                "Otsu + watershed": classical}
+    if args.no_baseline:
+        del methods["Otsu + watershed"]
     results: dict[tuple[str, str], dict] = {}
-    for domain, path, box_path, mask_path in domains(args.data):
+    for domain, path, box_path, mask_path in domains(args.data, args.split):
         image = read_image(path)
         h, w = image.shape[:2]
         boxes = read_boxes(box_path)
