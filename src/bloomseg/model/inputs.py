@@ -172,6 +172,13 @@ def dihedral_inverse(k: int) -> int:
     return (4 - k) % 4 if k < 4 else k  # mirrors (with or without rotation) are their own inverse
 
 
+def level_sample(image: np.ndarray) -> np.ndarray:
+    """Every n-th row and column of an image, at most :data:`LEVEL_SAMPLE` pixels: what
+    its levels are measured on (a memory map is read sparsely)."""
+    step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / LEVEL_SAMPLE)))
+    return np.array(image[::step, ::step])
+
+
 def image_levels(image: np.ndarray) -> np.ndarray:
     """The black and white point of each channel of an image: its :data:`LEVELS`
     percentiles, measured on at most :data:`LEVEL_SAMPLE` evenly spread pixels.
@@ -183,9 +190,7 @@ def image_levels(image: np.ndarray) -> np.ndarray:
         (2, 3) float32: the low row and the high row, at least :data:`MIN_LEVEL_RANGE`
         apart (the black point lowered where they are closer).
     """
-    step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / LEVEL_SAMPLE)))
-    sample = np.asarray(image[::step, ::step]).reshape(-1, 3)
-    low, high = np.percentile(sample, LEVELS, axis=0)
+    low, high = np.percentile(level_sample(image).reshape(-1, 3), LEVELS, axis=0)
     return np.stack([np.minimum(low, high - MIN_LEVEL_RANGE), high]).astype(np.float32)
 
 

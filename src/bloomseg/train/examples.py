@@ -25,11 +25,11 @@ from bloomseg.data.dataset import (
 )
 from bloomseg.errors import BloomsegError, DataError
 from bloomseg.model.inputs import (
-    LEVEL_SAMPLE,
     View,
     dihedral,
     dihedral_boxes,
     image_levels,
+    level_sample,
     normalise,
     random_view,
     render,
@@ -81,12 +81,10 @@ class TrainImage:
         return store.load(self.sample, self.source_key, self.factor)
 
     def overview(self, store: ImageStore) -> np.ndarray:
-        """Every n-th pixel of its scaled image (at most :data:`LEVEL_SAMPLE`): what its
+        """Its scaled image's :func:`level_sample`: what its
         levels and mean grey are measured on, kept in memory."""
         if self._overview is None:
-            image = self.pixels(store)[0]
-            step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / LEVEL_SAMPLE))))
-            self._overview = np.array(image[::step, ::step])
+            self._overview = level_sample(self.pixels(store)[0])
         return self._overview
 
     def centres(self, view: View) -> np.ndarray:
