@@ -59,6 +59,7 @@ from bloomseg.train.examples import (
     items_per_dataset,
     read_datasets,
     render_example,
+    whole_box_target,
 )
 from bloomseg.train.history import plot_curves, score_of, write_history
 from bloomseg.train.losses import SegmentationLoss, box_loss
@@ -128,6 +129,7 @@ class _Run:
                              "seed": config.seed}
             self.cache = FeatureCache(Path(config.cache_dir) / "features", identity)
         self.inference = InferenceOptions(config.mode, config.tile, batch_size=config.batch_size)
+        self.val_separation = self._val_separation()
         self.backbone_tiles = 0
         self.history: list[dict] = []
         if config.init is not None and not resuming:
@@ -260,14 +262,15 @@ class _Run:
         self.optimizer.step()
         return float(loss.detach())
 
-    def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray | None]:
+    def _predict(self, img: TrainImage) -> tuple[Tensor, np.ndarray | None, np.ndarray]:
         """A validation image's logits as ``predict`` makes them (cached features where
-        there are), and its true mask (None: boxes only); for validation and tuning."""
+        there are), its true mask (None: boxes only) and the normalised image the model
+        saw; for validation and tuning."""
         image, mask = img.pixels(self.store)
+        seen = normalise(np.asarray(image), self.cfg.normalise)
         source = (lambda names, x: self._features([(img.key, n, 0) for n in names], x))
-        logits = predict_logits(self.model, normalise(np.asarray(image), self.cfg.normalise),
-                                self.inference, features=source)
-        return logits, None if mask is None else np.asarray(mask)
+        logits = predict_logits(self.model, seen, self.inference, features=source)
+        return logits, None if mask is None else np.asarray(mask), seen
 
     def _validate(self) -> dict:
         """Validation loss and scores: pixel Dice and IoU over the images with masks,
@@ -278,21 +281,23 @@ class _Run:
         model = self.model
         model.eval()
         losses, by_dataset = [], {}
-        separation = self._separation()
         with torch.no_grad():
             for d in self.datasets:
                 counts, masked, matches = PixelCounts(), 0, []
                 for img in tqdm(d.val, desc=f"validation {d.name}", unit="image",
                                 disable=not self.progress, leave=False):
-                    logits, mask = self._predict(img)
-                    example = self._whole_example(img, mask)
+                    logits, mask, seen = self._predict(img)
+                    centres = (img.centres(View("whole", 0, 0, *img.size))
+                               if self.cfg.centres and img.boxes is not None else None)
+                    target = None if mask is not None else whole_box_target(img)
+                    example = Example(seen, mask, centres, target)
                     losses.append(float(self._loss(logits[None], [example])))
                     foreground = (logits[0] > 0).numpy()
                     if mask is not None:
                         counts, masked = counts + PixelCounts.of(foreground, mask), masked + 1
                     else:
                         centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
-                        labels, _ = separate(foreground, centres, separation)
+                        labels, _ = separate(foreground, centres, self.val_separation)
                         matches.append(match_boxes(labels, yolo_to_xyxy(img.boxes, *img.size)))
                 if d.val:
                     by_dataset[d.name] = {"dice": counts.dice if masked else None,
@@ -306,22 +311,10 @@ class _Run:
                 "val_iou": float(np.mean([v["iou"] for v in with_masks])) if with_masks else None,
                 "val_datasets": by_dataset}
 
-    def _whole_example(self, img: TrainImage, mask: np.ndarray | None) -> Example:
-        """A whole validation image's targets, as training's are for a view."""
-        from bloomseg.train.examples import whole_box_target
-
-        centres = (img.centres(View("whole", 0, 0, *img.size))
-                   if self.cfg.centres and img.boxes is not None else None)
-        boxes = None if mask is not None else whole_box_target(img)
-        return Example(normalise(np.asarray(img.pixels(self.store)[0]), self.cfg.normalise),
-                       mask, centres, boxes)
-
-    def _separation(self) -> InstanceParams:
-        """How cells are separated for validation: the --init model's tuned settings, or
-        the defaults."""
-        if self.cfg.init is not None and not hasattr(self, "_inherited"):
-            self._inherited = self._init_instances()
-        inherited = getattr(self, "_inherited", None)
+    def _val_separation(self) -> InstanceParams:
+        """How cells of images without masks are separated for validation: the --init
+        model's tuned settings, or the defaults."""
+        inherited = self._init_instances()
         if inherited is not None and (inherited.method == "centres") == self.cfg.centres:
             return inherited
         return DEFAULT_CENTRES if self.cfg.centres else DEFAULT_DISTANCE
@@ -452,7 +445,7 @@ class _Run:
         with torch.no_grad():
             for img in tqdm(self.val_images, desc="tuning cell separation", unit="image",
                             disable=not self.progress, leave=False):
-                logits, mask = self._predict(img)
+                logits, mask, _ = self._predict(img)
                 centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
                 boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
                 cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
@@ -524,11 +517,10 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
         be known then.
     """
     config = TrainConfig.from_dict(asdict(config))
-    config.check()
     config.data = [str(Path(root).resolve()) for root in config.data]
     config.partial_boxes = [str(Path(root).resolve()) for root in config.partial_boxes]
     config.ignore_masks = [str(Path(root).resolve()) for root in config.ignore_masks]
-    config.check()  # again: the roots resolved
+    config.check()
     config.out = str(Path(config.out).resolve())
     config.cache_dir = str(Path(config.cache_dir or home() / "cache").resolve())
     if config.weights is not None:
