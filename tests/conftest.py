@@ -227,7 +227,7 @@ class Components:
         return None
 
     def predict(self, image: np.ndarray, instances: bool = False, edges=None,
-                diameter=None, origin=(0, 0), levels=None) -> Prediction:
+                diameter=None, origin=(0, 0), levels=None, classes=True) -> Prediction:
         from scipy import ndimage
 
         mask = image.mean(axis=2) < 200

@@ -18,6 +18,7 @@ def base_arguments(tmp_path) -> dict[str, list[str]]:
     return {"predict": ["predict", "default", str(tmp_path / "x.png"), "-o", out],
             "evaluate": ["evaluate", "default", "--data", data, "-o", out],
             "train": ["train", "--data", data, "-o", out],
+            "train-classes": ["train-classes", "--data", data, "-o", out],
             "features": ["features", str(tmp_path / "x.png"), "-o", out],
             "explore": ["explore", "--data", data, "-o", out],
             "synthetic": ["synthetic", "-o", out],

@@ -70,23 +70,71 @@ def label_colours(count: int) -> np.ndarray:
     return np.round(np.array([(0.0, 0.0, 0.0)] + colours) * 255).astype(np.uint8)
 
 
-def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.25) -> np.ndarray:
+def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.25,
+                  colours: np.ndarray | None = None) -> np.ndarray:
     """The image with each cell tinted and outlined in its own colour, so touching cells
-    show where they part.
+    show where they part (or in the colour of its class).
 
     Args:
         image: (H, W, 3) uint8.
         labels: (H, W) integer cells 1..N, 0 background.
+        colours: (N, 3) RGB per cell (default: a distinct colour each).
 
     Returns:
         (H, W, 3) uint8.
     """
     from skimage.segmentation import find_boundaries
 
-    colours = label_colours(int(labels.max(initial=0)))[labels].astype(np.float32)
+    count = int(labels.max(initial=0))
+    table = label_colours(count) if colours is None else \
+        np.concatenate([np.zeros((1, 3)), np.asarray(colours, np.float64).reshape(count, 3)])
+    colours = table[labels].astype(np.float32)
     cells = labels > 0
     out = image.astype(np.float32)
     out[cells] = (1 - alpha) * out[cells] + alpha * colours[cells]
     edges = find_boundaries(labels, mode="inner") & cells
     out[edges] = colours[edges]
     return out.round().astype(np.uint8)
+
+
+def cell_gallery(image: np.ndarray, labels: np.ndarray, cells: list[int], side: int = 96,
+                 columns: int = 8, colour: tuple[int, int, int] = (250, 200, 0)) -> np.ndarray:
+    """A contact sheet of cells, for a person to check them: each cell's box with a margin
+    of half its size, outlined, brought to ``side`` px, in rows of ``columns``.
+
+    Args:
+        image: (H, W, 3) uint8.
+        labels: (H, W) cells 1..N.
+        cells: the labels to show, in order.
+        side: px of each tile; columns: tiles per row.
+        colour: RGB of the outline.
+
+    Returns:
+        (rows * side, min(columns, len(cells)) * side, 3) uint8 (white gaps of 2 px).
+    """
+    from PIL import Image
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    slices = ndimage.find_objects(labels)
+    tiles = []
+    for cell in cells:
+        rows, cols = slices[cell - 1]
+        margin = max(rows.stop - rows.start, cols.stop - cols.start) // 2
+        r0, r1 = max(0, rows.start - margin), min(labels.shape[0], rows.stop + margin)
+        c0, c1 = max(0, cols.start - margin), min(labels.shape[1], cols.stop + margin)
+        crop = image[r0:r1, c0:c1].copy()
+        crop[find_boundaries(labels[r0:r1, c0:c1] == cell, mode="inner")] = colour
+        factor = side / max(crop.shape[:2])
+        size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+        small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+        tile = np.full((side, side, 3), 255, np.uint8)
+        tile[:small.shape[0], :small.shape[1]] = small[:side, :side]
+        tile[-2:], tile[:, -2:] = 255, 255
+        tiles.append(tile)
+    if not tiles:
+        return np.full((side, side, 3), 255, np.uint8)
+    columns = min(columns, len(tiles))
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    return np.concatenate([np.concatenate(tiles[i:i + columns], axis=1)
+                           for i in range(0, len(tiles), columns)], axis=0)

@@ -126,15 +126,42 @@ def test_edge_tuning_finds_the_annotation_convention():
     whole, sliver, half = edge_scene()
     foreground = whole | sliver | half
     # the annotators left out the sliver only: any value in (140, 370] px is right
-    params, rows = tune_edges([(foreground, None, whole | half)],
+    params, rows = tune_edges([(foreground, None, whole | half, None)],
                               InstanceParams("distance", 5, 1.0, 20), (0, 100, 300, 600))
     assert params.edge_min_area == 300 and params.min_distance == 5
-    dice = {r["edge_min_area"]: r["dice"] for r in rows}
-    assert dice[300] == 1.0
+    dice = {r["edge_min_area"]: r["val_dice"] for r in rows}
+    assert dice[300] == 1.0 == rows[2]["score"]
     assert dice[0] == dice[100] == 2 * 1079 / (1219 + 1079)
     assert dice[600] == 2 * 709 / (709 + 1079)
     # a truth that keeps the sliver keeps the rule off (ties go to the smaller value)
-    assert tune_edges([(foreground, None, foreground)], params, (0, 100, 300))[0].edge_min_area == 0
+    assert tune_edges([(foreground, None, foreground, None)], params,
+                      (0, 100, 300))[0].edge_min_area == 0
+
+
+def box_of(mask: np.ndarray) -> list[int]:
+    rows, cols = np.nonzero(mask)
+    return [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+
+
+def test_edge_tuning_weighs_each_dataset_by_its_own_convention():
+    whole, sliver, half = edge_scene()
+    foreground = whole | sliver | half
+    boxes = np.array([box_of(m) for m in (whole, sliver, half)], float)
+    # dataset "masks" leaves the sliver out; dataset "boxes" (two images) boxes every cell
+    cases = [(foreground, None, whole | half, None), (foreground, None, None, boxes),
+             (foreground, None, None, boxes)]
+    params, rows = tune_edges(cases, InstanceParams("distance", 5, 1.0, 20), (0, 300),
+                              groups=["masks", "boxes", "boxes"])
+    off, on = rows
+    assert (off["masks_dice"], on["masks_dice"]) == (2 * 1079 / (1219 + 1079), 1.0)
+    assert (off["boxes_f1"], on["boxes_f1"]) == (1.0, 0.8)  # the sliver's box missed
+    # each dataset weighs the same however many images it has: (0.939 + 1) / 2 > 0.9
+    assert off["score"] == (off["masks_dice"] + 1.0) / 2 and on["score"] == 0.9
+    assert params.edge_min_area == 0
+    # with the boxes alone, and an image without truth ignored
+    alone = tune_edges(cases[1:] + [(foreground, None, None, None)], params, (0, 300),
+                       groups=["boxes", "boxes", "boxes"])[1]
+    assert [r["boxes_f1"] for r in alone] == [1.0, 0.8]
 
 
 @pytest.mark.realdata

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bloomseg.cells.types import COLOURS
 from bloomseg.files import atomic_output
 
 UINT16_MAX = 65535
@@ -77,6 +78,16 @@ def cell_polygons(labels: np.ndarray, tolerance: float = 0.5) -> dict[int, list[
     return out
 
 
+def classification(row: dict, name: str = "Cell") -> dict:
+    """A cell's QuPath classification: its class (``infected: <stage>`` for an infected
+    cell, a QuPath derived class) in its class's colour, or ``name`` where it has none."""
+    kind = row.get("class")
+    if not kind:
+        return {"name": name, "color": list(COLOURS["red_blood_cell"])}
+    shown = f"{kind}: {row['stage']}" if row.get("stage") else kind
+    return {"name": shown, "color": list(COLOURS[kind])}
+
+
 def geojson_features(labels: np.ndarray, rows: list[dict], name: str = "Cell") -> dict:
     """A FeatureCollection of one Polygon per cell that QuPath imports as detections.
 
@@ -95,14 +106,15 @@ def polygons_geojson(polygons: dict[int, list[np.ndarray]], rows: list[dict],
     features = []
     for index, rings in sorted(polygons.items()):
         row = by_id.get(index, {"id": index})
-        measurements = {k: float(v) for k, v in row.items() if k != "id"}
+        measurements = {k: float(v) for k, v in row.items()
+                        if k != "id" and isinstance(v, (int, float, bool, np.number))}
         features.append({
             "type": "Feature",
             "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"bloomseg-cell-{index}")),
             "geometry": {"type": "Polygon",
                          "coordinates": [np.round(r, 2).tolist() for r in rings]},
             "properties": {"objectType": "detection", "name": f"cell {index}",
-                           "classification": {"name": name, "color": [220, 60, 90]},
+                           "classification": classification(row, name),
                            "measurements": measurements},
         })
     return {"type": "FeatureCollection", "features": features}

@@ -135,6 +135,21 @@ def total_boxes(matches: list[BoxMatch]) -> BoxMatch:
                       ("tp", "fp", "fn", "ignored", "predicted", "true", "strict_fp")))
 
 
+def box_pairs(boxes: np.ndarray, true_boxes: np.ndarray, threshold: float = 0.5
+              ) -> list[tuple[int, int]]:
+    """One-to-one matches of predicted cells' boxes to true boxes (Hungarian on IoU).
+
+    Args:
+        boxes: (N, 4) x0, y0, x1, y1 of the cells (:func:`cell_boxes`).
+        true_boxes: (M, 4) x0, y0, x1, y1.
+        threshold: smallest IoU of a match.
+
+    Returns:
+        (cell index, box index) pairs.
+    """
+    return _one_to_one(box_iou(boxes, true_boxes), threshold)
+
+
 def match_boxes(labels: np.ndarray, true_boxes: np.ndarray, threshold: float = 0.5) -> BoxMatch:
     """Match the cells of a label image to true boxes.
 
@@ -144,7 +159,7 @@ def match_boxes(labels: np.ndarray, true_boxes: np.ndarray, threshold: float = 0
         threshold: smallest IoU of a match.
     """
     boxes, border = cell_boxes(labels)
-    pairs = _one_to_one(box_iou(boxes, true_boxes), threshold)
+    pairs = box_pairs(boxes, true_boxes, threshold)
     matched = np.zeros(len(boxes), bool)
     matched[[r for r, _ in pairs]] = True
     ignored = int((~matched & border).sum())

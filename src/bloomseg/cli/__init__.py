@@ -89,6 +89,7 @@ def build_parser() -> Parser:
     tools.add_explore(commands)
     tools.add_features(commands)
     train.add_train(commands)
+    train.add_train_classes(commands)
     predict.add_predict(commands)
     predict.add_evaluate(commands)
     predict.add_export(commands)

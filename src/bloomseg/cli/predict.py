@@ -25,7 +25,7 @@ def _spec(args: argparse.Namespace, names: tuple[str, ...]) -> SegmenterSpec:
     if getattr(args, "mode", None):
         options["mode"] = args.mode
     return SegmenterSpec(args.model, args.weights, args.threshold, tuple(options.items()),
-                         args.keep_edges, args.diameter)
+                         args.keep_edges, args.diameter, args.classes, args.classifier)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -84,6 +84,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                 "each image is resampled so its cells are at the model's, and every output "
                 "mapped back", "--diameter", metavar="PX|auto|model")
     parser.add_argument("--keep-edges", action="store_true", help=KEEP_EDGES_HELP)
+    parser.add_argument("--no-classes", dest="classes", action="store_false",
+                        help="do not name the cells, even where the model has a classifier")
+    parser.add_argument("--classifier", metavar="RUN",
+                        help="name the cells with this classifier (a `bloomseg train-classes` "
+                        "run folder, its best.pt, or an exported model holding one) instead "
+                        "of the model's own")
     add_setting(parser, InferenceOptions, "batch_size", "tiles per pass")
     add_setting(parser, OutputOptions, "max_pixels", "refuse images of more pixels, read from the "
                 "header before decoding: a guard against decompression bombs", metavar="N")
@@ -181,7 +187,8 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from bloomseg.model.files import export_model
 
-    folder = export_model(args.model, args.output, overwrite=args.overwrite)
+    folder = export_model(args.model, args.output, overwrite=args.overwrite,
+                          classifier=args.classifier)
     print(f"exported -> {folder} (use it as: bloomseg predict {folder} IMAGES -o OUT)")
     return EXIT_OK
 
@@ -192,4 +199,6 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     _add_model(exp)
     add_output(exp, "folder to write")
     exp.add_argument("--overwrite", action="store_true", help="replace an exported model there")
+    exp.add_argument("--classifier", metavar="RUN", help="ship this cell classifier (a "
+                     "`bloomseg train-classes` run folder or its best.pt) with the model")
     exp.set_defaults(func=_export)

@@ -150,3 +150,55 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     a.add_argument("--cache-dir", help="decoded images and features (default: "
                    "$BLOOMSEG_HOME/cache)")
     p.set_defaults(func=_train)
+
+
+def _train_classes(args: argparse.Namespace) -> int:
+    from bloomseg.train.classes import ClassesConfig, train_classes
+
+    _interrupt_on_sigterm()
+    settings = {f.name: getattr(args, f.name) for f in fields(ClassesConfig)
+                if hasattr(args, f.name) and f.name not in ("data", "out")}
+    config = ClassesConfig(**settings | {"data": args.data or [], "out": args.output})
+    result = train_classes(config, progress=not args.quiet, overwrite=args.overwrite,
+                           resume=args.resume)
+    print(f"best val balanced recall {result.scores['balanced_recall']:.4f} at epoch "
+          f"{result.best_epoch}, infected threshold {result.infected_threshold}: "
+          f"{result.run_dir / 'best.pt'} (ship it with: bloomseg export MODEL --classifier "
+          f"{result.run_dir} -o FOLDER)")
+    return EXIT_OK
+
+
+def add_train_classes(commands: argparse._SubParsersAction) -> None:
+    from bloomseg.train.classes import ClassesConfig
+
+    p = commands.add_parser(
+        "train-classes", help="train a cell classifier on a segmentation model's cells",
+        description="Segment every ROOT/train and validation image with --model, match its "
+        "cells to the true boxes (IoU >= 0.5, one to one) and train a small CNN to name each "
+        "cell: red cell, infected red cell by stage (ring, trophozoite, schizont, gametocyte), "
+        "white cell, platelet. Each root's classes.txt names its box classes; a class a root "
+        "does not name is unknown there, not absent. The infected threshold is tuned on the "
+        "validation cells for recall. Everything goes into the run folder -o/--output.")
+    p.add_argument("--model", default="default", help="the segmentation model whose cells are "
+                   "named (default: the shipped one)")
+    p.add_argument("--data", action="append", metavar="ROOT", help="dataset root with "
+                   "train/original, train/boxes and classes.txt (repeat for several)")
+    add_output(p, "run folder to create", "--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue the run in -o from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    for name, text in (("epochs", "epochs"), ("batch_size", "cells per step"),
+                       ("lr", "AdamW learning rate"), ("weight_decay", "AdamW weight decay"),
+                       ("early_stopping", "stop after this many epochs without a better "
+                        "balanced recall (0: off)"),
+                       ("items_per_epoch", "cells per epoch, the same number of each class"),
+                       ("views", "augmented views of each training image (other stains, "
+                        "contrast, blur, noise, cell size)"),
+                       ("width", "channels of the classifier's first stage"),
+                       ("val_fraction", "share of a root's train images held out where it has "
+                        "no val/ (its splits.json)"),
+                       ("seed", "seed of every random draw"),
+                       ("recall_weight", "beta of the F-score the infected threshold is tuned "
+                        "by: recall counts beta times as much as precision")):
+        add_setting(p, ClassesConfig, name, text)
+    p.set_defaults(func=_train_classes)

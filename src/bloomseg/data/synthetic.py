@@ -138,3 +138,94 @@ def write_example_dataset(root: str | Path, n_train: int = 4, n_test: int = 2, s
         "Synthetic smears made by `bloomseg synthetic`: drawn disks, not real cells.\n"
         "No figure about real blood smears may be taken from them.\n", "utf-8")
     return root
+
+
+TYPED_CLASSES = ("red_blood_cell", "ring", "white_blood_cell", "platelet")
+"""The box classes of :func:`typed_smear` (ids 0..3), as its ``classes.txt`` names them."""
+
+
+def typed_smear(rng: np.random.Generator, height: int, width: int, count: int = 12,
+                radius: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic smear of cells of four drawn kinds, apart from each other: pale pink
+    disks (red cells), pink disks with a dark dot (ring-stage infections), large disks
+    with a lobed purple nucleus (white cells) and small purple dots (platelets).
+
+    Args:
+        rng: the random generator (the smear is a function of its state).
+        height, width: image size, px.
+        count: cells to place (fewer where there is no room).
+        radius: a red cell's radius, px.
+
+    Returns:
+        (H, W, 3) uint8 image, (H, W) int32 labels (cells 1..N, in the order drawn), (N, 5)
+        YOLO boxes (class id of :data:`TYPED_CLASSES`, cx, cy, w, h).
+    """
+    kinds = rng.permutation(np.arange(count) % 4)
+    size = {0: radius, 1: radius, 2: 1.6 * radius, 3: 0.35 * radius}
+    image = np.empty((height, width, 3), np.float64)
+    image[:] = (236, 226, 232)
+    labels = np.zeros((height, width), np.int32)
+    yy, xx = np.mgrid[:height, :width]
+    placed: list[tuple[float, float, float, int]] = []
+    for kind in kinds:
+        r = size[int(kind)]
+        for _ in range(200):  # a free spot, a gap of 3 px from every other cell
+            cy, cx = rng.uniform(r + 1, height - r - 1), rng.uniform(r + 1, width - r - 1)
+            if all(np.hypot(cy - y, cx - x) > r + q + 3 for y, x, q, _ in placed):
+                placed.append((cy, cx, r, int(kind)))
+                break
+    boxes = []
+    for n, (cy, cx, r, kind) in enumerate(placed, start=1):
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        labels[disk] = n
+        if kind == 3:
+            image[disk] = (120, 70, 160)
+        elif kind == 2:
+            image[disk] = (190, 160, 205)
+            angle = rng.uniform(0, 2 * np.pi)
+            for k in range(3):  # three lobes around the middle
+                a = angle + k * 2 * np.pi / 3
+                lobe = (yy - cy - 0.35 * r * np.sin(a)) ** 2 + (xx - cx - 0.35 * r * np.cos(a)) ** 2
+                image[lobe <= (0.4 * r) ** 2] = (90, 40, 140)
+        else:
+            image[disk] = (205, 120, 135)
+            image[disk & ((yy - cy) ** 2 + (xx - cx) ** 2 <= (r / 3) ** 2)] = (220, 160, 170)
+            if kind == 1:
+                a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 0.6) * r
+                dot = (yy - cy - d * np.sin(a)) ** 2 + (xx - cx - d * np.cos(a)) ** 2
+                image[dot <= (0.22 * r) ** 2] = (70, 20, 110)
+        rows, cols = np.nonzero(labels == n)
+        boxes.append((kind, (cols.min() + cols.max() + 1) / 2 / width,
+                      (rows.min() + rows.max() + 1) / 2 / height,
+                      (cols.max() + 1 - cols.min()) / width, (rows.max() + 1 - rows.min()) / height))
+    image += rng.normal(0, 4, image.shape)
+    return (np.clip(image, 0, 255).astype(np.uint8), labels,
+            np.array(boxes, np.float64).reshape(-1, 5))
+
+
+def write_typed_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_test: int = 2,
+                        size: tuple[int, int] = (96, 128), seed: int = 0) -> Path:
+    """A dataset of :func:`typed_smear` images: ``{train,val,test}/{original,mask,boxes}``
+    and ``classes.txt``.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(TYPED_CLASSES)))
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        for sub in ("original", "mask", "boxes"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image, labels, boxes = typed_smear(rng, *size)
+            stem = f"{split}_{i:02d}"
+            Image.fromarray(image).save(root / split / "original" / f"{stem}.png")
+            Image.fromarray((labels > 0).astype(np.uint8) * 255).save(
+                root / split / "mask" / f"{stem}.png")
+            (root / split / "boxes" / f"{stem}.txt").write_text("".join(
+                f"{int(b[0])} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {b[4]:.6f}\n" for b in boxes))
+    return root

@@ -8,10 +8,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bloomseg.cells.matching import BoxMatch, MaskMatch, match_boxes, match_masks, total_boxes
+from bloomseg.cells.types import class_colours
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+from bloomseg.data.classes import DatasetClasses, read_classes
 from bloomseg.data.dataset import Sample, load_sample, scan_split
 from bloomseg.data.images import MAX_PIXELS, read_image, read_labels
 from bloomseg.errors import BloomsegError, DataError
+from bloomseg.evaluation.classes import (
+    CONFUSION_PLOT,
+    PARASITEMIA_PLOT,
+    ClassTally,
+    confusion_plot,
+    dataset_kinds,
+    parasitemia_plot,
+)
 from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
 from bloomseg.files import refuse_existing, save_json, save_png
@@ -139,6 +149,15 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
     return counts, row, box_match, mask_match, result
 
 
+def _dataset_classes(data: str | Path) -> DatasetClasses | None:
+    """The dataset's classes where its classes.txt can be read (else its cells' classes
+    are not scored)."""
+    try:
+        return read_classes(data)
+    except DataError:
+        return None
+
+
 def _rank(row: dict) -> float:
     """What the best and worst images are chosen by: Dice, or cell F1 without a mask."""
     return row["dice"] if "dice" in row else row.get("cell_f1", 0.0)
@@ -165,6 +184,11 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     FP red, FN blue, TN black; without a mask, image | overlay) in ``visualizations/``.
     An image may have a mask, boxes or both: a split of boxes only (such as txlpbc) is
     scored by its cells alone.
+
+    Where the model names cells and the dataset's classes.txt names its box classes,
+    ``metrics.json`` gains ``classes`` (see :mod:`bloomseg.evaluation.classes`), with
+    ``class_confusion.png`` and ``parasitemia.png``, and each image's row its true and
+    predicted parasitemia.
 
     Where the split has boxes (``boxes/``), cells are separated and ``metrics.json``
     gains ``instances.boxes`` (matching at IoU 0.5, see :mod:`bloomseg.cells.matching`, and
@@ -193,6 +217,8 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     out_dir = Path(out_dir)
     total, masked, per_image, skipped = PixelCounts(), 0, [], []
     box_matches, mask_total, mask_images = [], MaskMatch(), 0
+    names = _dataset_classes(data)
+    tally = ClassTally()
     kept: list[tuple[dict, Prediction]] = []  # candidates for the pictures
     for sample in tqdm(scan.samples, desc="evaluating", unit="image", disable=not progress):
         try:
@@ -209,6 +235,15 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             box_matches.append(box_match)
         if mask_match is not None:
             mask_total, mask_images = mask_total + mask_match, mask_images + 1
+        if names is not None and result.classes is not None and sample.boxes is not None:
+            yolo = read_boxes(sample.boxes)
+            try:
+                targets = names.targets(yolo[:, 0])
+            except DataError as e:
+                skipped.append({"image": sample.stem, "reason": f"{sample.boxes}: {e}"})
+                continue
+            row |= tally.add(sample.stem, result.labels, result.classes,
+                             yolo_to_xyxy(yolo, *result.labels.shape), targets)
         per_image.append(row)
     if not per_image:
         raise DataError(f"{Path(data) / split}: none of the {len(skipped)} images could be "
@@ -229,6 +264,14 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             "fp": mask_total.fp, "fn": mask_total.fn, "precision": mask_total.precision,
             "recall": mask_total.recall, "f1": mask_total.f1,
             "panoptic_quality": mask_total.panoptic_quality}
+    class_plots = []
+    if tally.confusion.sum() or tally.parasitemia:
+        metrics["classes"] = tally.summary(dataset_kinds(names))
+        confusion_plot(metrics["classes"], out_dir / CONFUSION_PLOT)
+        class_plots.append(CONFUSION_PLOT)
+        if "parasitemia" in metrics["classes"]:
+            parasitemia_plot(tally, out_dir / PARASITEMIA_PLOT)
+            class_plots.append(PARASITEMIA_PLOT)
     save_json(out_dir / METRICS, metrics)
     save_json(out_dir / "per_image_metrics.json", per_image)
     if masked:
@@ -242,12 +285,13 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
         if sample.stem in chosen:
             image, mask = _load(sample, max_pixels)  # decoding is cheap; predicting not
             result = predictions[sample.stem]
-            parts = [image, label_overlay(image, result.labels)]
+            colours = None if result.classes is None else class_colours(result.classes)
+            parts = [image, label_overlay(image, result.labels, colours=colours)]
             picture = np.concatenate(parts + ([] if mask is None
                                               else [error_map(result.mask, mask)]), axis=1)
             pictures.append(f"visualizations/{chosen[sample.stem]}_{sample.stem}.png")
             save_png(out_dir / pictures[-1], picture)
-    plots = (list(PLOTS) if masked else []) + ([COUNT_PLOT] if box_matches else [])
+    plots = (list(PLOTS) if masked else []) + ([COUNT_PLOT] if box_matches else []) + class_plots
     evaluate_report(out_dir, metrics, per_image, segmenter.name, str(Path(data) / split),
                     plots, sorted(pictures))
     return metrics

@@ -79,6 +79,9 @@ class SegmenterSpec:
         keep_edges: keep the slivers of cells at the image's edge.
         diameter: px, the cell diameter of the images, ``auto`` (estimated per image)
             or ``model`` (the model's own scale).
+        classes: name each cell with the model's classifier, where it has one.
+        classifier: a classifier to use instead of the model's (a ``train-classes`` run
+            folder, its .pt, or a folder holding one).
     """
 
     model: str = "default"
@@ -87,6 +90,8 @@ class SegmenterSpec:
     options: tuple[tuple[str, object], ...] = ()
     keep_edges: bool = False
     diameter: float | str = setting(AUTO, IMAGE_DIAMETER)
+    classes: bool = True
+    classifier: str | None = None
 
     def check(self) -> None:
         """Raise ConfigError naming an invalid setting, without loading the model (its
@@ -97,6 +102,10 @@ class SegmenterSpec:
         config = read_checkpoint_file(resolve_model(self.model)).get("config", {})
         trained = {k: config[k] for k in ("mode", "tile") if k in config}
         InferenceOptions(**(trained | dict(self.options))).check()
+        if self.classifier is not None and self.classes:
+            from bloomseg.model.files import load_classifier, resolve_classifier
+
+            load_classifier(resolve_classifier(self.classifier))
 
     def load(self):
         """The :class:`bloomseg.inference.segmenter.Segmenter` this describes."""
@@ -104,6 +113,8 @@ class SegmenterSpec:
 
         return Segmenter.load(self.model, weights=self.weights, threshold=self.threshold,
                               keep_edges=self.keep_edges, diameter=self.diameter,
+                              classes=self.classes,
+                              classifier=self.classifier if self.classes else None,
                               **dict(self.options))
 
     def absolute(self) -> SegmenterSpec:
@@ -111,4 +122,6 @@ class SegmenterSpec:
         model = self.model if self.model == "default" or not Path(self.model).exists() \
             else str(Path(self.model).resolve())
         weights = str(Path(self.weights).resolve()) if self.weights else None
-        return replace(self, model=model, weights=weights)
+        classifier = str(Path(self.classifier).resolve()) if self.classifier and \
+            Path(self.classifier).exists() else self.classifier
+        return replace(self, model=model, weights=weights, classifier=classifier)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from bloomseg.cells.instances import ALL_EDGES, DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
+from bloomseg.cells.types import cell_types
 from bloomseg.data.resampling import grid_factor, resample, scale_tensor
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.inference.logits import predict_logits
@@ -23,8 +24,15 @@ from bloomseg.inference.options import (
     InferenceOptions,
     SegmenterSpec,
 )
+from bloomseg.model.classifier import CellClassifier, classify
 from bloomseg.model.config import DIAMETER
-from bloomseg.model.files import load_model, resolve_model
+from bloomseg.model.files import (
+    CLASSIFIER_FILES,
+    load_classifier,
+    load_model,
+    resolve_classifier,
+    resolve_model,
+)
 from bloomseg.model.inputs import image_levels, normalise
 from bloomseg.model.network import SegmentationModel
 from bloomseg.settings import range_of
@@ -63,6 +71,8 @@ class Prediction:
             where it does not record one).
         diameter_source: ``model`` (the model's own scale), ``given`` or ``estimated``.
         diameter_note: what a person should know about the diameter ('' when nothing).
+        classes: per cell (label order), its class, stage and probabilities
+            (:func:`bloomseg.cells.types.cell_types`), where a classifier named the cells.
     """
 
     probability: np.ndarray
@@ -73,6 +83,7 @@ class Prediction:
     diameter: float | None = None
     diameter_source: str = OWN
     diameter_note: str = ""
+    classes: list[dict] | None = None
 
 
 class Segmenter:
@@ -91,19 +102,22 @@ class Segmenter:
             ``auto`` (estimated per image) or ``model`` (the model's own scale).
         normalise: the model's per-image normalisation (``none`` or ``percentile``, see
             :func:`bloomseg.model.inputs.normalise`).
+        classifier: a :class:`~bloomseg.model.classifier.CellClassifier` that names each
+            cell (None: cells are not classified).
     """
 
     def __init__(self, model: SegmentationModel, options: InferenceOptions = InferenceOptions(),
                  threshold: float = THRESHOLD, separation: InstanceParams | None = None,
                  name: str = "a model in memory", cell_diameter: float | None = None,
-                 diameter: float | str = AUTO, normalise: str = "none") -> None:
+                 diameter: float | str = AUTO, normalise: str = "none",
+                 classifier: CellClassifier | None = None) -> None:
         options.check()
         range_of(SegmenterSpec, "threshold").check("threshold", threshold)
         if cell_diameter is not None:
             DIAMETER.check("cell_diameter", cell_diameter)
         IMAGE_DIAMETER.check("diameter", diameter)
         self.name, self.cell_diameter, self.diameter = name, cell_diameter, diameter
-        self.normalise = normalise
+        self.normalise, self.classifier = normalise, classifier
         self._check_known(diameter)
         self.model, self.options, self.threshold = model.eval(), options, threshold
         has_centres = model.out_channels > 1
@@ -115,7 +129,8 @@ class Segmenter:
     @classmethod
     def load(cls, name: str | Path, weights: str | Path | None = None,
              threshold: float = THRESHOLD, keep_edges: bool = False,
-             diameter: float | str = AUTO, **options) -> Segmenter:
+             diameter: float | str = AUTO, classes: bool = True,
+             classifier: str | Path | None = None, **options) -> Segmenter:
         """Load a trained model.
 
         Args:
@@ -126,6 +141,9 @@ class Segmenter:
             keep_edges: keep the slivers of cells at the image's edge that the model's
                 tuned ``edge_min_area`` would drop.
             diameter: the cell diameter of the images: px, ``auto`` or ``model``.
+            classes: name each cell with the model's classifier, where it has one.
+            classifier: a classifier to use instead (a ``train-classes`` run folder, its
+                .pt, or a folder holding one).
             options: :class:`InferenceOptions` fields; mode and tile default to the
                 model's training settings.
         """
@@ -140,9 +158,15 @@ class Segmenter:
                                   f"{tuned!r}: {e}") from None
         if params is not None and keep_edges:
             params = replace(params, edge_min_area=0)
+        found = None
+        if classifier is not None:
+            found = load_classifier(resolve_classifier(classifier))[0]
+        elif classes and path.is_dir() and (path / CLASSIFIER_FILES[0]).is_file():
+            found = load_classifier(path)[0]
         return cls(model, InferenceOptions(**(trained | options)), threshold, params,
                    name=str(name), cell_diameter=payload["config"]["cell_diameter"],
-                   diameter=diameter, normalise=payload["config"].get("normalise", "none"))
+                   diameter=diameter, normalise=payload["config"].get("normalise", "none"),
+                   classifier=found)
 
     def levels_of(self, image: np.ndarray) -> np.ndarray | None:
         """The levels the model's normalisation takes from an image (None: it has none):
@@ -194,8 +218,8 @@ class Segmenter:
     def predict(self, image: np.ndarray, instances: bool = False,
                 edges: tuple[bool, bool, bool, bool] = ALL_EDGES,
                 diameter: float | str | Scale | None = None,
-                origin: tuple[int, int] = (0, 0), levels: np.ndarray | None = None
-                ) -> Prediction:
+                origin: tuple[int, int] = (0, 0), levels: np.ndarray | None = None,
+                classes: bool = True) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
         ``instances``, also one label per cell.
 
@@ -217,6 +241,8 @@ class Segmenter:
                 scaled).
             levels: the whole image's levels (:meth:`levels_of`), for a block of it
                 (default: ``image``'s own).
+            classes: with ``instances``, name each cell, where the segmenter has a
+                classifier.
 
         Raises:
             ConfigError: a diameter out of range, or one in px given to a model that does
@@ -244,9 +270,17 @@ class Segmenter:
         separation = self.separation.scaled(1 / factor)
         if instances or separation.edge_min_area:
             labels, mask = separate(mask, centres, separation, edges)
+        types = None
+        if instances and classes and self.classifier is not None:
+            size = scale.diameter or self.cell_diameter
+            if size is None:
+                raise ConfigError("classes: the model does not record its cell diameter, so its "
+                                  "cells cannot be brought to the classifier's size")
+            types = cell_types(classify(self.classifier, seen, labels, size),
+                               self.classifier.config.infected_threshold)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
-                          scale.note)
+                          scale.note, types)
 
     def _check_known(self, diameter: float | str) -> None:
         """Refuse a diameter in px where the model does not know its own."""

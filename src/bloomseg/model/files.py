@@ -161,7 +161,8 @@ def _read_exported(folder: Path) -> dict:
     return payload | {"state": state}
 
 
-def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = False) -> Path:
+def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = False,
+                 classifier: str | Path | None = None) -> Path:
     """Write a trained model as model.safetensors + config.json, the form that is shipped
     and shared: tensors in a format that holds no code, settings as readable JSON.
 
@@ -173,6 +174,8 @@ def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = F
         checkpoint: a run folder, its best.pt, or another exported model.
         folder: where to write (created).
         overwrite: replace an exported model already there.
+        classifier: a cell classifier to ship with it (:func:`export_classifier`); an
+            exported ``checkpoint`` that holds one passes it on where none is given.
 
     Returns:
         ``folder`` as a Path.
@@ -184,15 +187,23 @@ def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = F
 
     from bloomseg.files import atomic_output, refuse_existing, save_json
 
-    payload = read_checkpoint_file(resolve_model(checkpoint))
+    source = resolve_model(checkpoint)
+    payload = read_checkpoint_file(source)
     folder = Path(folder)
-    refuse_existing([folder / n for n in EXPORT_FILES], overwrite)
+    if classifier is None and source.is_dir() and (source / CLASSIFIER_FILES[0]).is_file():
+        classifier = source
+    if classifier is not None:
+        read_classifier_file(resolve_classifier(classifier))  # refused before anything is written
+    refuse_existing([folder / n for n in EXPORT_FILES + (CLASSIFIER_FILES if classifier else ())],
+                    overwrite)
     state = {k: v.contiguous() for k, v in payload.pop("state").items()}
     config = _model_config(payload, checkpoint).as_dict()
     payload = {k: v for k, v in payload.items() if k in EXPORTED} | {"config": config}
     with atomic_output(folder / EXPORT_FILES[0]) as f:
         f.write(save(state))
     save_json(folder / EXPORT_FILES[1], payload)
+    if classifier is not None and Path(classifier).resolve() != folder.resolve():
+        export_classifier(classifier, folder, overwrite=True)
     return folder
 
 
@@ -297,3 +308,124 @@ def _load_backbone(name: str, weights: str | Path | None, payload: dict,
                     f"cached {cached} is another file; pass the right one with --weights")
             weights = cached
     return load_backbone(name, weights)
+
+
+CLASSIFIER_KIND = "bloomseg-cell-classifier"
+CLASSIFIER_FILES = ("classifier.safetensors", "classifier.json")
+"""A classifier shipped beside an exported segmentation model (its cells' classes)."""
+
+
+def save_classifier(path: str | Path, model: nn.Module, info: dict) -> None:
+    """Write a cell classifier checkpoint atomically (``torch.load(weights_only=True)``).
+
+    Args:
+        path: the .pt file.
+        model: a :class:`~bloomseg.model.classifier.CellClassifier`.
+        info: JSON-like data kept beside the weights; must hold ``config`` (its
+            :class:`~bloomseg.model.classifier.ClassifierConfig` settings).
+    """
+    from bloomseg import __version__
+    from bloomseg.files import atomic_output
+
+    payload = {"kind": CLASSIFIER_KIND, "bloomseg": __version__, **info,
+               "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    with atomic_output(path) as f:
+        torch.save(payload, f)
+
+
+def resolve_classifier(name: str | Path) -> Path:
+    """The classifier file or folder a name means: a classifier run folder (its best.pt),
+    a .pt file, or a folder holding :data:`CLASSIFIER_FILES` (an exported model).
+
+    Raises:
+        CheckpointError: none of these.
+    """
+    path = Path(name)
+    if not path.exists() and (PACKAGED / str(name)).is_dir():
+        path = PACKAGED / str(name)
+    if path.is_dir():
+        if (path / CLASSIFIER_FILES[0]).is_file():
+            return path
+        if (path / "best.pt").is_file():
+            return path / "best.pt"
+        raise CheckpointError(f"{path}: holds no cell classifier ({' + '.join(CLASSIFIER_FILES)}, "
+                              "or best.pt of a `bloomseg train-classes` run)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such classifier file or folder")
+    return path
+
+
+def read_classifier_file(path: str | Path) -> dict:
+    """A cell classifier checkpoint as a dict, read safely, from a .pt file or a folder
+    holding :data:`CLASSIFIER_FILES`.
+
+    Raises:
+        CheckpointError: unreadable, or not a bloomseg cell classifier.
+    """
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            weights, config = (path / n for n in CLASSIFIER_FILES)
+            payload = json.loads(config.read_text("utf-8"))
+            payload = payload | {"state": load_file(weights)} if isinstance(payload, dict) else payload
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: not a readable cell classifier ({type(e).__name__}: {e})") from None
+    except Exception as e:  # torch raises many types for damaged or unsafe files
+        raise CheckpointError(f"{path}: not a readable cell classifier ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != CLASSIFIER_KIND:
+        raise CheckpointError(f"{path}: not a bloomseg cell classifier (best.pt of a "
+                              "`bloomseg train-classes` run)")
+    check_written_by(payload.get("bloomseg"), path)
+    return payload
+
+
+def load_classifier(path: str | Path):
+    """Rebuild a cell classifier, in eval mode on the CPU.
+
+    Returns:
+        (:class:`~bloomseg.model.classifier.CellClassifier`, the checkpoint dict without
+        its tensors).
+
+    Raises:
+        CheckpointError: unreadable, invalid settings, or weights that do not fit them.
+    """
+    from bloomseg.model.classifier import CellClassifier, ClassifierConfig
+
+    payload = read_classifier_file(path)
+    try:
+        config = ClassifierConfig.from_dict(payload.get("config") or {})
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: invalid classifier settings: {e}") from None
+    model = CellClassifier(config)
+    try:
+        model.load_state_dict(payload.pop("state"))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the classifier's settings: {e}") from None
+    return model.eval(), payload
+
+
+def export_classifier(classifier: str | Path, folder: str | Path, overwrite: bool = False) -> None:
+    """Write a cell classifier beside an exported model: :data:`CLASSIFIER_FILES`.
+
+    Raises:
+        OutputExistsError: a classifier is there and ``overwrite`` is False.
+    """
+    from safetensors.torch import save
+
+    from bloomseg.files import atomic_output, refuse_existing, save_json
+
+    payload = read_classifier_file(resolve_classifier(classifier))
+    folder = Path(folder)
+    refuse_existing([folder / n for n in CLASSIFIER_FILES], overwrite)
+    state = {k: v.contiguous() for k, v in payload.pop("state").items()}
+    kept = {k: payload[k] for k in ("kind", "bloomseg", "config", "history") if k in payload}
+    with atomic_output(folder / CLASSIFIER_FILES[0]) as f:
+        f.write(save(state))
+    save_json(folder / CLASSIFIER_FILES[1], kept)

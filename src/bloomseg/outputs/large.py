@@ -149,7 +149,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
                    max(0, (c0 - halo) // GRID * GRID), min(w, c1 + halo))
             region = source.read(*ext)
             # slivers are dropped at the image's own edges only, never at a block's
-            result = segmenter.predict(region, instances=instances, diameter=scale,
+            result = segmenter.predict(region, instances=instances, diameter=scale, classes=False,
                                        origin=(ext[0], ext[2]), levels=levels,
                                        edges=(ext[0] == 0, ext[1] == h, ext[2] == 0, ext[3] == w))
             mask = _crop(result.mask, ext, core)

@@ -94,7 +94,7 @@ def write_page(out_dir: str | Path, title: str, subtitle: str, sections: list[tu
 
 
 def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances: bool,
-                   files: Sequence[str] = ()) -> Path:
+                   files: Sequence[str] = (), total: dict | None = None) -> Path:
     """The report of a ``segment_files`` run: counts, a table of images with links to
     their outputs, and every overlay. It shows what it is handed and reads nothing back.
 
@@ -105,6 +105,7 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         model: what was run, as the user named it.
         instances: cells were separated (label, table and GeoJSON files exist).
         files: the run-level files to link (summary.csv, the COCO file).
+        total: the run's row of class counts and parasitemia, where cells were named.
     """
     out_dir = Path(out_dir)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -116,6 +117,9 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
     lines = [table(["", ""], summary)]
     lines.append("<p>" + " · ".join(_link(f) for f in files) + "</p>")
     sections = [("Summary", "".join(lines))]
+    named = [r for r in ok if r.get("infected", "") != ""]
+    if named:
+        sections.append(("Cell classes", _classes_section(named, total)))
 
     image_rows = []
     for r in ok:
@@ -145,6 +149,53 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         sections.append(("Not segmented", table(["image", "reason"], [
             [Path(r["image"]).name, r["status"]] for r in problems])))
     return write_page(out_dir, "bloomseg predict", f"model: {model}", sections)
+
+
+def _classes_section(named: list[dict], total: dict | None) -> str:
+    """Cells of each class and the parasitemia per image and for the run, then each
+    image's infected cells for a person to check."""
+    from bloomseg.data.classes import KINDS
+
+    def interval(r: dict) -> str:
+        if r.get("parasitemia_percent", "") == "":
+            return "no red cells"
+        return (f"{float(r['parasitemia_percent']):.2f}% ({float(r['parasitemia_low']):.2f}"
+                f"&ndash;{float(r['parasitemia_high']):.2f}%)")
+
+    rows = [[_e(Path(r["image"]).name)] + [_e(r[k]) for k in KINDS] + [interval(r)]
+            for r in named]
+    if total is not None:
+        rows.append([f"<b>{_e(total['image'])}</b>"] + [f"<b>{_e(total[k])}</b>" for k in KINDS]
+                    + [f"<b>{interval(total)}</b>"])
+    body = table(["image", *KINDS, "parasitemia (95% interval)"], rows, raw=True)
+    body += ("<p class='note'>Parasitemia: infected red cells per 100 red cells, with its "
+             "95% Wilson interval. Every cell the model found is counted, those cut by the "
+             "border too. Classes are the model's calls: check the infected cells below.</p>")
+    pictures = "".join(figure(r["files"]["infected"], f"{Path(r['image']).name}: "
+                              f"{r['infected']} cells called infected")
+                       for r in named if "infected" in r.get("files", {}))
+    if pictures:
+        body += f"<h3>Infected cells</h3><div class='gallery'>{pictures}</div>"
+    return body
+
+
+def _class_scores(c: dict) -> str:
+    """Per-class scores of matched cells, infected recall over every infected box, and
+    the parasitemia error."""
+    body = table(["class", "true", "called", "correct", "precision", "recall", "F1"], [
+        [name, v["true"], v["called"], v["correct"], v["precision"], v["recall"], v["f1"]]
+        for name, v in c["per_class"].items()])
+    if "infected" in c:
+        i = c["infected"]
+        low, high = i["recall_95_interval"]
+        body += table(["", ""], [
+            ["infected boxes found (called infected)", f"{i['found']} of {i['boxes']}"],
+            ["infected recall, 95% Wilson interval", f"{low:.3f} to {high:.3f}"]]
+            + ([["parasitemia mean absolute error (points)",
+                 c["parasitemia"]["mean_absolute_error_points"]]] if "parasitemia" in c else []))
+    return body + ("<p class='note'>Cells matched one to one to true boxes; a class the "
+                   "dataset does not label has no row. Few infected cells: read the "
+                   "interval.</p>")
 
 
 def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], model: str,
@@ -189,6 +240,8 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
         sections.append(("Cells against label masks", table(["", ""], [
             ["F1", m["f1"]], ["precision", m["precision"]], ["recall", m["recall"]],
             ["panoptic quality", m["panoptic_quality"]]])))
+    if "classes" in metrics:
+        sections.append(("Cell classes", _class_scores(metrics["classes"])))
     sections.append(("Plots", '<div class="gallery plots">' + "".join(
         figure(p, p.rsplit(".", 1)[0].replace("_", " ")) for p in plots) + "</div>"))
     if pictures:
@@ -201,8 +254,9 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
                          "not in the metrics.</p>" + table(
                              ["image", "reason"], [[s["image"], s["reason"]] for s in metrics["skipped"]])))
     columns = [c for c in ("image", "dice", "iou", "true_cells", "complete_cells", "cell_tp",
-                           "cell_fp", "cell_fn", "cell_f1", "count_error", "diameter",
-                           "diameter_source") if any(c in r for r in per_image)]
+                           "cell_fp", "cell_fn", "cell_f1", "count_error", "true_parasitemia",
+                           "predicted_parasitemia", "diameter", "diameter_source")
+               if any(c in r for r in per_image)]
     sections.append(("Per image", table(columns, [[r.get(c) for c in columns] for r in per_image])
                      + "<p>" + " · ".join(_link(f) for f in ("metrics.json", "per_image_metrics.json"))
                      + "</p>"))

@@ -18,7 +18,14 @@ import numpy as np
 from bloomseg.errors import BloomsegError
 from bloomseg.files import existing
 from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
-from bloomseg.outputs.summary import SUMMARY_COLUMNS, SUMMARY_FILE, diameter_fields, save_cell_table
+from bloomseg.outputs.summary import (
+    SUMMARY_COLUMNS,
+    SUMMARY_FILE,
+    class_fields,
+    diameter_fields,
+    save_cell_table,
+    total_row,
+)
 
 COCO_FILE = "cells_coco.json"
 RECORDS = ".bloomseg"
@@ -41,10 +48,17 @@ def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOption
     return paths
 
 
+def gallery_path(out_dir: Path, stem: str) -> Path:
+    """The picture of an image's infected cells, for a person to check them (written
+    where its cells were named and some were called infected)."""
+    return out_dir / f"{stem}_infected.png"
+
+
 def possible_outputs(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
     """The files an image may have, whichever size class it falls in."""
-    return list(dict.fromkeys(p for large in (False, True)
-                              for p in output_paths(out_dir, stem, options, large).values()))
+    return list(dict.fromkeys([p for large in (False, True)
+                               for p in output_paths(out_dir, stem, options, large).values()]
+                              + ([gallery_path(out_dir, stem)] if options.cells else [])))
 
 
 def record_path(out_dir: Path, stem: str) -> Path:
@@ -63,7 +77,9 @@ def _record(out_dir: Path, stem: str) -> dict | None:
 
 
 def _files(out_dir: Path, stem: str, options: OutputOptions, large: bool) -> dict[str, str]:
-    return {kind: p.name for kind, p in output_paths(out_dir, stem, options, large).items()}
+    files = {kind: p.name for kind, p in output_paths(out_dir, stem, options, large).items()}
+    gallery = gallery_path(out_dir, stem)
+    return files | ({"infected": gallery.name} if options.cells and gallery.is_file() else {})
 
 
 def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | None:
@@ -101,8 +117,9 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
 
     from bloomseg.cells.formats import coco_annotations, geojson_features, save_labels
     from bloomseg.cells.measure import measure_cells
+    from bloomseg.cells.types import class_colours
     from bloomseg.data.images import LazyImage, read_image
-    from bloomseg.figures import label_overlay, overlay
+    from bloomseg.figures import cell_gallery, label_overlay, overlay
     from bloomseg.files import atomic_output, save_json, save_png
 
     if path.suffix.lower() == ".zarr":
@@ -123,9 +140,18 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
         cells = measure_cells(result.labels, image)
         save_labels(outputs["labels"], result.labels)
         save_cell_table(outputs["cells"], cells, result)
-        save_json(outputs["geojson"], geojson_features(result.labels, cells))
-        row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells))
-        save_png(outputs["overlay"], label_overlay(image, result.labels))
+        named = cells if result.classes is None else [c | t for c, t in zip(cells, result.classes)]
+        save_json(outputs["geojson"], geojson_features(result.labels, named))
+        row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells),
+                   **class_fields(result.classes))
+        save_png(outputs["overlay"], label_overlay(image, result.labels, colours=None if
+                                                   result.classes is None else class_colours(named)))
+        infected = [c["id"] for c in named if c.get("class") == "infected"]
+        gallery = gallery_path(outputs["overlay"].parent, path.stem)
+        if infected:
+            save_png(gallery, cell_gallery(image, result.labels, infected))
+        else:  # an earlier run's picture must not outlive its cells
+            gallery.unlink(missing_ok=True)
         if options.coco:
             annotations = coco_annotations(result.labels)
     else:
@@ -199,11 +225,12 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
     remove_stale_temporaries(out_dir, [p.name for stem in stems
                                        for p in possible_outputs(out_dir, stem, options)])
     remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
-    save_csv(out_dir / SUMMARY_FILE, rows, SUMMARY_COLUMNS)
+    total = total_row(rows)
+    save_csv(out_dir / SUMMARY_FILE, rows + ([total] if total else []), SUMMARY_COLUMNS)
     if options.coco:
         save_json(out_dir / COCO_FILE, _coco(out_dir, rows))
     predict_report(out_dir, rows, model, options.cells,
-                   [SUMMARY_FILE] + ([COCO_FILE] if options.coco else []))
+                   [SUMMARY_FILE] + ([COCO_FILE] if options.coco else []), total)
 
 
 def _coco(out_dir: Path, rows: list[dict]) -> dict:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bloomseg.cells.types import TYPE_COLUMNS, parasitemia, type_counts
+from bloomseg.data.classes import KINDS
+
 SUMMARY_FILE = "summary.csv"
+CLASS_COLUMNS = KINDS + ("parasitemia_percent", "parasitemia_low", "parasitemia_high")
+"""Cells of each class and the parasitemia (infected per 100 red cells, with its 95%
+Wilson interval), where a classifier named the cells."""
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
-                   "diameter", "diameter_source", "diameter_note", "seconds", "status")
+                   *CLASS_COLUMNS, "diameter", "diameter_source", "diameter_note", "seconds",
+                   "status")
+TOTAL = "(all images)"
+"""The ``image`` of summary.csv's last row where cells were classified: the run's counts
+and its parasitemia over every image's red cells."""
 """``cells``: labelled cells (with ``cells``); ``complete_cells``: those not cut by the
 image border, the count to compare between fields; ``diameter``: the cell diameter (px)
 the image was segmented at, ``diameter_source`` whether it was ``given``,
@@ -35,4 +45,29 @@ def save_cell_table(path: Path, cells: list[dict], result) -> None:
 
     fields = diameter_fields(result)
     extra = {column: fields[key] for key, column in CELL_DIAMETER_COLUMNS.items()}
-    save_csv(path, [row | extra for row in cells], COLUMNS + tuple(extra))
+    types = result.classes
+    if types is not None:
+        cells = [row | t for row, t in zip(cells, types)]
+    save_csv(path, [row | extra for row in cells],
+             COLUMNS + (TYPE_COLUMNS if types is not None else ()) + tuple(extra))
+
+
+def class_fields(types: list[dict] | None) -> dict:
+    """An image's summary fields of its cells' classes (none where they were not named)."""
+    if types is None:
+        return {}
+    counts = type_counts([t["class"] for t in types])
+    return counts | parasitemia(counts["infected"], counts["red_blood_cell"])
+
+
+def total_row(rows: list[dict]) -> dict | None:
+    """The run's :data:`TOTAL` row: cells of each class summed over the images whose
+    cells were classified, and the parasitemia of all their red cells (None where no
+    image's cells were)."""
+    named = [r for r in rows if r.get("status") == "ok" and r.get("infected", "") != ""]
+    if not named:
+        return None
+    counts = {k: sum(int(r[k]) for r in named) for k in KINDS}
+    return (dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": TOTAL, "cells": sum(
+        int(r["cells"]) for r in named), "status": f"total of {len(named)} images"}
+            | counts | parasitemia(counts["infected"], counts["red_blood_cell"]))

@@ -20,7 +20,8 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
                       source: str = "the start model", groups: list[str] | None = None
                       ) -> InstanceParams:
     """The seed settings by instance F1 against the boxes (``instance_tuning.csv``), then
-    the edge sliver size by mask Dice on the images with masks (``edge_tuning.csv``).
+    the edge sliver size by each dataset's own score (``edge_tuning.csv``, see
+    :func:`bloomseg.cells.instances.tune_edges`).
 
     Args:
         cases: the validation images (none in a final fit on every image).
@@ -57,10 +58,13 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
     else:
         params = DEFAULT_CENTRES if centres else DEFAULT_DISTANCE
         log(f"cell separation ({method}): no validation boxes to tune on; defaults")
-    masked = [(fg, c, m) for fg, c, m, _ in cases if m is not None]
-    if masked:  # slivers are judged by pixels, so only where there are masks
-        params, rows = tune_edges(masked, params)
+    judged = [(case, g) for case, g in zip(cases, groups or [""] * len(cases))
+              if case[2] is not None or case[3] is not None]
+    if judged:
+        params, rows = tune_edges([case for case, _ in judged], params,
+                                  groups=[g for _, g in judged])
         save_csv(run_dir / "edge_tuning.csv", rows, list(rows[0]))
         log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
-            f"dropped: val Dice {rows[0]['dice']:.4f} -> {max(r['dice'] for r in rows):.4f}")
+            f"dropped: val score {rows[0]['score']:.4f} -> {max(r['score'] for r in rows):.4f} "
+            f"(each dataset by its own score: mask Dice, else cell F1 against boxes)")
     return params

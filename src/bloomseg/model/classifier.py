@@ -1,0 +1,195 @@
+"""The cell classifier: a small CNN that names each segmented cell, and its input windows.
+
+Each cell is shown to it as a window centred on the cell, :data:`WINDOW` cell diameters
+wide, brought to :data:`CROP` px a side: every image's cells at one size, whatever the
+microscope's magnification, so a platelet stays small and a white cell large. Besides the
+(normalised) colour channels, a fourth channel is the cell's own mask, which says which
+of the cells in the window is to be named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bloomseg.data.classes import CLASSES
+from bloomseg.data.resampling import resample
+from bloomseg.errors import ConfigError
+from bloomseg.settings import Range, check_ranges, setting
+
+CROP = 64
+"""px: the side of a cell's window as the classifier sees it."""
+WINDOW = 1.6
+"""The side of a cell's window in cell diameters: a red cell and its ring of neighbours;
+most of a white cell, which is up to about twice a red cell's size."""
+CHANNELS = 4
+"""Red, green, blue (0..1 less 0.5) and the cell's mask (0/1)."""
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """What a stored classifier is built from.
+
+    Attributes:
+        classes: the output classes, in order (:data:`bloomseg.data.classes.CLASSES`).
+        width: channels of the first of its four convolution stages (doubling).
+        crop: px, its input side; window: cell diameters its input covers.
+        infected_threshold: the probability of any parasite stage above which a cell is
+            called infected (tuned on validation for high recall).
+    """
+
+    classes: tuple[str, ...] = CLASSES
+    width: int = setting(24, Range(int, 4, 256))
+    crop: int = setting(CROP, Range(int, 16, 256))
+    window: float = setting(WINDOW, Range(float, 0.5, 4))
+    infected_threshold: float = setting(0.5, Range(float, 0, 1, low_open=True, high_open=True))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ClassifierConfig:
+        """The settings as stored beside the weights; unknown or bad values refused.
+
+        Raises:
+            ConfigError: naming the bad setting.
+        """
+        try:
+            config = cls(**{**values, "classes": tuple(values.get("classes", CLASSES))})
+        except TypeError as e:
+            raise ConfigError(f"classifier settings: {e}") from None
+        if config.classes != CLASSES:
+            raise ConfigError(f"classifier classes {list(config.classes)} are not bloomseg's "
+                              f"{list(CLASSES)}")
+        check_ranges(config)
+        return config
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"classes": list(self.classes)}
+
+
+def _stage(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(outputs), nn.ReLU(inplace=True),
+                         nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(outputs), nn.ReLU(inplace=True))
+
+
+class CellClassifier(nn.Module):
+    """(N, 4, crop, crop) windows -> (N, len(classes)) logits.
+
+    Four stages of two 3x3 convolutions (each followed by a halving), then the mean and
+    the maximum over the last map: the maximum keeps a small dark parasite that a mean
+    over the cell would wash out.
+    """
+
+    def __init__(self, config: ClassifierConfig = ClassifierConfig()) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        sizes = (CHANNELS, w, 2 * w, 4 * w, 8 * w)
+        self.stages = nn.ModuleList(_stage(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.out = nn.Linear(2 * sizes[-1], len(config.classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.stages) - 1:
+                x = nn.functional.max_pool2d(x, 2)
+        return self.out(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+
+
+def window_scale(config: ClassifierConfig, diameter: float) -> float:
+    """The factor that brings an image whose cells are ``diameter`` px to window scale."""
+    return config.crop / (config.window * diameter)
+
+
+def cell_windows(small: np.ndarray, small_labels: np.ndarray, config: ClassifierConfig
+                 ) -> np.ndarray:
+    """Every cell's window from an image already at window scale (:func:`window_scale`).
+
+    Args:
+        small: (h, w, 3) uint8, the normalised image at window scale.
+        small_labels: (h, w) int labels at the same scale (cells 1..N; a cell too small
+            to survive the scaling is shown by its centre pixel).
+        config: the crop size.
+
+    Returns:
+        (N, 4, crop, crop) float32 for cells 1..N (N = ``small_labels.max()``).
+    """
+    from scipy import ndimage
+
+    count = int(small_labels.max())
+    c = config.crop
+    out = np.zeros((count, CHANNELS, c, c), np.float32)
+    if not count:
+        return out
+    centres = ndimage.center_of_mass(np.ones(small_labels.shape), small_labels,
+                                     np.arange(1, count + 1))
+    image = np.pad(small, ((c, c), (c, c), (0, 0)), mode="reflect").astype(np.float32) / 255 - 0.5
+    labels = np.pad(small_labels, c)
+    for i, (cy, cx) in enumerate(centres):
+        if np.isnan(cy):
+            continue
+        top, left = int(round(cy)) + c - c // 2, int(round(cx)) + c - c // 2
+        out[i, :3] = image[top:top + c, left:left + c].transpose(2, 0, 1)
+        out[i, 3] = labels[top:top + c, left:left + c] == i + 1
+    return out
+
+
+def to_window_scale(image: np.ndarray, labels: np.ndarray, config: ClassifierConfig,
+                    diameter: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its cells at window scale.
+
+    Args:
+        image: (H, W, 3) uint8, normalised as the segmentation model saw it.
+        labels: (H, W) int cells 1..N.
+        config: the classifier's crop and window.
+        diameter: px, the image's cell diameter.
+
+    Returns:
+        ((h, w, 3) uint8 image, (h, w) labels) at :func:`window_scale`; labels by their
+        nearest pixel, and a cell that no pixel keeps is put back at its centre.
+    """
+    from scipy import ndimage
+
+    factor = window_scale(config, diameter)
+    small = resample(image, factor)
+    h, w = small.shape[:2]
+    rows = np.minimum(((np.arange(h) + 0.5) / factor).astype(int), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) / factor).astype(int), labels.shape[1] - 1)
+    small_labels = labels[np.ix_(rows, cols)]
+    count = int(labels.max())
+    lost = np.setdiff1d(np.arange(1, count + 1), np.unique(small_labels))
+    if lost.size:  # tiny cells (platelets in a coarse image) must still be named
+        centres = ndimage.center_of_mass(np.ones(labels.shape), labels, lost)
+        for cell, (cy, cx) in zip(lost, centres):
+            if not np.isnan(cy):
+                small_labels[min(h - 1, int(cy * factor)), min(w - 1, int(cx * factor))] = cell
+    return small, small_labels
+
+
+def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
+             diameter: float, batch: int = 256) -> np.ndarray:
+    """Class probabilities of every cell of an image.
+
+    Args:
+        classifier: the trained classifier (eval mode is set here).
+        image: (H, W, 3) uint8, normalised as the segmentation model saw it.
+        labels: (H, W) int cells 1..N.
+        diameter: px, the image's cell diameter.
+        batch: windows per forward pass.
+
+    Returns:
+        (N, len(classes)) float32 probabilities, rows in label order.
+    """
+    classifier.eval()
+    small, small_labels = to_window_scale(image, labels, classifier.config, diameter)
+    windows = cell_windows(small, small_labels, classifier.config)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(windows), batch):
+            x = torch.from_numpy(windows[start:start + batch])
+            out.append(classifier(x).softmax(dim=1))
+    n = len(classifier.config.classes)
+    return torch.cat(out).numpy() if out else np.zeros((0, n), np.float32)

@@ -1,0 +1,106 @@
+"""Outputs of classified cells: class columns in the cell table, QuPath classifications,
+per-class counts and parasitemia per image and for the run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from PIL import Image
+
+from bloomseg.cells.types import COLOURS, cell_types
+from bloomseg.data.classes import CLASSES
+from bloomseg.inference.segmenter import Prediction
+from bloomseg.outputs.run import OutputOptions, segment_files
+from bloomseg.outputs.summary import TOTAL
+from conftest import Components
+
+
+class Named(Components):
+    """Dark blobs are cells; a blob's size names it: under 30 px a platelet, over 200 px a
+    white cell, and a red cell with a black pixel in it is infected (a ring)."""
+
+    def predict(self, image, instances=False, **_) -> Prediction:
+        result = super().predict(image, instances)
+        if not instances:
+            return result
+        p = []
+        for cell in range(1, result.labels.max() + 1):
+            inside = result.labels == cell
+            row = np.zeros(len(CLASSES))
+            area = inside.sum()
+            name = "platelet" if area < 30 else "white_blood_cell" if area > 200 else \
+                "ring" if (image[inside].max(axis=1) == 0).any() else "red_blood_cell"
+            row[CLASSES.index(name)] = 1
+            p.append(row)
+        result.classes = cell_types(np.array(p), 0.5)
+        return result
+
+
+def smear(red: int, infected: int, white: int, platelets: int) -> np.ndarray:
+    image = np.full((60, 200, 3), 250, np.uint8)
+    x = 2
+    for size, n, ring in ((10, red, False), (10, infected, True), (16, white, False),
+                          (4, platelets, False)):
+        for _ in range(n):
+            image[2:2 + size, x:x + size] = 100
+            if ring:
+                image[5, x + 3] = 0
+            x += size + 2
+    return image
+
+
+def test_classes_reach_every_output(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(smear(6, 2, 1, 2)).save(inputs / "a.png")
+    Image.fromarray(smear(3, 0, 0, 1)).save(inputs / "b.png")
+    out = tmp_path / "out"
+    rows = segment_files(Named(), sorted(inputs.iterdir()), out, OutputOptions(cells=True),
+                         progress=False)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    with open(out / "summary.csv", newline="") as f:
+        summary = {r["image"].split("/")[-1]: r for r in csv.DictReader(f)}
+    a = summary["a.png"]
+    assert (a["red_blood_cell"], a["infected"], a["white_blood_cell"], a["platelet"]) == \
+        ("6", "2", "1", "2")
+    assert float(a["parasitemia_percent"]) == 25.0  # 2 of 8 red cells
+    assert 0 < float(a["parasitemia_low"]) < 25 < float(a["parasitemia_high"])
+    total = summary[TOTAL]
+    assert (total["red_blood_cell"], total["infected"], total["cells"]) == ("9", "2", "15")
+    assert float(total["parasitemia_percent"]) == round(100 * 2 / 11, 3)
+    with open(out / "a_cells.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert [c["class"] for c in cells].count("infected") == 2
+    assert {c["stage"] for c in cells if c["class"] == "infected"} == {"ring"}
+    assert all(f"p_{name}" in cells[0] for name in CLASSES)
+    features = json.loads((out / "a.geojson").read_text())["features"]
+    names = sorted(f["properties"]["classification"]["name"] for f in features)
+    assert names.count("infected: ring") == 2 and names.count("platelet") == 2
+    colour = next(f["properties"]["classification"]["color"] for f in features
+                  if f["properties"]["classification"]["name"] == "white_blood_cell")
+    assert colour == list(COLOURS["white_blood_cell"])
+    assert all("class" not in f["properties"]["measurements"] for f in features)
+    # the overlay outlines an infected cell in its class's colour
+    overlay = np.asarray(Image.open(out / "a_overlay.png"))
+    assert (overlay == COLOURS["infected"]).all(axis=2).any()
+    # the infected cells are pictured for a person to check, and the report shows them
+    assert Image.open(out / "a_infected.png").size == (2 * 96, 96)
+    assert not (out / "b_infected.png").exists()
+    report = (out / "report.html").read_text()
+    assert "Cell classes" in report and 'src="a_infected.png"' in report
+    assert "18.18% (" in report  # the run's parasitemia, with its interval
+
+
+def test_without_classes_no_class_columns_and_no_total(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(smear(2, 0, 0, 0)).save(inputs / "a.png")
+    segment_files(Components(), sorted(inputs.iterdir()), tmp_path / "out",
+                  OutputOptions(cells=True), progress=False)
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["infected"] == "" and rows[0]["cells"] == "2"
+    header = (tmp_path / "out" / "a_cells.csv").read_text().splitlines()[0]
+    assert "class" not in header.split(",")

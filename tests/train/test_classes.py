@@ -1,0 +1,159 @@
+"""The cell classifier trained on a segmenter's cells: synthetic smears of drawn kinds are
+named exactly, a dataset's unknown classes are masked, and the run folder is complete."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bloomseg.data.classes import CLASSES, read_classes
+from bloomseg.data.images import read_image
+from bloomseg.data.synthetic import write_typed_dataset
+from bloomseg.errors import ConfigError, OutputExistsError
+from bloomseg.model.classifier import ClassifierConfig
+from bloomseg.model.files import load_classifier
+from bloomseg.train.classes import (
+    ClassesConfig,
+    Windows,
+    balanced_draw,
+    masked_loss,
+    train_classes,
+    tune_infected,
+)
+from conftest import Components
+
+R = 10.0  # the synthetic red cells' radius
+
+
+class Drawn(Components):
+    """The stand-in segmenter with what a classifier needs: a cell diameter and a
+    normalisation (the drawn cells are 2R px across)."""
+
+    cell_diameter = 2 * R
+    normalise = "none"
+
+
+@pytest.fixture(scope="module")
+def typed(tmp_path_factory):
+    return write_typed_dataset(tmp_path_factory.mktemp("typed"), n_train=6, n_val=2, n_test=2)
+
+
+@pytest.fixture(scope="module")
+def trained(typed, tmp_path_factory, monkeypatch_module):
+    run = tmp_path_factory.mktemp("classes") / "run"
+    monkeypatch_module.setattr("bloomseg.inference.segmenter.Segmenter.load",
+                               classmethod(lambda cls, name, **kw: Drawn()))
+    cfg = ClassesConfig(model="drawn", data=[str(typed)], out=str(run), epochs=12,
+                        items_per_epoch=512, batch_size=32, width=8, views=1, lr=3e-3,
+                        early_stopping=0)
+    return train_classes(cfg, progress=False), cfg
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_a_tiny_classifier_names_every_drawn_kind_exactly(trained, typed):
+    from bloomseg.cells.types import cell_types
+    from bloomseg.data.boxes import read_boxes
+    from bloomseg.model.classifier import classify
+
+    result, _ = trained
+    model, payload = load_classifier(result.run_dir / "best.pt")
+    names = read_classes(typed)
+    expected_kinds = {"red_blood_cell": "red_blood_cell", "ring": "infected",
+                      "white_blood_cell": "white_blood_cell", "platelet": "platelet"}
+    total = 0
+    for stem in ("test_00", "test_01"):
+        image = read_image(typed / "test" / "original" / f"{stem}.png")
+        labels = Drawn().predict(image, True).labels
+        boxes = read_boxes(typed / "test" / "boxes" / f"{stem}.txt")
+        # the drawn cells are apart, so label n is the n-th box (drawn in raster order of
+        # their centres is not guaranteed: match by centre instead)
+        truth = names.targets(boxes[:, 0])
+        h, w = labels.shape
+        order = [labels[int(b[2] * h), int(b[1] * w)] - 1 for b in boxes]
+        types = cell_types(classify(model, image, labels, 2 * R),
+                           model.config.infected_threshold)
+        assert len(types) == len(boxes)
+        for box_index, cell in enumerate(order):
+            kind = expected_kinds[CLASSES[truth[box_index]]]
+            assert types[cell]["class"] == kind, (stem, box_index, types[cell])
+            if kind == "infected":
+                assert types[cell]["stage"] == "ring"
+        total += len(boxes)
+    assert total >= 20
+    assert result.scores["balanced_recall"] == 1.0
+
+
+def test_the_run_folder_records_its_choices(trained):
+    result, cfg = trained
+    run = result.run_dir
+    for name in ("config.json", "train.log", "windows.npz", "history.csv", "best.pt",
+                 "last.pt", "infected_tuning.csv", "val_confusion.json"):
+        assert (run / name).is_file(), name
+    confusion = json.loads((run / "val_confusion.json").read_text())
+    matrix = np.array(confusion["rows_true_columns_predicted"])
+    assert confusion["classes"] == list(CLASSES) and matrix.trace() == matrix.sum() > 0
+    payload = load_classifier(run / "best.pt")[1]
+    assert payload["config"]["infected_threshold"] == result.infected_threshold
+    log = (run / "train.log").read_text()
+    assert "matched cells red_blood_cell" in log and "infected threshold" in log
+    # a finished run is not overwritten by a new one without --overwrite
+    with pytest.raises(OutputExistsError):
+        train_classes(cfg, progress=False)
+
+
+def test_a_class_a_dataset_lacks_is_masked_out_of_the_loss():
+    logits = torch.tensor([[0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 5.0]])
+    y = torch.tensor([0])
+    everything = torch.ones(1, len(CLASSES), dtype=bool)
+    known = torch.tensor([[True, False, False, False, False, True, False]])
+    # without masking, the two confident wrong classes cost; masked, only class 5 competes
+    full = torch.nn.functional.cross_entropy(logits, y)
+    assert masked_loss(logits, y, everything) == pytest.approx(float(full))
+    assert masked_loss(logits, y, known) == pytest.approx(float(np.log(2)))
+    logits.requires_grad_(True)
+    masked_loss(logits, y, known).backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[0, 6] == 0  # nothing learned about them
+
+
+def test_each_epoch_draws_every_class_alike():
+    y = np.array([0] * 90 + [1] * 5 + [5] * 5)
+    windows = Windows(np.zeros((100, 4, 2, 2), np.uint8), y, np.ones((100, 7), bool),
+                      np.zeros(100, int), np.zeros(100, int))
+    drawn = y[balanced_draw(windows, 300, np.random.default_rng(0))]
+    assert np.bincount(drawn, minlength=7)[[0, 1, 5]].tolist() == [100, 100, 100]
+
+
+def test_infected_threshold_is_tuned_for_recall():
+    p = np.zeros((6, len(CLASSES)))
+    # four red cells, two infected; stage probabilities 0.1, 0.2, 0.3, 0.6 and 0.35, 0.8
+    stages = [0.1, 0.2, 0.3, 0.6, 0.35, 0.8]
+    p[:, 1] = stages
+    p[:, 0] = 1 - p[:, 1]
+    y = np.array([0, 0, 0, 0, 1, 1])
+    threshold, rows = tune_infected(p, y, beta=2.0)
+    chosen = next(r for r in rows if r["threshold"] == threshold)
+    assert chosen["recall"] == 1.0  # both infections called
+    assert threshold == 0.35  # the highest threshold that still finds both
+    assert chosen["precision"] == 2 / 3  # one red cell (0.6) called too
+    # with no infected cell to tune on, the default
+    assert tune_infected(p[:4], y[:4])[0] == 0.5
+
+
+def test_bad_settings_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="--data"):
+        train_classes(ClassesConfig(out=str(tmp_path / "r")), progress=False)
+    with pytest.raises(ConfigError, match="views must be an integer in \\[0, 8\\]"):
+        ClassesConfig(data=["x"], views=9).check()
+    with pytest.raises(ConfigError, match="infected_threshold"):
+        ClassifierConfig.from_dict({"infected_threshold": 1.5})
+    with pytest.raises(ConfigError, match="classes"):
+        ClassifierConfig.from_dict({"classes": ["a", "b"]})
