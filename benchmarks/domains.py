@@ -103,9 +103,14 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="val: to choose between models (never choose by test)")
     parser.add_argument("--no-baseline", action="store_true", help="the model alone")
+    parser.add_argument("--classifier", help="name the cells with this train-classes run (its "
+                        "white-cell pieces joined, its platelets kept) instead of the model's own")
+    parser.add_argument("--no-classes", action="store_true",
+                        help="segment without the model's classifier")
     args = parser.parse_args()
-    segmenter = Segmenter.load(args.model)
-    kept = Segmenter.load(args.model, keep_edges=True)
+    naming = {"classes": not args.no_classes, "classifier": args.classifier}
+    segmenter = Segmenter.load(args.model, **naming)
+    kept = Segmenter.load(args.model, keep_edges=True, **naming)
     methods = {f"model ({args.model})": lambda im: segmenter.predict(im, instances=True).labels,
                "model, --keep-edges": lambda im: kept.predict(im, instances=True).labels,
                "Otsu + watershed": classical}

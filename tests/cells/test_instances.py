@@ -199,3 +199,18 @@ def test_real_smears_separate_from_exact_centres(tmp_path):
         drawn = polygon2mask(labels.shape, rings[0][:, ::-1] - 0.5)
         truth = labels == index
         assert (drawn & truth).sum() / (drawn | truth).sum() > 0.95
+
+
+def test_merge_touching_joins_only_chosen_neighbours():
+    from bloomseg.cells.instances import merge_touching
+
+    labels = np.array([[1, 1, 2, 2, 0, 5],
+                       [1, 1, 2, 3, 0, 5],
+                       [4, 4, 0, 3, 0, 0]], np.int32)
+    # 1-2 and 2-3 touch and are chosen; 4 touches 1 but is not chosen; 5 touches no one
+    merged, members = merge_touching(labels, np.array([True, True, True, False, True]))
+    assert members == [[1, 2, 3], [4], [5]]
+    assert merged.tolist() == [[1, 1, 1, 1, 0, 3], [1, 1, 1, 1, 0, 3], [2, 2, 0, 1, 0, 0]]
+    # nothing chosen: labels unchanged
+    same, members = merge_touching(labels, np.zeros(5, bool))
+    assert (same == labels).all() and members == [[1], [2], [3], [4], [5]]

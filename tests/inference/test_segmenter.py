@@ -204,3 +204,48 @@ def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter, normalise
     assert rows[True]["diameter"] == rows[False]["diameter"]
     assert labels[True].max() == labels[False].max() == len(centres)
     assert (label_iou(labels[True], labels[False]).max(axis=1) > 0.98).all()
+
+
+class Dummy:
+    """Stands in for a classifier: what it says comes from :func:`by_colour`."""
+
+    class config:  # noqa: N801 (mirrors ClassifierConfig's attribute)
+        infected_threshold = 0.5
+
+
+def by_colour(classifier, image, labels, diameter):
+    """Bluish cells are white (platelets when small), the rest red."""
+    from bloomseg.data.classes import CLASSES
+
+    p = np.zeros((int(labels.max()), len(CLASSES)))
+    for cell in range(1, int(labels.max()) + 1):
+        pixels = image[labels == cell].astype(float)
+        bluish = pixels[:, 2].mean() > pixels[:, 0].mean()
+        name = ("platelet" if len(pixels) < 1000 else "white_blood_cell") if bluish \
+            else "red_blood_cell"
+        p[cell - 1, CLASSES.index(name)] = 1
+    return p
+
+
+def test_classes_join_a_white_cell_cut_in_pieces_and_keep_small_platelets(monkeypatch):
+    monkeypatch.setattr("bloomseg.inference.segmenter.classify", by_colour)
+    yy, xx = np.mgrid[:300, :400]
+    image = np.full((300, 400, 3), 235, np.uint8)
+    disk = lambda cy, cx, d: (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= (d / 2) ** 2  # noqa: E731
+    white = disk(80, 80, 100) | disk(80, 170, 100)  # a waist: two distance peaks
+    image[white] = (60, 40, 150)
+    image[disk(220, 300, 100)] = (150, 50, 60)  # a red cell
+    image[disk(240, 60, 22)] = (60, 40, 150)  # a platelet, under the size limit
+    image[disk(240, 150, 22)] = (150, 50, 60)  # red debris of the same size
+    plain = segmenter(diameter="model").predict(image, instances=True)
+    assert plain.labels.max() == 3 and plain.classes is None  # white in two; small ones gone
+    named = segmenter(diameter="model", classifier=Dummy()).predict(image, instances=True)
+    kinds = sorted(t["class"] for t in named.classes)
+    assert kinds == ["platelet", "red_blood_cell", "white_blood_cell"]
+    assert len(named.classes) == named.labels.max() == 3
+    whites = [i + 1 for i, t in enumerate(named.classes) if t["class"] == "white_blood_cell"]
+    assert ((named.labels == whites[0]) == (white & named.mask)).all()
+    assert named.labels[240, 150] == 0 and named.labels[240, 60] > 0
+    # classes can be left off per call
+    assert segmenter(diameter="model", classifier=Dummy()).predict(
+        image, instances=True, classes=False).labels.max() == 3

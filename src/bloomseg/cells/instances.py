@@ -309,3 +309,37 @@ def tune_edges(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | Non
             for i, a in enumerate(grid)]
     best = grid[int(np.argmax(score))]  # argmax takes the first of equal values
     return replace(params, edge_min_area=best), rows
+
+
+def merge_touching(labels: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+    """Join chosen cells that touch each other (4-connected) into one cell each.
+
+    A white cell's lobed nucleus can hold several centre peaks, which cut it into pieces;
+    pieces that a classifier calls white are put back together by this.
+
+    Args:
+        labels: (H, W) cells 1..N.
+        chosen: (N,) bool, the cells that may be joined.
+
+    Returns:
+        (labels renumbered 1..M in order of each group's first cell, the old labels of
+        each new cell).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    count = int(labels.max(initial=0))
+    pairs = [np.stack([a[(a != b) & (a > 0) & (b > 0)], b[(a != b) & (a > 0) & (b > 0)]])
+             for a, b in ((labels[:-1], labels[1:]), (labels[:, :-1], labels[:, 1:]))]
+    pairs = np.concatenate(pairs, axis=1)
+    keep = chosen[pairs[0] - 1] & chosen[pairs[1] - 1] if pairs.size else np.zeros(0, bool)
+    graph = coo_matrix((np.ones(int(keep.sum())), (pairs[0][keep] - 1, pairs[1][keep] - 1)),
+                       shape=(count, count))
+    _, group = connected_components(graph, directed=False)
+    order = {g: i + 1 for i, g in enumerate(dict.fromkeys(group.tolist()))}
+    lookup = np.zeros(count + 1, np.int32)
+    lookup[1:] = [order[g] for g in group.tolist()]
+    members: list[list[int]] = [[] for _ in order]
+    for old, new in enumerate(lookup[1:], start=1):
+        members[new - 1].append(old)
+    return lookup[labels], members

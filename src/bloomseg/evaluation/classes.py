@@ -33,14 +33,13 @@ class ClassTally:
 
     Attributes:
         confusion: (4, 4) int, true kind (rows) by predicted kind (columns), of pairs.
-        infected_boxes: infected boxes, matched or not; infected_found: of them, those
-            matched by a cell called infected.
+        boxes: (4,) int, true boxes of each kind, matched or not (a cell the
+            segmentation missed is a cell of its kind not found).
         parasitemia: per image (true %, predicted %), where the image has red boxes.
     """
 
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(KINDS),) * 2, int))
-    infected_boxes: int = 0
-    infected_found: int = 0
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros(len(KINDS), int))
     parasitemia: list[tuple[str, float, float]] = field(default_factory=list)
 
     def add(self, stem: str, labels: np.ndarray, types: list[dict], boxes: np.ndarray,
@@ -60,10 +59,8 @@ class ClassTally:
         predicted = np.array([KINDS.index(t["class"]) for t in types], int)
         for cell, box in box_pairs(cell_boxes(labels)[0], boxes):
             self.confusion[true_kinds[box], predicted[cell]] += 1
-            if true_kinds[box] == INFECTED and predicted[cell] == INFECTED:
-                self.infected_found += 1
+        self.boxes += np.bincount(true_kinds, minlength=len(KINDS))
         infected = int((true_kinds == INFECTED).sum())
-        self.infected_boxes += infected
         red = infected + int((true_kinds == RED).sum())
         called = int((predicted == INFECTED).sum())
         called_red = called + int((predicted == RED).sum())
@@ -93,16 +90,19 @@ class ClassTally:
             precision = c[k, k] / called if called else None
             f1 = (2 * precision * recall / (precision + recall)
                   if precision and recall else (0.0 if true or called else None))
+            boxes = int(self.boxes[k])
             per_kind[name] = {"true": true, "called": called, "correct": int(c[k, k]),
-                              "precision": precision, "recall": recall, "f1": f1}
+                              "precision": precision, "recall": recall, "f1": f1,
+                              "boxes": boxes,
+                              "recall_of_all_boxes": c[k, k] / boxes if boxes else None}
         out = {"kinds": list(KINDS), "labelled_kinds": [n for n, k in zip(KINDS, known) if k],
                "confusion_rows_true_columns_predicted": c.tolist(), "per_class": per_kind}
         if known[INFECTED]:
-            low, high = wilson_interval(self.infected_found, self.infected_boxes)
+            found, boxes = int(c[INFECTED, INFECTED]), int(self.boxes[INFECTED])
+            low, high = wilson_interval(found, boxes)
             out["infected"] = {
-                "boxes": self.infected_boxes, "found": self.infected_found,
-                "recall_of_all_boxes": (self.infected_found / self.infected_boxes
-                                        if self.infected_boxes else None),
+                "boxes": boxes, "found": found,
+                "recall_of_all_boxes": found / boxes if boxes else None,
                 "recall_95_interval": [low, high],
                 "note": "few infected cells: read the interval, not the point"}
             if self.parasitemia:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from bloomseg.cells.instances import ALL_EDGES, DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
 from bloomseg.cells.types import cell_types
+from bloomseg.data.classes import CLASSES
 from bloomseg.data.resampling import grid_factor, resample, scale_tensor
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.inference.logits import predict_logits
@@ -84,6 +85,12 @@ class Prediction:
     diameter_source: str = OWN
     diameter_note: str = ""
     classes: list[dict] | None = None
+
+
+SMALL_CELLS = 8
+"""With a classifier, cells down to 1/SMALL_CELLS of the size limit are kept for it to
+name: those it calls platelets stay (platelets are a tenth of a red cell's area), the
+rest go."""
 
 
 class Segmenter:
@@ -268,19 +275,58 @@ class Segmenter:
         mask = probability > self.threshold
         labels = None
         separation = self.separation.scaled(1 / factor)
+        naming = instances and classes and self.classifier is not None
         if instances or separation.edge_min_area:
-            labels, mask = separate(mask, centres, separation, edges)
+            # cells too small for the size limit may be platelets: the classifier decides
+            used = replace(separation, min_area=max(1, separation.min_area // SMALL_CELLS)) \
+                if naming else separation
+            labels, mask = separate(mask, centres, used, edges)
         types = None
-        if instances and classes and self.classifier is not None:
+        if naming:
             size = scale.diameter or self.cell_diameter
             if size is None:
                 raise ConfigError("classes: the model does not record its cell diameter, so its "
                                   "cells cannot be brought to the classifier's size")
-            types = cell_types(classify(self.classifier, seen, labels, size),
-                               self.classifier.config.infected_threshold)
+            labels, types = self._name_cells(seen, labels, size, separation.min_area)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
                           scale.note, types)
+
+    def _name_cells(self, image: np.ndarray, labels: np.ndarray, diameter: float,
+                    min_area: int) -> tuple[np.ndarray, list[dict]]:
+        """Classify the cells, join touching pieces called white cells, and drop cells
+        under ``min_area`` px unless they are called platelets.
+
+        Args:
+            image: (H, W, 3) uint8, normalised; labels: (H, W) cells 1..N.
+            diameter: px, the image's cell diameter.
+            min_area: px, the size limit of every cell but platelets.
+
+        Returns:
+            (labels 1..M, each cell's class row).
+        """
+        from bloomseg.cells.instances import drop_small, merge_touching
+
+        classifier = self.classifier
+        p = classify(classifier, image, labels, diameter)
+        white = p.argmax(axis=1) == CLASSES.index("white_blood_cell")
+        if white.sum() > 1:  # a lobed nucleus cut into pieces is one white cell
+            merged, members = merge_touching(labels, white)
+            joined = [i for i, m in enumerate(members) if len(m) > 1]
+            if joined:
+                keep = np.array([m[0] - 1 for m in members])
+                p = p[keep]
+                only = np.zeros(len(members) + 1, np.int32)
+                only[[i + 1 for i in joined]] = np.arange(1, len(joined) + 1)
+                p[joined] = classify(classifier, image, only[merged], diameter)
+                labels = merged
+        types = cell_types(p, classifier.config.infected_threshold)
+        areas = np.bincount(labels.ravel(), minlength=len(types) + 1)[1:]
+        small = (areas < min_area) & np.array([t["class"] != "platelet" for t in types], bool)
+        if small.any():
+            labels = drop_small(np.where(small[labels - 1] & (labels > 0), 0, labels), 1)
+            types = [t for t, s in zip(types, small) if not s]
+        return labels, types
 
     def _check_known(self, diameter: float | str) -> None:
         """Refuse a diameter in px where the model does not know its own."""

@@ -1,0 +1,101 @@
+"""Cell classes per domain: how well the model names the cells it finds, and at what cost.
+
+    python benchmarks/classes.py [--model default] [--classifier RUN] [--split test|val]
+                                 [--out out/classes.csv]
+
+For each split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart, and together), at the
+images' own resolution with no size given: each kind's boxes, how many of them a cell of
+that kind matched (recall over every box: a cell the segmentation missed is missed), the
+cells called that kind among the matched ones and their precision; infected-cell recall
+with its 95% Wilson interval (the counts are small), and the mean absolute error of each
+image's parasitemia in percentage points. Seconds per image with classes and without are
+measured side by side on the same images (medians). Printed as a table and written as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from domains import domains  # noqa: E402 (the benchmarks folder is the script's own)
+
+from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+from bloomseg.data.classes import KINDS, read_classes
+from bloomseg.data.images import read_image
+from bloomseg.evaluation.classes import ClassTally, dataset_kinds
+from bloomseg.files import save_csv
+from bloomseg.inference.segmenter import Segmenter
+
+COLUMNS = ("domain", "kind", "boxes", "found", "recall_all_boxes", "called", "precision",
+           "f1", "recall_95_interval", "parasitemia_mae_points", "seconds_classes",
+           "seconds_plain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data", type=Path)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--classifier", help="a train-classes run instead of the model's own")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="val: to choose (never choose by test)")
+    parser.add_argument("--out", default="out/classes.csv", type=Path)
+    args = parser.parse_args()
+    named = Segmenter.load(args.model, classifier=args.classifier)
+    if named.classifier is None:
+        parser.error(f"{args.model} has no classifier: give --classifier")
+    plain = Segmenter.load(args.model, classes=False)
+    tallies: dict[str, ClassTally] = {}
+    seconds: dict[str, list[tuple[float, float]]] = {}
+    known = {}
+    for domain, path, box_path, _ in domains(args.data, args.split):
+        root = args.data / ("bbbc041seg" if domain == "bbbc041" else "txlpbc")
+        names = read_classes(root)
+        image = read_image(path)
+        start = time.perf_counter()
+        result = named.predict(image, instances=True)
+        middle = time.perf_counter()
+        plain.predict(image, instances=True)
+        seconds.setdefault(domain, []).append((middle - start, time.perf_counter() - middle))
+        yolo = read_boxes(box_path)
+        xyxy = yolo_to_xyxy(yolo, *image.shape[:2])
+        for group in (domain, "txlpbc") if domain != "bbbc041" else (domain,):
+            tallies.setdefault(group, ClassTally()).add(path.stem, result.labels, result.classes,
+                                                        xyxy, names.targets(yolo[:, 0]))
+            known[group] = dataset_kinds(names)
+            if group != domain:
+                seconds.setdefault(group, []).append(seconds[domain][-1])
+    rows = []
+    for group, tally in tallies.items():
+        summary = tally.summary(known[group])
+        timing = np.median(np.array(seconds[group]), axis=0)
+        for kind in KINDS:
+            v = summary["per_class"].get(kind)
+            if v is None:
+                continue
+            row = {"domain": group, "kind": kind, "boxes": v["boxes"], "found": v["correct"],
+                   "recall_all_boxes": _f(v["recall_of_all_boxes"]), "called": v["called"],
+                   "precision": _f(v["precision"]), "f1": _f(v["f1"]),
+                   "seconds_classes": f"{timing[0]:.2f}", "seconds_plain": f"{timing[1]:.2f}"}
+            if kind == "infected" and "infected" in summary:
+                low, high = summary["infected"]["recall_95_interval"]
+                row["recall_95_interval"] = f"{low:.3f}-{high:.3f}"
+                if "parasitemia" in summary:
+                    row["parasitemia_mae_points"] = \
+                        f"{summary['parasitemia']['mean_absolute_error_points']:.3f}"
+            rows.append(row)
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + " --- |" * len(COLUMNS))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(c, "")) for c in COLUMNS) + " |")
+    save_csv(args.out, rows, COLUMNS)
+    print(f"-> {args.out}")
+
+
+def _f(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()
