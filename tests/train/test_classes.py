@@ -110,18 +110,30 @@ def test_the_run_folder_records_its_choices(trained):
         train_classes(cfg, progress=False)
 
 
-def test_a_class_a_dataset_lacks_is_masked_out_of_the_loss():
-    logits = torch.tensor([[0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 5.0]])
-    y = torch.tensor([0])
-    everything = torch.ones(1, len(CLASSES), dtype=bool)
-    known = torch.tensor([[True, False, False, False, False, True, False]])
-    # without masking, the two confident wrong classes cost; masked, only class 5 competes
-    full = torch.nn.functional.cross_entropy(logits, y)
-    assert masked_loss(logits, y, everything) == pytest.approx(float(full))
-    assert masked_loss(logits, y, known) == pytest.approx(float(np.log(2)))
+def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
+    from bloomseg.data.classes import allowed_classes
+
+    tx = np.array([True, False, False, False, False, True, True])  # red, white, platelet
+    bbbc = np.array([True, True, True, True, True, True, False])  # no platelets
+    y = np.array([0, 5, 0, 2])  # txlpbc red, txlpbc white, bbbc red, bbbc ring
+    allowed = allowed_classes(y, np.stack([tx, tx, bbbc, bbbc]))
+    assert allowed.tolist() == [
+        [True, True, True, True, True, False, False],  # red or any stage: unknown there
+        [False, False, False, False, False, True, False],  # a white cell is no stage
+        [True, False, False, False, False, False, False],  # bbbc labels infections
+        [False, False, True, False, False, False, False]]
+    logits = torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 5.0]])
+    rows = torch.from_numpy(allowed[:1])
+    # -log(p(red) + p(stages)): the ring's logit counts for the red box, the platelet's against
+    p = logits.softmax(dim=1)[0]
+    assert masked_loss(logits, rows) == pytest.approx(float(-torch.log(p[:5].sum())))
     logits.requires_grad_(True)
-    masked_loss(logits, y, known).backward()
-    assert logits.grad[0, 1] == 0 and logits.grad[0, 6] == 0  # nothing learned about them
+    masked_loss(logits, rows).backward()
+    assert logits.grad[0, 6] > 0 and logits.grad[0, 0] < 0 and logits.grad[0, 1] < 0
+    # where the dataset labels infections, a red box is red alone
+    strict = torch.from_numpy(allowed[2:3])
+    assert masked_loss(logits.detach(), strict) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits.detach(), torch.tensor([0]))))
 
 
 def test_each_epoch_draws_every_class_alike():

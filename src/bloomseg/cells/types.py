@@ -1,9 +1,9 @@
 """Cell types from a classifier's probabilities, counts per type, and parasitemia.
 
-A cell is ``infected`` when the probabilities of the four parasite stages add up to at
-least the classifier's tuned threshold (set low, for recall: a missed infection costs more
-than a second look), with the likeliest stage as its ``stage``; otherwise it is the
-likeliest of red cell (the stages' probability added to it), white cell and platelet.
+A cell is the likeliest of red cell (the four parasite stages' probabilities added to
+it), white cell and platelet; a red cell is ``infected`` when its stages add up to at
+least the classifier's tuned threshold (set low, for recall: a missed infection costs
+more than a second look), with the likeliest stage as its ``stage``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dic
     p = np.asarray(probabilities, np.float64).reshape(-1, len(CLASSES))
     infected = p[:, STAGE_INDEX].sum(axis=1)
     kinds = np.stack([p[:, RED], infected, p[:, WHITE], p[:, PLATELET]], axis=1)
+    called = infected_calls(p, infected_threshold)
     rows = []
     for i in range(len(p)):
-        if infected[i] >= infected_threshold:
+        if called[i]:
             kind, stage = 1, STAGES[int(np.argmax(p[i, STAGE_INDEX]))]
         else:  # an uncalled infection's probability still says "red cell"
             kind = int(np.argmax([p[i, RED] + infected[i], p[i, WHITE], p[i, PLATELET]]))
@@ -48,6 +49,15 @@ def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dic
                      "class_probability": round(float(shown), 4),
                      **{f"p_{name}": round(float(v), 4) for name, v in zip(CLASSES, p[i])}})
     return rows
+
+
+def infected_calls(probabilities: np.ndarray, infected_threshold: float) -> np.ndarray:
+    """(N,) bool: the cells called infected: red cells (red and the stages together more
+    likely than a white cell or a platelet) whose stages add up to the threshold."""
+    p = np.asarray(probabilities, np.float64).reshape(-1, len(CLASSES))
+    infected = p[:, STAGE_INDEX].sum(axis=1)
+    red = p[:, RED] + infected >= np.maximum(p[:, WHITE], p[:, PLATELET])
+    return red & (infected >= infected_threshold)
 
 
 TYPE_COLUMNS = ("class", "stage", "class_probability") + tuple(f"p_{c}" for c in CLASSES)

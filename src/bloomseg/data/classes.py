@@ -3,9 +3,10 @@
 A dataset names its box classes in ``ROOT/classes.txt`` (``<id> <name>`` per line);
 each name is mapped here to one of :data:`CLASSES`: red cells, the four stages of a
 *Plasmodium* infection (an infected red cell's box carries its stage), white cells and
-platelets. A dataset also says, by the classes it names, which cells its annotators
-labelled: a class it does not name is unknown there, not absent (BBBC041 boxes no
-platelets, txlpbc no infections).
+platelets. A dataset also says, by the classes it names, what its boxes can hide: where
+infections are not labelled (txlpbc), a red cell's box may be an infected cell's, so it
+teaches "red or infected" (:func:`allowed_classes`). A class a dataset does not box at
+all (BBBC041's platelets) teaches nothing there: its cells match no box.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class DatasetClasses:
 
     Attributes:
         index: box class id -> index into :data:`CLASSES`.
-        known: (len(CLASSES),) bool: the classes the dataset's annotators labelled;
-            a classifier's loss leaves the others out for its cells.
+        known: (len(CLASSES),) bool: the classes the dataset's annotators labelled
+            (see :func:`allowed_classes`).
     """
 
     index: dict[int, int]
@@ -105,6 +106,33 @@ def read_classes(root: str | Path) -> DatasetClasses:
         raise DataError(f"{path}: cannot read the dataset's class names ({e}); cell classes "
                         f"need one '<id> <name>' line per box class") from None
     return parse_classes(text, str(path))
+
+
+HIDDEN_IN = {"red_blood_cell": STAGES}
+"""Classes a box may hide where its dataset does not name them: an infected red cell is
+boxed as a red cell by annotators who do not label infections. A box of any other class
+is what it says (a white cell is no stage, whatever the dataset names)."""
+
+
+def allowed_classes(targets: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """What each box may truly be.
+
+    Args:
+        targets: (N,) class indices of the boxes.
+        known: (N, len(CLASSES)) bool, the classes each box's dataset names.
+
+    Returns:
+        (N, len(CLASSES)) bool: the box's class, and the classes it may hide
+        (:data:`HIDDEN_IN`) that its dataset does not name.
+    """
+    targets = np.asarray(targets, np.int64)
+    allowed = np.zeros((len(targets), len(CLASSES)), bool)
+    allowed[np.arange(len(targets)), targets] = True
+    for name, hidden in HIDDEN_IN.items():
+        rows = targets == CLASSES.index(name)
+        for h in hidden:
+            allowed[rows, CLASSES.index(h)] = ~known[rows, CLASSES.index(h)]
+    return allowed
 
 
 def kind_of(index: int) -> str:

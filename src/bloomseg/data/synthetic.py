@@ -216,7 +216,9 @@ def write_typed_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_te
     root = Path(root)
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(TYPED_CLASSES)))
+    # every stage is named: its annotator labels infections, though only rings are drawn
+    names = TYPED_CLASSES + ("trophozoite", "schizont", "gametocyte")
+    (root / "classes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names)))
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         for sub in ("original", "mask", "boxes"):
             (root / split / sub).mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ no box are left out: their class is unknown). Each training image is also seen t
 tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 
 Every epoch draws the same number of windows of each class (infected cells are about 3%
-of red cells), and a dataset's windows are scored only among the classes its
-``classes.txt`` names (a class it lacks is unknown there, not absent). The epoch with the
+of red cells); a red cell of a dataset whose ``classes.txt`` names no infections teaches
+"red or infected" (:func:`~bloomseg.data.classes.allowed_classes`). The epoch with the
 best balanced recall on the validation cells is kept, and the infected-cell threshold is
 then tuned on them for recall (:func:`tune_infected`).
 """
@@ -25,7 +25,7 @@ import torch
 
 from bloomseg.cells.matching import box_pairs, cell_boxes
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
-from bloomseg.data.classes import CLASSES, STAGES, read_classes
+from bloomseg.data.classes import CLASSES, STAGES, allowed_classes, read_classes
 from bloomseg.data.dataset import has_split, load_or_make_splits, scan_split
 from bloomseg.data.images import read_image
 from bloomseg.errors import ConfigError, DataError
@@ -219,10 +219,12 @@ def batch_tensor(x: np.ndarray, rng: np.random.Generator | None = None) -> torch
     return t
 
 
-def masked_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy among the classes each cell's dataset names: a class unknown there
-    takes no probability from the softmax, so it is neither taught nor unlearned."""
-    return torch.nn.functional.cross_entropy(logits.masked_fill(~known, -1e9), y)
+def masked_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The negative log of the probability that each cell is one of the classes its box
+    allows (:func:`~bloomseg.data.classes.allowed_classes`): a red cell of a dataset that
+    does not label infections teaches "red or infected", neither one alone."""
+    return (torch.logsumexp(logits, dim=1)
+            - torch.logsumexp(logits.masked_fill(~allowed, -1e9), dim=1)).mean()
 
 
 def balanced_draw(windows: Windows, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -244,29 +246,39 @@ def probabilities(model: CellClassifier, windows: Windows, batch: int = 256) -> 
 
 
 def balanced_recall(p: np.ndarray, y: np.ndarray) -> dict:
-    """Recall of each class present (argmax decisions) and their mean."""
-    decided = p.argmax(axis=1)
-    recalls = {CLASSES[c]: float((decided[y == c] == c).mean()) for c in range(len(CLASSES))
-               if (y == c).any()}
+    """Recall of each kind present (red, infected, white, platelet: the calls a user
+    gets, the stages' probabilities summed) and their mean. Stages are not scored apart:
+    validation holds one or two cells of some of them."""
+    from bloomseg.data.classes import KINDS, kind_of
+
+    kinds = np.stack([p[:, CLASSES.index("red_blood_cell")], p[:, STAGE_INDEX].sum(axis=1),
+                      p[:, CLASSES.index("white_blood_cell")], p[:, CLASSES.index("platelet")]],
+                     axis=1)
+    decided = kinds.argmax(axis=1)
+    truth = np.array([KINDS.index(kind_of(int(c))) for c in y], int)
+    recalls = {KINDS[k]: float((decided[truth == k] == k).mean()) for k in range(len(KINDS))
+               if (truth == k).any()}
     return {"balanced_recall": float(np.mean(list(recalls.values()))) if recalls else 0.0,
             **{f"recall_{k}": v for k, v in recalls.items()}}
 
 
 def tune_infected(p: np.ndarray, y: np.ndarray, beta: float = 2.0
                   ) -> tuple[float, list[dict]]:
-    """The infected threshold (on the stages' summed probability) with the best F-beta
-    of infected against uninfected red cells on validation (ties: the lower threshold).
+    """The infected threshold (on the stages' summed probability, see
+    :func:`~bloomseg.cells.types.infected_calls`) with the best F-beta of infected against
+    uninfected red cells on validation; of thresholds that tie, the middle one.
 
     Returns:
-        (threshold, one row per threshold tried: precision, recall, F-beta); 0.5 where
-        validation holds no infected cell.
+        (threshold, one row per threshold tried: cells called, precision, recall, F-beta);
+        0.5 where validation holds no infected cell.
     """
+    from bloomseg.cells.types import infected_calls
+
     red = np.isin(y, [CLASSES.index("red_blood_cell")] + STAGE_INDEX)
     truth = np.isin(y[red], STAGE_INDEX)
-    score = p[red][:, STAGE_INDEX].sum(axis=1)
     rows = []
     for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
-        called = score >= t
+        called = infected_calls(p[red], float(t))
         tp = int((called & truth).sum())
         precision = tp / called.sum() if called.sum() else 1.0
         recall = tp / truth.sum() if truth.sum() else 1.0
@@ -276,7 +288,9 @@ def tune_infected(p: np.ndarray, y: np.ndarray, beta: float = 2.0
                      "precision": precision, "recall": recall, "f_beta": f})
     if not truth.any():
         return 0.5, rows
-    return max(rows, key=lambda r: (r["f_beta"], -r["threshold"]))["threshold"], rows
+    best = max(r["f_beta"] for r in rows)
+    tied = [r["threshold"] for r in rows if r["f_beta"] == best]
+    return tied[(len(tied) - 1) // 2], rows
 
 
 @dataclass
@@ -347,6 +361,7 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         schedule.load_state_dict(payload["schedule"])
         history = payload["history"]
         log(f"resuming after epoch {len(history)}")
+    allowed = allowed_classes(train.y, train.known)
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -359,8 +374,7 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
             loss = masked_loss(model(batch_tensor(train.x[chosen], rng)),
-                               torch.from_numpy(train.y[chosen]),
-                               torch.from_numpy(train.known[chosen]))
+                               torch.from_numpy(allowed[chosen]))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
