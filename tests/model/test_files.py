@@ -224,6 +224,10 @@ def test_the_shipped_default_model_on_a_real_smear():
     assert PixelCounts.of(prediction.mask, mask).dice > 0.95
     match = match_boxes(prediction.labels, yolo_to_xyxy(read_boxes(sample.boxes), *mask.shape))
     assert match.f1 > 0.9 and match.relative_count_error < 0.1
+    # every cell is named, and a thin malaria smear is mostly red cells
+    kinds = [t["class"] for t in prediction.classes]
+    assert len(kinds) == prediction.labels.max()
+    assert kinds.count("red_blood_cell") + kinds.count("infected") >= 0.9 * len(kinds)
 
 
 def test_an_exported_dinobloom_model_finds_its_weights_in_another_cache(
