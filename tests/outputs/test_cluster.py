@@ -18,6 +18,7 @@ from bloomseg.cli import EXIT_OK, EXIT_SKIPPED, main
 from bloomseg.data.images import read_labels
 from bloomseg.data.synthetic import REAL_SCALE, smear
 from bloomseg.outputs.run import OutputOptions
+from bloomseg.outputs.summary import TOTAL
 
 distributed = pytest.importorskip("distributed", reason="needs pip install 'bloomseg[distributed]'")
 
@@ -47,8 +48,11 @@ def in_process(smears, tmp_path_factory) -> Path:
 def summary(out: Path) -> dict[str, dict]:
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
+    # every image once, then the run's total of the cells' classes
+    assert rows[-1]["image"] == TOTAL and rows[-1]["status"] == f"total of {IMAGES} images"
+    rows = rows[:-1]
     by_stem = {Path(r["image"]).stem: r for r in rows}
-    assert len(by_stem) == len(rows) == IMAGES + 1  # every image once
+    assert len(by_stem) == len(rows) == IMAGES + 1
     return by_stem
 
 

@@ -153,7 +153,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _train_classes(args: argparse.Namespace) -> int:
-    from bloomseg.train.classes import ClassesConfig, train_classes
+    from bloomseg.train.classes import train_classes
+    from bloomseg.train.config import ClassesConfig
 
     _interrupt_on_sigterm()
     settings = {f.name: getattr(args, f.name) for f in fields(ClassesConfig)
@@ -169,7 +170,7 @@ def _train_classes(args: argparse.Namespace) -> int:
 
 
 def add_train_classes(commands: argparse._SubParsersAction) -> None:
-    from bloomseg.train.classes import ClassesConfig
+    from bloomseg.train.config import ClassesConfig
 
     p = commands.add_parser(
         "train-classes", help="train a cell classifier on a segmentation model's cells",

@@ -17,7 +17,7 @@ then tuned on them for recall (:func:`tune_infected`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,51 +37,11 @@ from bloomseg.model.classifier import (
     window_scale,
 )
 from bloomseg.model.inputs import normalise
-from bloomseg.settings import COUNT, POSITIVE_INT, Range, check_ranges, setting
+from bloomseg.train.config import ClassesConfig
 
 STAGE_INDEX = [CLASSES.index(s) for s in STAGES]
 WINDOWS_FILE = "windows.npz"
 """The run's cell windows, cut once (the segmentation of every image is the slow part)."""
-
-
-@dataclass
-class ClassesConfig:
-    """Settings of a classifier training run.
-
-    Attributes:
-        model: the segmentation model whose cells are classified.
-        data: dataset roots with boxes and ``classes.txt``.
-        out: the run folder.
-        epochs, batch_size, lr, weight_decay, early_stopping: the optimisation.
-        items_per_epoch: windows drawn per epoch (the same number per class).
-        views: augmented views of each training image besides the image itself.
-        width: the classifier's first stage width.
-        val_fraction, seed: the held-out share of a root without ``val`` (its
-            ``splits.json``, as segmentation training uses).
-        recall_weight: beta of the F-score the infected threshold is tuned by (2: recall
-            counts twice as much as precision).
-    """
-
-    model: str = "default"
-    data: list[str] = field(default_factory=list)
-    out: str = "out/classes"
-    epochs: int = setting(30, POSITIVE_INT)
-    batch_size: int = setting(64, POSITIVE_INT)
-    lr: float = setting(1e-3, Range(float, 0, 1, low_open=True))
-    weight_decay: float = setting(1e-4, Range(float, 0, 1))
-    early_stopping: int = setting(8, COUNT)
-    items_per_epoch: int = setting(4000, POSITIVE_INT)
-    views: int = setting(2, Range(int, 0, 8))
-    width: int = setting(24, Range(int, 4, 256))
-    val_fraction: float = setting(0.2, Range(float, 0, 1, low_open=True, high_open=True))
-    seed: int = setting(0, COUNT)
-    recall_weight: float = setting(2.0, Range(float, 0, 10, low_open=True))
-
-    def check(self) -> None:
-        """Raise ConfigError naming a bad setting."""
-        if not self.data:
-            raise ConfigError("--data: give at least one dataset root with boxes and classes.txt")
-        check_ranges(self)
 
 
 @dataclass
