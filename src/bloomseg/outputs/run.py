@@ -139,8 +139,8 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     if result.labels is not None:
         cells = measure_cells(result.labels, image)
         save_labels(outputs["labels"], result.labels)
-        save_cell_table(outputs["cells"], cells, result)
         named = cells if result.classes is None else [c | t for c, t in zip(cells, result.classes)]
+        save_cell_table(outputs["cells"], named, result)
         save_json(outputs["geojson"], geojson_features(result.labels, named))
         row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells),
                    **class_fields(result.classes))

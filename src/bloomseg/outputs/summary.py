@@ -38,18 +38,16 @@ def diameter_fields(result) -> dict:
 
 def save_cell_table(path: Path, cells: list[dict], result) -> None:
     """Write an image's cell table: the columns of
-    :func:`bloomseg.cells.measure.measure_cells`, then :data:`CELL_DIAMETER_COLUMNS` from
-    the :class:`Prediction` ``result``."""
+    :func:`bloomseg.cells.measure.measure_cells`, the class columns where ``result``
+    named the cells (the rows then hold them), then :data:`CELL_DIAMETER_COLUMNS` from the
+    :class:`Prediction` ``result``."""
     from bloomseg.cells.measure import COLUMNS
     from bloomseg.files import save_csv
 
     fields = diameter_fields(result)
     extra = {column: fields[key] for key, column in CELL_DIAMETER_COLUMNS.items()}
-    types = result.classes
-    if types is not None:
-        cells = [row | t for row, t in zip(cells, types)]
     save_csv(path, [row | extra for row in cells],
-             COLUMNS + (TYPE_COLUMNS if types is not None else ()) + tuple(extra))
+             COLUMNS + (TYPE_COLUMNS if result.classes is not None else ()) + tuple(extra))
 
 
 def class_fields(types: list[dict] | None) -> dict:

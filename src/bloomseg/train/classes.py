@@ -84,8 +84,11 @@ def split_images(root: str, cfg: ClassesConfig) -> tuple[list, list]:
     train = [s for s in scan_split(root, "train", need_mask=False).samples if s.boxes]
     if has_split(root, "val"):
         return train, [s for s in scan_split(root, "val", need_mask=False).samples if s.boxes]
-    splits, _ = load_or_make_splits(root, [s.stem for s in train], Path(cfg.out) / "splits.json",
-                                    cfg.seed, cfg.val_fraction)
+    # a read-only root's new split goes to the run folder, one file per root
+    fallback = Path(cfg.out) / (f"splits-{Path(root).name}.json" if len(cfg.data) > 1
+                                else "splits.json")
+    splits, _ = load_or_make_splits(root, [s.stem for s in train], fallback, cfg.seed,
+                                    cfg.val_fraction)
     held = set(splits["val"])
     return [s for s in train if s.stem not in held], [s for s in train if s.stem in held]
 
