@@ -410,3 +410,26 @@ def test_doctor_reports_weights_and_data(tmp_path, bloomseg_home, monkeypatch, c
     assert f"present: {cached_path('dinobloom-s')}" in out
     assert "bloomseg weights download dinobloom-b" in out  # missing, with the fix
     assert "torch threads" in out and "model default" in out
+
+
+def test_predict_names_cells_with_the_default_and_not_with_no_classes(tmp_path):
+    from bloomseg.data.synthetic import REAL_SCALE, smear
+
+    image, _ = smear(np.random.default_rng(3), 400, 500, radius=REAL_SCALE["radius"],
+                     density=REAL_SCALE["density"])
+    Image.fromarray(image).save(tmp_path / "s.png")
+    headers = {}
+    for flag in ([], ["--no-classes"]):
+        out = tmp_path / f"out{len(flag)}"
+        assert main(["predict", "default", str(tmp_path / "s.png"), "-o", str(out),
+                     "--instances", "-q", *flag]) == EXIT_OK
+        headers[bool(flag)] = (out / "s_cells.csv").read_text().splitlines()[0].split(",")
+        with open(out / "summary.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert (rows[-1]["image"] == "(all images)") != bool(flag)
+    assert "class" in headers[False] and "p_platelet" in headers[False]
+    assert "class" not in headers[True]
+    # a classifier that is not one is refused by name, before any image is read
+    assert main(["predict", "default", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"),
+                 "--instances", "--classifier", str(tmp_path / "s.png"), "-q"]) == EXIT_FAILED
+    assert not (tmp_path / "o2").exists()
