@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bloomseg.cells.types import cell_types, class_colours, parasitemia, type_counts, wilson_interval
-from bloomseg.data.classes import CLASSES
+from bloomseg.data.vocabulary import CLASSES
 
 
 def probs(**values: float) -> np.ndarray:

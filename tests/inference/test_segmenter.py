@@ -215,7 +215,7 @@ class Dummy:
 
 def by_colour(classifier, image, labels, diameter):
     """Bluish cells are white (platelets when small), the rest red."""
-    from bloomseg.data.classes import CLASSES
+    from bloomseg.data.vocabulary import CLASSES
 
     p = np.zeros((int(labels.max()), len(CLASSES)))
     for cell in range(1, int(labels.max()) + 1):

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from bloomseg.cells.types import COLOURS, cell_types
-from bloomseg.data.classes import CLASSES
+from bloomseg.data.vocabulary import CLASSES
 from bloomseg.inference.segmenter import Prediction
 from bloomseg.outputs.run import OutputOptions, segment_files
 from bloomseg.outputs.summary import TOTAL

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from bloomseg.data.classes import CLASSES, KINDS, STAGES
+from bloomseg.data.vocabulary import CLASSES, KINDS, STAGES
 
 STAGE_INDEX = [CLASSES.index(s) for s in STAGES]
 RED, WHITE, PLATELET = (CLASSES.index(n) for n in ("red_blood_cell", "white_blood_cell", "platelet"))

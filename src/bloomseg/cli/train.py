@@ -153,7 +153,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _train_classes(args: argparse.Namespace) -> int:
-    from bloomseg.train.classes import train_classes
+    from bloomseg.train.classifier import train_classes
     from bloomseg.train.config import ClassesConfig
 
     _interrupt_on_sigterm()

@@ -10,11 +10,11 @@ import numpy as np
 from bloomseg.cells.matching import BoxMatch, MaskMatch, match_boxes, match_masks, total_boxes
 from bloomseg.cells.types import class_colours
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
-from bloomseg.data.classes import DatasetClasses, read_classes
 from bloomseg.data.dataset import Sample, load_sample, scan_split
 from bloomseg.data.images import MAX_PIXELS, read_image, read_labels
+from bloomseg.data.vocabulary import DatasetClasses, read_classes
 from bloomseg.errors import BloomsegError, DataError
-from bloomseg.evaluation.classes import (
+from bloomseg.evaluation.class_scores import (
     CONFUSION_PLOT,
     PARASITEMIA_PLOT,
     ClassTally,
@@ -186,7 +186,7 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
     scored by its cells alone.
 
     Where the model names cells and the dataset's classes.txt names its box classes,
-    ``metrics.json`` gains ``classes`` (see :mod:`bloomseg.evaluation.classes`), with
+    ``metrics.json`` gains ``classes`` (see :mod:`bloomseg.evaluation.class_scores`), with
     ``class_confusion.png`` and ``parasitemia.png``, and each image's row its true and
     predicted parasitemia.
 

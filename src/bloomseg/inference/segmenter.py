@@ -12,8 +12,8 @@ from torch import Tensor
 
 from bloomseg.cells.instances import ALL_EDGES, DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, separate
 from bloomseg.cells.types import cell_types
-from bloomseg.data.classes import CLASSES
 from bloomseg.data.resampling import grid_factor, resample, scale_tensor
+from bloomseg.data.vocabulary import CLASSES
 from bloomseg.errors import CheckpointError, ConfigError
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import (

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bloomseg.data.classes import CLASSES
 from bloomseg.data.resampling import resample
+from bloomseg.data.vocabulary import CLASSES
 from bloomseg.errors import ConfigError
 from bloomseg.settings import Range, check_ranges, setting
 
@@ -34,7 +34,7 @@ class ClassifierConfig:
     """What a stored classifier is built from.
 
     Attributes:
-        classes: the output classes, in order (:data:`bloomseg.data.classes.CLASSES`).
+        classes: the output classes, in order (:data:`bloomseg.data.vocabulary.CLASSES`).
         width: channels of the first of its four convolution stages (doubling).
         crop: px, its input side; window: cell diameters its input covers.
         infected_threshold: the probability of any parasite stage above which a cell is

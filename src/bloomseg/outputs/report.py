@@ -154,7 +154,7 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
 def _classes_section(named: list[dict], total: dict | None) -> str:
     """Cells of each class and the parasitemia per image and for the run, then each
     image's infected cells for a person to check."""
-    from bloomseg.data.classes import KINDS
+    from bloomseg.data.vocabulary import KINDS
 
     def interval(r: dict) -> str:
         if r.get("parasitemia_percent", "") == "":

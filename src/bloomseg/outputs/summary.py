@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bloomseg.cells.types import TYPE_COLUMNS, parasitemia, type_counts
-from bloomseg.data.classes import KINDS
+from bloomseg.data.vocabulary import KINDS
 
 SUMMARY_FILE = "summary.csv"
 CLASS_COLUMNS = KINDS + ("parasitemia_percent", "parasitemia_low", "parasitemia_high")

@@ -9,7 +9,7 @@ tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 
 Every epoch draws the same number of windows of each class (infected cells are about 3%
 of red cells); a red cell of a dataset whose ``classes.txt`` names no infections teaches
-"red or infected" (:func:`~bloomseg.data.classes.allowed_classes`). The epoch with the
+"red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`). The epoch with the
 best balanced recall on the validation cells is kept, and the infected-cell threshold is
 then tuned on them for recall (:func:`tune_infected`).
 """
@@ -25,9 +25,9 @@ import torch
 
 from bloomseg.cells.matching import box_pairs, cell_boxes
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
-from bloomseg.data.classes import CLASSES, STAGES, allowed_classes, read_classes
 from bloomseg.data.dataset import has_split, load_or_make_splits, scan_split
 from bloomseg.data.images import read_image
+from bloomseg.data.vocabulary import CLASSES, STAGES, allowed_classes, read_classes
 from bloomseg.errors import ConfigError, DataError
 from bloomseg.model.classifier import (
     CellClassifier,
@@ -184,7 +184,7 @@ def batch_tensor(x: np.ndarray, rng: np.random.Generator | None = None) -> torch
 
 def masked_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """The negative log of the probability that each cell is one of the classes its box
-    allows (:func:`~bloomseg.data.classes.allowed_classes`): a red cell of a dataset that
+    allows (:func:`~bloomseg.data.vocabulary.allowed_classes`): a red cell of a dataset that
     does not label infections teaches "red or infected", neither one alone."""
     return (torch.logsumexp(logits, dim=1)
             - torch.logsumexp(logits.masked_fill(~allowed, -1e9), dim=1)).mean()
@@ -212,7 +212,7 @@ def balanced_recall(p: np.ndarray, y: np.ndarray) -> dict:
     """Recall of each kind present (red, infected, white, platelet: the calls a user
     gets, the stages' probabilities summed) and their mean. Stages are not scored apart:
     validation holds one or two cells of some of them."""
-    from bloomseg.data.classes import KINDS, kind_of
+    from bloomseg.data.vocabulary import KINDS, kind_of
 
     kinds = np.stack([p[:, CLASSES.index("red_blood_cell")], p[:, STAGE_INDEX].sum(axis=1),
                       p[:, CLASSES.index("white_blood_cell")], p[:, CLASSES.index("platelet")]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bloomseg.data.classes import CLASSES, kind_of, parse_classes, read_classes
+from bloomseg.data.vocabulary import CLASSES, kind_of, parse_classes, read_classes
 from bloomseg.errors import DataError
 
 

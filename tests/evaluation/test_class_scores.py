@@ -10,9 +10,9 @@ import pytest
 from bloomseg.cells.instances import InstanceParams
 from bloomseg.cells.types import cell_types
 from bloomseg.data.boxes import read_boxes
-from bloomseg.data.classes import CLASSES
 from bloomseg.data.synthetic import TYPED_CLASSES, write_typed_dataset
-from bloomseg.evaluation.classes import CONFUSION_PLOT, PARASITEMIA_PLOT
+from bloomseg.data.vocabulary import CLASSES
+from bloomseg.evaluation.class_scores import CONFUSION_PLOT, PARASITEMIA_PLOT
 from bloomseg.evaluation.evaluate import evaluate
 from bloomseg.inference.segmenter import Prediction
 from conftest import Components

@@ -1,6 +1,6 @@
 """Cell classes per domain: how well the model names the cells it finds, and at what cost.
 
-    python benchmarks/classes.py [--model default] [--classifier RUN] [--split test|val]
+    python benchmarks/cell_classes.py [--model default] [--classifier RUN] [--split test|val]
                                  [--out out/classes.csv]
 
 For each split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart, and together), at the
@@ -22,9 +22,9 @@ import numpy as np
 from domains import domains  # noqa: E402 (the benchmarks folder is the script's own)
 
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
-from bloomseg.data.classes import KINDS, read_classes
 from bloomseg.data.images import read_image
-from bloomseg.evaluation.classes import ClassTally, dataset_kinds
+from bloomseg.data.vocabulary import KINDS, read_classes
+from bloomseg.evaluation.class_scores import ClassTally, dataset_kinds
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bloomseg.data.classes import CLASSES, read_classes
 from bloomseg.data.images import read_image
 from bloomseg.data.synthetic import write_typed_dataset
+from bloomseg.data.vocabulary import CLASSES, read_classes
 from bloomseg.errors import ConfigError, OutputExistsError
 from bloomseg.model.classifier import ClassifierConfig
 from bloomseg.model.files import load_classifier
-from bloomseg.train.classes import (
+from bloomseg.train.classifier import (
     ClassesConfig,
     Windows,
     balanced_draw,
@@ -111,7 +111,7 @@ def test_the_run_folder_records_its_choices(trained):
 
 
 def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
-    from bloomseg.data.classes import allowed_classes
+    from bloomseg.data.vocabulary import allowed_classes
 
     tx = np.array([True, False, False, False, False, True, True])  # red, white, platelet
     bbbc = np.array([True, True, True, True, True, True, False])  # no platelets

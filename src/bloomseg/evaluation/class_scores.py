@@ -1,7 +1,7 @@
 """Scoring the cells' classes against the classes of the true boxes they match.
 
 A predicted cell and a true box that match one to one (IoU >= 0.5) are a pair; each pair
-adds one count to the confusion matrix of kinds (:data:`~bloomseg.data.classes.KINDS`),
+adds one count to the confusion matrix of kinds (:data:`~bloomseg.data.vocabulary.KINDS`),
 true kind by predicted kind. A dataset's classes.txt says which kinds its annotators
 labelled: a kind it does not name has no row (its cells are not known to be of it) and
 no precision (a cell called so cannot be judged wrong there). Infected-cell recall is
@@ -19,7 +19,7 @@ import numpy as np
 
 from bloomseg.cells.matching import box_pairs, cell_boxes
 from bloomseg.cells.types import wilson_interval
-from bloomseg.data.classes import KINDS, DatasetClasses, kind_of
+from bloomseg.data.vocabulary import KINDS, DatasetClasses, kind_of
 
 INFECTED = KINDS.index("infected")
 RED = KINDS.index("red_blood_cell")
