@@ -138,3 +138,17 @@ def cell_gallery(image: np.ndarray, labels: np.ndarray, cells: list[int], side: 
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
     return np.concatenate([np.concatenate(tiles[i:i + columns], axis=1)
                            for i in range(0, len(tiles), columns)], axis=0)
+
+
+def truth_scatter(true: list[float], predicted: list[float], path, xlabel: str, ylabel: str,
+                  title: str) -> None:
+    """One point per image, predicted against true, with the line where they are equal;
+    saved to ``path``."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+    ax.scatter(true, predicted, s=25)
+    top = max(list(true) + list(predicted) + [1]) * 1.05
+    ax.plot([0, top], [0, top], "k:", label="predicted = true")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend()
+    save_figure(fig, path)

@@ -136,20 +136,12 @@ def confusion_plot(summary: dict, path: Path) -> None:
 
 def parasitemia_plot(tally: ClassTally, path: Path) -> None:
     """Each image's predicted against true parasitemia."""
-    from bloomseg.figures import pyplot, save_figure
+    from bloomseg.figures import truth_scatter
 
-    plt = pyplot()
-    true = [t for _, t, _ in tally.parasitemia]
-    guess = [p for _, _, p in tally.parasitemia]
-    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
-    ax.scatter(true, guess, s=25)
-    top = max(true + guess + [1.0]) * 1.1
-    ax.plot([0, top], [0, top], "k:", label="predicted = true")
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="true parasitemia (% of red boxes)",
-           ylabel="predicted parasitemia (% of red cells)",
-           title=f"parasitemia per image, {len(true)} images")
-    ax.legend()
-    save_figure(fig, path)
+    truth_scatter([t for _, t, _ in tally.parasitemia], [p for _, _, p in tally.parasitemia],
+                  path, "true parasitemia (% of red boxes)",
+                  "predicted parasitemia (% of red cells)",
+                  f"parasitemia per image, {len(tally.parasitemia)} images")
 
 
 def dataset_kinds(classes: DatasetClasses) -> np.ndarray:

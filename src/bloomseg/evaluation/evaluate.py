@@ -23,7 +23,7 @@ from bloomseg.evaluation.class_scores import (
     parasitemia_plot,
 )
 from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
-from bloomseg.figures import error_map, label_overlay, pyplot, save_figure
+from bloomseg.figures import error_map, label_overlay, pyplot, save_figure, truth_scatter
 from bloomseg.files import refuse_existing, save_json, save_png
 from bloomseg.outputs.report import evaluate_report
 from bloomseg.outputs.summary import diameter_fields
@@ -55,18 +55,9 @@ def _box_summary(matches: list[BoxMatch]) -> dict:
 
 
 def _count_plot(per_image: list[dict], path: Path) -> None:
-    plt = pyplot()
     true = [r["true_cells"] for r in per_image]
-    pred = [r["complete_cells"] for r in per_image]
-    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
-    ax.scatter(true, pred, s=25)
-    top = max(true + pred + [1]) * 1.05
-    ax.plot([0, top], [0, top], "k:", label="predicted = true")
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="true cells (boxes)",
-           ylabel="predicted cells (not touching the border)",
-           title=f"cells per image, {len(true)} images")
-    ax.legend()
-    save_figure(fig, path)
+    truth_scatter(true, [r["complete_cells"] for r in per_image], path, "true cells (boxes)",
+                  "predicted cells (not touching the border)", f"cells per image, {len(true)} images")
 
 
 def _plots(metrics: dict, per_image: list[dict], out_dir: Path) -> None:

@@ -59,13 +59,30 @@ def save_checkpoint(path: str | Path, model: SegmentationModel, info: dict) -> N
             settings, :class:`~bloomseg.model.config.ModelConfig`'s among them) and
             ``backbone_fingerprint`` (None for the unet).
     """
+    _save(path, CHECKPOINT_KIND, info, trainable_state(model))
+
+
+def _save(path: str | Path, kind: str, info: dict, state: dict[str, Tensor]) -> None:
+    """Write ``info`` and ``state`` as a ``kind`` checkpoint, atomically."""
     from bloomseg import __version__
     from bloomseg.files import atomic_output
 
-    payload = {"kind": CHECKPOINT_KIND, "bloomseg": __version__, **info,
-               "state": trainable_state(model)}
     with atomic_output(path) as f:
-        torch.save(payload, f)
+        torch.save({"kind": kind, "bloomseg": __version__, **info, "state": state}, f)
+
+
+def _resolve(name: str | Path, exported: str) -> Path | None:
+    """What a name means where it is a folder or a file: a packaged folder by its name,
+    a folder holding ``exported`` (itself), a run folder (its best.pt), a file; None for
+    a folder holding neither; a path that does not exist as it is."""
+    path = Path(name)
+    if not path.exists() and (PACKAGED / str(name)).is_dir():
+        path = PACKAGED / str(name)
+    if not path.is_dir():
+        return path
+    if (path / exported).is_file():
+        return path
+    return path / "best.pt" if (path / "best.pt").is_file() else None
 
 
 def resolve_model(name: str | Path) -> Path:
@@ -78,17 +95,11 @@ def resolve_model(name: str | Path) -> Path:
     Raises:
         CheckpointError: none of these.
     """
-    path = Path(name)
-    if not path.exists() and (PACKAGED / str(name)).is_dir():
-        path = PACKAGED / str(name)
-    if path.is_dir():
-        if (path / EXPORT_FILES[0]).is_file():
-            return path
-        if (path / "best.pt").is_file():
-            return path / "best.pt"
-        raise CheckpointError(f"{path}: neither a training run (best.pt) nor an exported model "
+    path = _resolve(name, EXPORT_FILES[0])
+    if path is None:
+        raise CheckpointError(f"{name}: neither a training run (best.pt) nor an exported model "
                               f"({' + '.join(EXPORT_FILES)})")
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         shipped = ", ".join(sorted(p.name for p in PACKAGED.iterdir() if p.is_dir())) \
             if PACKAGED.is_dir() else "none"
         raise CheckpointError(f"{path}: no such model file or folder (models shipped: {shipped})")
@@ -324,13 +335,8 @@ def save_classifier(path: str | Path, model: nn.Module, info: dict) -> None:
         info: JSON-like data kept beside the weights; must hold ``config`` (its
             :class:`~bloomseg.model.classifier.ClassifierConfig` settings).
     """
-    from bloomseg import __version__
-    from bloomseg.files import atomic_output
-
-    payload = {"kind": CLASSIFIER_KIND, "bloomseg": __version__, **info,
-               "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    with atomic_output(path) as f:
-        torch.save(payload, f)
+    _save(path, CLASSIFIER_KIND, info,
+          {k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
 def resolve_classifier(name: str | Path) -> Path:
@@ -340,17 +346,11 @@ def resolve_classifier(name: str | Path) -> Path:
     Raises:
         CheckpointError: none of these.
     """
-    path = Path(name)
-    if not path.exists() and (PACKAGED / str(name)).is_dir():
-        path = PACKAGED / str(name)
-    if path.is_dir():
-        if (path / CLASSIFIER_FILES[0]).is_file():
-            return path
-        if (path / "best.pt").is_file():
-            return path / "best.pt"
-        raise CheckpointError(f"{path}: holds no cell classifier ({' + '.join(CLASSIFIER_FILES)}, "
+    path = _resolve(name, CLASSIFIER_FILES[0])
+    if path is None:
+        raise CheckpointError(f"{name}: holds no cell classifier ({' + '.join(CLASSIFIER_FILES)}, "
                               "or best.pt of a `bloomseg train-classes` run)")
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"{path}: no such classifier file or folder")
     return path
 
@@ -364,7 +364,6 @@ def read_classifier_file(path: str | Path) -> dict:
     """
     import json
 
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -375,9 +374,7 @@ def read_classifier_file(path: str | Path) -> dict:
             payload = payload | {"state": load_file(weights)} if isinstance(payload, dict) else payload
         else:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, SafetensorError) as e:
-        raise CheckpointError(f"{path}: not a readable cell classifier ({type(e).__name__}: {e})") from None
-    except Exception as e:  # torch raises many types for damaged or unsafe files
+    except Exception as e:  # torch and safetensors raise many types for damaged files
         raise CheckpointError(f"{path}: not a readable cell classifier ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("kind") != CLASSIFIER_KIND:
         raise CheckpointError(f"{path}: not a bloomseg cell classifier (best.pt of a "

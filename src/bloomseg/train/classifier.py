@@ -65,10 +65,6 @@ class Windows:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, keep: np.ndarray) -> Windows:
-        return Windows(self.x[keep], self.y[keep], self.known[keep], self.dataset[keep],
-                       self.view[keep])
-
     @staticmethod
     def join(parts: list[Windows], crop: int) -> Windows:
         if not parts:
