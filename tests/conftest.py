@@ -9,6 +9,7 @@ model against the real layout rather than against itself.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,12 @@ class Components:
         mask = image.mean(axis=2) < 200
         labels = ndimage.label(mask)[0].astype(np.int32) if instances else None
         return Prediction(mask.astype(np.float32), mask, 0.0, None, labels)
+
+
+def need_viewer() -> None:
+    """Skip the calling test module where napari cannot draw here."""
+    pytest.importorskip("napari", reason="the napari plugin's tests need: pip install 'bloomseg[napari]'")
+    pytest.importorskip("pytestqt", reason="the napari plugin's tests need pytest-qt (bloomseg[dev])")
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("napari needs a display: run the tests under xvfb-run (make test does)",
+                    allow_module_level=True)

@@ -6,7 +6,7 @@ option's default, range and choices come from the settings dataclasses and const
 the API, so the command line and Python refuse the same values with the same words.
 
 ``predict`` (predict, evaluate, export), ``train`` and ``tools`` (weights, features,
-explore, doctor, synthetic) each add their commands' parsers and run them.
+explore, doctor, synthetic, view) each add their commands' parsers and run them.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def build_parser() -> Parser:
     predict.add_export(commands)
     tools.add_doctor(commands)
     tools.add_synthetic(commands)
+    tools.add_view(commands)
     return parser
 
 

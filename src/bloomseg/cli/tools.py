@@ -210,3 +210,20 @@ def add_synthetic(commands: argparse._SubParsersAction) -> None:
     add_setting(syn, write_example_dataset, "seed", "random seed", "--seed", accepted=COUNT)
     syn.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     syn.set_defaults(func=_synthetic)
+
+
+def _view(args: argparse.Namespace) -> int:
+    from bloomseg.viewer.launch import view
+
+    view(args.folder, args.stem)
+    return EXIT_OK
+
+
+def add_view(commands: argparse._SubParsersAction) -> None:
+    viewer = commands.add_parser(
+        "view", help="open a predict output folder in napari to inspect and correct the cells "
+        "(needs: pip install 'bloomseg[napari]')")
+    viewer.add_argument("folder", help="a bloomseg predict output folder (or a <stem>_labels.tif)")
+    viewer.add_argument("stem", nargs="?", default=None,
+                        help="only this image's outputs (its file name without extension)")
+    viewer.set_defaults(func=_view)

@@ -254,56 +254,33 @@ def _open_tiff(path: Path):
     return zarr.open(store, mode="r"), axes == "SYX", store
 
 
-class LazyImage:
-    """An image read region by region: TIFF (through tifffile's zarr store) and zarr
-    arrays lazily, other formats decoded once. Use it as a context manager.
+class ArrayImage:
+    """An image array read region by region as RGB uint8, as :class:`LazyImage` reads a
+    file: a numpy array, or a lazy one (dask, zarr) of (H, W), (H, W, C) or, with
+    ``planar``, (C, H, W). Integer and float images are scaled by the whole image's peak.
 
     Args:
-        path: the file.
-        max_pixels: refuse larger images (None: no limit); see :func:`read_image`.
+        array: the pixels.
+        name: what errors call the image (a layer's name, a file).
+        planar: channels first.
 
     Attributes:
-        path: the file.
+        path: ``name`` as a path (for messages).
         shape: (H, W).
-
-    Raises:
-        ImageError: naming the file: missing, unreadable, not one 2D image, or too large.
     """
 
-    def __init__(self, path: str | Path, max_pixels: int | None = MAX_PIXELS) -> None:
-        self.path = Path(path)
-        self._planar, self._peak, self._store = False, None, None
-        suffix = self.path.suffix.lower()
-        if not self.path.exists():
-            raise ImageError(f"{self.path}: no such image file")
-        try:
-            if suffix in (".tif", ".tiff"):
-                self._array, self._planar, self._store = _open_tiff(self.path)
-            elif suffix == ".zarr":
-                import zarr
-
-                self._array = zarr.open_array(self.path, mode="r")
-            else:
-                self._array = read_image(self.path, max_pixels)
-        except ImageError:
-            raise
-        except Exception as e:  # tifffile and zarr raise many types for bad files
-            raise ImageError(f"{self.path}: not an image bloomseg can read "
-                             f"({type(e).__name__}: {e})") from None
-        shape = self._array.shape
+    def __init__(self, array, name: str | Path = "image", planar: bool = False) -> None:
+        self.path = Path(name)
+        self._array, self._planar, self._peak = array, planar, None
+        shape = array.shape
         problem = f"unsupported image shape {shape}" if len(shape) not in (2, 3) else None
         if problem is None:
-            self.shape = (int(shape[1]), int(shape[2])) if self._planar else (int(shape[0]), int(shape[1]))
+            self.shape = (int(shape[1]), int(shape[2])) if planar else (int(shape[0]), int(shape[1]))
             if 0 in self.shape:
                 problem = f"the image has no pixels ({self.shape[1]}x{self.shape[0]})"
         if problem:
             self.close()
             raise ImageError(f"{self.path}: {problem}")
-        try:
-            check_pixels(self.path, *self.shape, max_pixels)
-        except ImageError:
-            self.close()
-            raise
 
     def _raw(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         if self._planar:
@@ -325,14 +302,60 @@ class LazyImage:
         return to_rgb(raw, self.path, self._peak)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        """Release what the image holds open (nothing for an array)."""
 
-    def __enter__(self) -> LazyImage:
+    def __enter__(self) -> ArrayImage:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LazyImage(ArrayImage):
+    """An image file read region by region: TIFF (through tifffile's zarr store) and zarr
+    arrays lazily, other formats decoded once. Use it as a context manager.
+
+    Args:
+        path: the file.
+        max_pixels: refuse larger images (None: no limit); see :func:`read_image`.
+
+    Attributes:
+        path: the file.
+        shape: (H, W).
+
+    Raises:
+        ImageError: naming the file: missing, unreadable, not one 2D image, or too large.
+    """
+
+    def __init__(self, path: str | Path, max_pixels: int | None = MAX_PIXELS) -> None:
+        path, planar, self._store = Path(path), False, None
+        suffix = path.suffix.lower()
+        if not path.exists():
+            raise ImageError(f"{path}: no such image file")
+        try:
+            if suffix in (".tif", ".tiff"):
+                array, planar, self._store = _open_tiff(path)
+            elif suffix == ".zarr":
+                import zarr
+
+                array = zarr.open_array(path, mode="r")
+            else:
+                array = read_image(path, max_pixels)
+        except ImageError:
+            raise
+        except Exception as e:  # tifffile and zarr raise many types for bad files
+            raise ImageError(f"{path}: not an image bloomseg can read "
+                             f"({type(e).__name__}: {e})") from None
+        super().__init__(array, path, planar)
+        try:
+            check_pixels(self.path, *self.shape, max_pixels)
+        except ImageError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 def image_pixels(path: str | Path) -> int:

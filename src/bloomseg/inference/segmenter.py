@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,6 +88,8 @@ class Prediction:
     classes: list[dict] | None = None
 
 
+STEPS = ("cell size", "cell probability", "cells", "classes")
+"""The steps of :meth:`Segmenter.predict`, in order (the last two where asked for)."""
 SMALL_CELLS = 8
 """With a classifier, cells down to 1/SMALL_CELLS of the size limit are kept for it to
 name: those it calls platelets stay (platelets are a tenth of a red cell's area), the
@@ -226,7 +229,7 @@ class Segmenter:
                 edges: tuple[bool, bool, bool, bool] = ALL_EDGES,
                 diameter: float | str | Scale | None = None,
                 origin: tuple[int, int] = (0, 0), levels: np.ndarray | None = None,
-                classes: bool = True) -> Prediction:
+                classes: bool = True, step: Callable[[str], None] | None = None) -> Prediction:
         """Cell probability and mask of an (H, W, 3) uint8 image, at its size; with
         ``instances``, also one label per cell.
 
@@ -250,12 +253,17 @@ class Segmenter:
                 (default: ``image``'s own).
             classes: with ``instances``, name each cell, where the segmenter has a
                 classifier.
+            step: called with the name of each step as it starts (:data:`STEPS`), for a
+                progress display; an exception it raises stops the prediction there (how
+                a viewer cancels).
 
         Raises:
             ConfigError: a diameter out of range, or one in px given to a model that does
                 not record its own.
         """
         start = time.perf_counter()
+        step = step or (lambda name: None)
+        step(STEPS[0])
         scale = diameter if isinstance(diameter, Scale) else self.scale_of(image, diameter)
         # on the one grid of factors that blocks of a large image share (data.resampling)
         factor = 1.0 if scale.source == OWN else grid_factor(self.cell_diameter / scale.diameter)
@@ -266,6 +274,7 @@ class Segmenter:
         top, left = (round(o * factor) % self.model.grid for o in origin)
         if top or left:
             scaled = np.pad(scaled, ((top, 0), (left, 0), (0, 0)), mode="reflect")
+        step(STEPS[1])
         logits = self.logits(scaled)[:, top:, left:]
         if factor != 1:  # back onto the image's own pixel grid
             logits = scale_tensor(logits[None], 1 / factor, image.shape[:2])[0]
@@ -280,6 +289,7 @@ class Segmenter:
             # cells too small for the size limit may be platelets: the classifier decides
             used = replace(separation, min_area=max(1, separation.min_area // SMALL_CELLS)) \
                 if naming else separation
+            step(STEPS[2])
             labels, mask = separate(mask, centres, used, edges)
         types = None
         if naming:
@@ -287,10 +297,36 @@ class Segmenter:
             if size is None:
                 raise ConfigError("classes: the model does not record its cell diameter, so its "
                                   "cells cannot be brought to the classifier's size")
+            step(STEPS[3])
             labels, types = self._name_cells(seen, labels, size, separation.min_area)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
                           scale.note, types)
+
+    def classes_of(self, image: np.ndarray, labels: np.ndarray,
+                   diameter: float | None = None) -> list[dict]:
+        """Each cell's class row, for cells made elsewhere (corrected by hand): the
+        classifier's call on every cell as it is, none joined or dropped.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            labels: (H, W) cells 1..N, 0 background.
+            diameter: px, the image's cell diameter (default: estimated, as ``auto``).
+
+        Returns:
+            One row per label 1..max (:func:`bloomseg.cells.types.cell_types`).
+
+        Raises:
+            ConfigError: the segmenter has no classifier.
+        """
+        if self.classifier is None:
+            raise ConfigError(f"classes: the model {self.name} has no cell classifier")
+        size = diameter or self.scale_of(image, AUTO).diameter or self.cell_diameter
+        if size is None:
+            raise ConfigError("classes: the model does not record its cell diameter, so its "
+                              "cells cannot be brought to the classifier's size")
+        p = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
+        return cell_types(p, self.classifier.config.infected_threshold)
 
     def _name_cells(self, image: np.ndarray, labels: np.ndarray, diameter: float,
                     min_area: int) -> tuple[np.ndarray, list[dict]]:

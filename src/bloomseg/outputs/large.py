@@ -19,7 +19,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from bloomseg.cells.matching import label_iou
 from bloomseg.data.boxes import touches_border
-from bloomseg.data.images import TILE, LazyImage
+from bloomseg.data.images import TILE, ArrayImage
 from bloomseg.data.resampling import GRID
 from bloomseg.files import atomic_path, save_json, save_png
 from bloomseg.grids import blocks
@@ -96,19 +96,26 @@ def _crop(array: np.ndarray, origin: tuple, box: tuple) -> np.ndarray:
     return array[box[0] - origin[0]:box[1] - origin[0], box[2] - origin[2]:box[3] - origin[2]]
 
 
-def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
-                  options: OutputOptions = OutputOptions(large=True), progress: bool = False
-                  ) -> tuple[dict, list[dict] | None]:
+BlockDone = Callable[[int, int, tuple[int, int, int, int], np.ndarray], None]
+"""Called after each block: (block index, blocks, core (r0, r1, c0, c1), the core's
+labels as that block numbered them, or its mask without cells). A viewer shows the image
+filling with it; an exception it raises stops the run, its temporary files removed."""
+
+
+def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
+                  options: OutputOptions = OutputOptions(large=True), progress: bool = False,
+                  on_block: BlockDone | None = None) -> tuple[dict, list[dict] | None]:
     """Segment an image block by block and write its outputs.
 
     Args:
         segmenter: a :class:`bloomseg.inference.segmenter.Segmenter`.
-        source: the image.
+        source: the image (a :class:`~bloomseg.data.images.LazyImage` file or an array).
         outputs: where to write: ``mask`` (tiled TIFF, 0/255), ``overlay`` (PNG, at most
             :data:`PREVIEW` px), ``prob`` (tiled float32 TIFF) with ``save_prob``, and with
             ``cells`` ``labels`` (tiled TIFF), ``cells`` (CSV) and ``geojson``.
         options: cells, the probability, COCO annotations, the block and halo sizes.
         progress: a progress bar over the blocks.
+        on_block: called after each block (:data:`BlockDone`).
 
     Returns:
         (summary fields: width, height, cell_fraction, seconds, and with ``cells`` cells
@@ -163,6 +170,8 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
             sample = _crop(region, ext, core)[rows, cols]
             preview[pr:pr + sample.shape[0], pc:pc + sample.shape[1]] = sample
             preview_mask[pr:pr + sample.shape[0], pc:pc + sample.shape[1]] = mask[rows, cols]
+            if on_block is not None:
+                on_block(k, len(cores), core, mask if not instances else _crop(result.labels, ext, core))
             if not instances:
                 done.append(_Block(core, core, np.zeros(0, np.int64), 0, {}))
                 continue
@@ -220,7 +229,7 @@ def segment_large(segmenter, source: LazyImage, outputs: dict[str, Path],
             write_tiled(outputs["labels"], (h, w), dtype,
                         tiles("labels", lambda t: t.astype(dtype)))
             rows = [chosen[i][1] for i in sorted(chosen)]
-            save_cell_table(outputs["cells"], rows, result)
+            save_cell_table(outputs["cells"], rows, diameter_fields(result), named=False)
             save_json(outputs["geojson"], polygons_geojson(
                 {i: c[2] for i, c in chosen.items() if c[2]}, rows))
             preview_labels = np.zeros(preview.shape[:2], np.int64)

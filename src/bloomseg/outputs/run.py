@@ -111,16 +111,93 @@ def planned_row(out_dir: Path, path: Path, options: OutputOptions, overwrite: bo
     return None
 
 
+def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
+               diameter: dict, outputs: dict[str, Path]) -> dict:
+    """Write an image's cell outputs from its cells: ``labels`` (TIFF), ``cells`` (the
+    cell table), ``geojson``, ``overlay`` (outlines, in class colours where named) and the
+    picture of its infected cells beside them (:func:`gallery_path`). The one writer of
+    these files, for a prediction and for cells a person corrected.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        labels: (H, W) cells 1..N, 0 background.
+        types: per cell (label order), its class row (:func:`bloomseg.cells.types.cell_types`),
+            or None where the cells were not named.
+        diameter: the image's :func:`bloomseg.outputs.summary.diameter_fields`.
+        outputs: the paths, by kind (:func:`output_paths`).
+
+    Returns:
+        The image's summary fields of its cells: cells, complete_cells and the class counts.
+    """
+    from bloomseg.cells.formats import geojson_features, save_labels
+    from bloomseg.cells.measure import measure_cells
+    from bloomseg.cells.types import class_colours
+    from bloomseg.figures import cell_gallery, label_overlay
+    from bloomseg.files import save_json, save_png
+
+    cells = measure_cells(labels, image)
+    if types is not None and len(types) != len(cells):
+        raise ValueError(f"{len(types)} class rows for {len(cells)} cells")
+    save_labels(outputs["labels"], labels)
+    named = cells if types is None else [c | t for c, t in zip(cells, types)]
+    save_cell_table(outputs["cells"], named, diameter, types is not None)
+    save_json(outputs["geojson"], geojson_features(labels, named))
+    save_png(outputs["overlay"], label_overlay(image, labels, colours=None if types is None
+                                               else class_colours(named)))
+    infected = [c["id"] for c in named if c.get("class") == "infected"]
+    stem = outputs["labels"].name.removesuffix("_labels.tif")
+    gallery = gallery_path(outputs["labels"].parent, stem)
+    if infected:
+        save_png(gallery, cell_gallery(image, labels, infected))
+    else:  # an earlier run's picture must not outlive its cells
+        gallery.unlink(missing_ok=True)
+    return {"cells": len(cells), "complete_cells": sum(not c["touches_border"] for c in cells),
+            **class_fields(types)}
+
+
+def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
+                   diameter: dict, out_dir: str | Path, stem: str,
+                   overwrite: bool = False, refusal: str | None = None) -> dict[str, Path]:
+    """Write an image's outputs from cells a person corrected (a viewer's Save): the
+    files ``predict`` writes for it with cells (:func:`output_paths`), the mask being the
+    cells' pixels.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        labels: (H, W) cells 1..N, 0 background (numbered without gaps).
+        types: per cell, its class row, or None where the cells are not named.
+        diameter: the image's :func:`bloomseg.outputs.summary.diameter_fields`.
+        out_dir: the output folder; stem: the image's file stem.
+        overwrite: replace outputs that exist.
+        refusal: what to say where they exist and ``overwrite`` is False (default: the
+            command line's words).
+
+    Returns:
+        The files written, by kind.
+
+    Raises:
+        OutputExistsError: an output exists and ``overwrite`` is False.
+    """
+    from bloomseg.files import refuse_existing, save_png
+
+    out_dir = Path(out_dir)
+    options = OutputOptions(cells=True)
+    refuse_existing(possible_outputs(out_dir, stem, options), overwrite, refusal)
+    paths = output_paths(out_dir, stem, options)
+    save_png(paths["mask"], (labels > 0).astype(np.uint8) * 255)
+    save_cells(image, labels, types, diameter, paths)
+    gallery = gallery_path(out_dir, stem)
+    return paths | ({"infected": gallery} if gallery.is_file() else {})
+
+
 def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
                        options: OutputOptions) -> tuple[dict, list[dict] | None]:
     from PIL import Image
 
-    from bloomseg.cells.formats import coco_annotations, geojson_features, save_labels
-    from bloomseg.cells.measure import measure_cells
-    from bloomseg.cells.types import class_colours
+    from bloomseg.cells.formats import coco_annotations
     from bloomseg.data.images import LazyImage, read_image
-    from bloomseg.figures import cell_gallery, label_overlay, overlay
-    from bloomseg.files import atomic_output, save_json, save_png
+    from bloomseg.figures import overlay
+    from bloomseg.files import atomic_output, save_png
 
     if path.suffix.lower() == ".zarr":
         with LazyImage(path, options.max_pixels) as source:
@@ -137,21 +214,8 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
            **diameter_fields(result)}
     annotations = None
     if result.labels is not None:
-        cells = measure_cells(result.labels, image)
-        save_labels(outputs["labels"], result.labels)
-        named = cells if result.classes is None else [c | t for c, t in zip(cells, result.classes)]
-        save_cell_table(outputs["cells"], named, result)
-        save_json(outputs["geojson"], geojson_features(result.labels, named))
-        row.update(cells=len(cells), complete_cells=sum(not c["touches_border"] for c in cells),
-                   **class_fields(result.classes))
-        save_png(outputs["overlay"], label_overlay(image, result.labels, colours=None if
-                                                   result.classes is None else class_colours(named)))
-        infected = [c["id"] for c in named if c.get("class") == "infected"]
-        gallery = gallery_path(outputs["overlay"].parent, path.stem)
-        if infected:
-            save_png(gallery, cell_gallery(image, result.labels, infected))
-        else:  # an earlier run's picture must not outlive its cells
-            gallery.unlink(missing_ok=True)
+        row.update(save_cells(image, result.labels, result.classes, diameter_fields(result),
+                              outputs))
         if options.coco:
             annotations = coco_annotations(result.labels)
     else:

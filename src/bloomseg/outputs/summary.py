@@ -36,18 +36,27 @@ def diameter_fields(result) -> dict:
             "diameter_source": result.diameter_source, "diameter_note": result.diameter_note}
 
 
-def save_cell_table(path: Path, cells: list[dict], result) -> None:
-    """Write an image's cell table: the columns of
-    :func:`bloomseg.cells.measure.measure_cells`, the class columns where ``result``
-    named the cells (the rows then hold them), then :data:`CELL_DIAMETER_COLUMNS` from the
-    :class:`Prediction` ``result``."""
+def cell_table(cells: list[dict], diameter: dict, named: bool) -> tuple[list[dict], tuple[str, ...]]:
+    """An image's cell table, as written and as a viewer shows it: the columns of
+    :func:`bloomseg.cells.measure.measure_cells`, the class columns where the cells were
+    ``named`` (the rows then hold them), then :data:`CELL_DIAMETER_COLUMNS` from the
+    image's :func:`diameter_fields` ``diameter``.
+
+    Returns:
+        (rows, columns).
+    """
     from bloomseg.cells.measure import COLUMNS
+
+    extra = {column: diameter[key] for key, column in CELL_DIAMETER_COLUMNS.items()}
+    return ([row | extra for row in cells],
+            COLUMNS + (TYPE_COLUMNS if named else ()) + tuple(extra))
+
+
+def save_cell_table(path: Path, cells: list[dict], diameter: dict, named: bool) -> None:
+    """Write an image's :func:`cell_table`."""
     from bloomseg.files import save_csv
 
-    fields = diameter_fields(result)
-    extra = {column: fields[key] for key, column in CELL_DIAMETER_COLUMNS.items()}
-    save_csv(path, [row | extra for row in cells],
-             COLUMNS + (TYPE_COLUMNS if result.classes is not None else ()) + tuple(extra))
+    save_csv(path, *cell_table(cells, diameter, named))
 
 
 def class_fields(types: list[dict] | None) -> dict:

@@ -1,0 +1,96 @@
+"""The plugin's reader: a bloomseg output folder, or one ``<stem>_labels.tif``, opened as
+the image (where it is found) and its cells with their table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from bloomseg.data.images import IMAGE_SUFFIXES
+from bloomseg.viewer.layers import labels_layer
+
+LABELS_END = "_labels.tif"
+
+
+def label_files(path: str | Path) -> list[Path]:
+    """The label images a path holds: itself where it is one, else a folder's, sorted."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(path.glob(f"*{LABELS_END}"))
+    return [path] if path.name.endswith(LABELS_END) and path.is_file() else []
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
+    """npe2 reader hook: :func:`read_outputs` where ``path`` holds bloomseg labels, else
+    None (another reader may take it)."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    return read_outputs if paths and all(label_files(p) for p in paths) else None
+
+
+def _recorded_image(folder: Path, stem: str) -> str | None:
+    """The image path a predict run recorded for ``stem`` (its record, else summary.csv)."""
+    from bloomseg.outputs.run import record_path
+    from bloomseg.outputs.summary import SUMMARY_FILE
+
+    try:
+        return str(json.loads(record_path(folder, stem).read_text("utf-8"))["row"]["image"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(folder / SUMMARY_FILE, encoding="utf-8", newline="") as f:
+            return next((r["image"] for r in csv.DictReader(f)
+                         if Path(r.get("image", "")).stem == stem), None)
+    except OSError:
+        return None
+
+
+def find_image(folder: Path, stem: str) -> Path | None:
+    """The image a label file was made from: ``<stem>.<image suffix>`` beside it, else
+    the path its run recorded (as given, or relative to the output folder)."""
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.exists():
+                return candidate
+    recorded = _recorded_image(folder, stem)
+    if recorded:
+        for candidate in (Path(recorded), folder / recorded):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def read_cells(labels_file: Path) -> list[tuple]:
+    """An output's layers: the image (where :func:`find_image` finds it) and its cells,
+    the layer's features being ``<stem>_cells.csv``.
+
+    Raises:
+        BloomsegError: the label image cannot be read (naming it).
+    """
+    import pandas as pd
+
+    from bloomseg.data.images import read_image, read_labels
+    from bloomseg.outputs.summary import CELL_DIAMETER_COLUMNS
+
+    folder, stem = labels_file.parent, labels_file.name[: -len(LABELS_END)]
+    labels = read_labels(labels_file)
+    table = folder / f"{stem}_cells.csv"
+    features = pd.read_csv(table, keep_default_na=False) if table.is_file() else \
+        pd.DataFrame({"id": sorted(set(labels[labels > 0].ravel().tolist()))})
+    diameter = {"diameter": "", "diameter_source": "", "diameter_note": ""}
+    for key, column in CELL_DIAMETER_COLUMNS.items():
+        if column in features.columns and len(features):
+            diameter[key] = str(features[column].iloc[0])
+    layers = []
+    image = find_image(folder, stem)
+    if image is not None:
+        layers.append((read_image(image, None), {"name": stem, "rgb": True}, "image"))
+    layers.append(labels_layer(labels, stem, features, diameter))
+    return layers
+
+
+def read_outputs(path: str | list[str]) -> list[tuple]:
+    """Every image's layers under ``path`` (:func:`read_cells` of each label file)."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    return [layer for p in paths for f in label_files(p) for layer in read_cells(f)]

@@ -1,0 +1,126 @@
+"""The Segment cells widget: the command line's cells, Cancel, Save after a correction,
+large images block by block, settings refused by name."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import need_viewer
+
+need_viewer()
+
+from bloomseg.data.images import read_image, read_labels  # noqa: E402
+from bloomseg.viewer.widget import SegmentWidget  # noqa: E402
+
+WAIT_MS = 120_000
+
+
+def _table(path) -> tuple[list[str], list[dict]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), list(reader)
+
+
+def _widget(make_napari_viewer, smear_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(read_image(smear_file), name=smear_file.stem, rgb=True)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _run(widget, qtbot) -> None:
+    assert widget.run() is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+
+def test_the_widget_finds_the_cells_the_command_line_finds(make_napari_viewer, qtbot, smear_file,
+                                                           cli_outputs):
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    _run(widget, qtbot)
+    layer = viewer.layers[f"{smear_file.stem} cells"]
+    columns, rows = _table(cli_outputs / f"{smear_file.stem}_cells.csv")
+    assert len(rows) > 5
+    assert int(layer.data.max()) == len(np.unique(layer.data)) - 1 == len(rows)
+    np.testing.assert_array_equal(layer.data, read_labels(cli_outputs / f"{smear_file.stem}_labels.tif"))
+    assert list(layer.features.columns) == columns
+    assert [str(c) for c in layer.features["class"]] == [r["class"] for r in rows]
+    assert [int(a) for a in layer.features["area"]] == [int(r["area"]) for r in rows]
+    assert widget.counts.text().startswith(f"{len(rows)} cells")
+    assert "parasitemia" in widget.counts.text()
+    assert widget.progress.value() == widget.progress.maximum()
+
+
+def test_cancel_stops_a_run_and_changes_nothing(make_napari_viewer, qtbot, smear_file):
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    assert widget.run() is not None
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.text().startswith("cancelled")
+    assert [layer.name for layer in viewer.layers] == [smear_file.stem]
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_save_after_erasing_a_cell_writes_one_cell_fewer(make_napari_viewer, qtbot, smear_file,
+                                                         tmp_path):
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    _run(widget, qtbot)
+    layer = viewer.layers[f"{smear_file.stem} cells"]
+    n = int(layer.data.max())
+    layer.data = np.where(layer.data == 2, 0, layer.data)  # the eraser on cell 2
+    written = widget.save(tmp_path)
+    labels = read_labels(written["labels"])
+    assert labels.max() == n - 1 and len(np.unique(labels)) == n  # numbered without a gap
+    columns, rows = _table(written["cells"])
+    assert len(rows) == n - 1 and [int(r["id"]) for r in rows] == list(range(1, n))
+    assert "class" in columns
+    assert len(json.loads(written["geojson"].read_text())["features"]) == n - 1
+    mask = read_image(written["mask"])[..., 0] > 0
+    np.testing.assert_array_equal(mask, labels > 0)
+    # nothing is replaced unless asked
+    with pytest.raises(Exception, match="tick overwrite"):
+        widget.save(tmp_path)
+    widget.folder.setText(str(tmp_path))
+    widget._save_clicked()  # the button says so in the status line, no traceback
+    assert widget.status.text().startswith("error:") and "tick overwrite" in widget.status.text()
+    widget.save(tmp_path, overwrite=True)
+
+
+def test_a_large_image_is_segmented_block_by_block_into_files(make_napari_viewer, qtbot, smear_file,
+                                                              tmp_path, monkeypatch):
+    from bloomseg.cli import main
+
+    monkeypatch.setattr("bloomseg.outputs.options.LARGE_PIXELS", 1000)
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    assert widget.run() is None and "choose the output folder" in widget.status.text()
+    widget.folder.setText(str(tmp_path / "widget"))
+    _run(widget, qtbot)
+    assert widget._filling  # the layer was shown filling, block by block
+    layer = viewer.layers[f"{smear_file.stem} cells"]
+    cli = tmp_path / "cli"
+    assert main(["predict", "default", str(smear_file), "-o", str(cli), "-q", "--large", "--cells"]) == 0
+    expected = read_labels(cli / f"{smear_file.stem}_labels.tif")
+    np.testing.assert_array_equal(layer.data, expected)
+    assert (tmp_path / "widget" / f"{smear_file.stem}_labels.tif").is_file()
+    assert len(layer.features) == expected.max()
+
+
+def test_bad_settings_and_no_image_are_said_in_the_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert widget.run() is None
+    assert widget.status.text() == "error: open an image first: there is no image layer"
+    viewer.add_image(np.zeros((40, 50, 3), np.uint8), rgb=True)
+    widget.diameter.setText("tiny")
+    assert widget.run() is None
+    assert widget.status.text().startswith("error: diameter: 'tiny' is not")
+    widget.diameter.setText("auto")
+    widget.model.setCurrentText("no/such/model")
+    assert widget.run() is None and "no/such/model" in widget.status.text()
+    viewer.add_image(np.zeros((3, 40, 50), np.uint8), name="stack")
+    widget.model.setCurrentText("default")
+    assert widget.run() is None and "not one 2D RGB or grey image" in widget.status.text()
