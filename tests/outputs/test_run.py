@@ -77,3 +77,37 @@ def test_input_paths_that_climb_or_are_absolute_write_only_into_the_output_folde
     assert written == sorted(["x_mask.png", "x_overlay.png", "x_labels.tif", "x_cells.csv",
                               "x.geojson", "summary.csv", "report.html"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "x.png"]
+
+
+def test_corrected_cells_replace_an_images_outputs_and_its_record(tmp_path):
+    import csv
+
+    import pytest
+
+    from bloomseg.data.images import read_image, read_labels
+    from bloomseg.errors import OutputExistsError
+    from bloomseg.outputs.run import finished_row, save_corrected
+    from conftest import Components
+
+    image = np.full((40, 60, 3), 250, np.uint8)
+    image[5:15, 5:15] = 20
+    image[20:35, 30:50] = 20
+    path = tmp_path / "smear.png"
+    Image.fromarray(image).save(path)
+    out, options = tmp_path / "out", OutputOptions(cells=True)
+    (row,) = segment_files(Components(), [path], out, options, progress=False)
+    assert row["cells"] == 2
+    labels = read_labels(out / "smear_labels.tif")
+    corrected = np.where(labels == 1, 0, labels)  # one cell erased: cell 2 is left
+    diameter = {"diameter": "", "diameter_source": "model", "diameter_note": ""}
+    with pytest.raises(OutputExistsError, match="smear_mask.png exists"):
+        save_corrected(image, corrected, None, diameter, out, "smear")
+    written = save_corrected(image, (corrected > 0).astype(np.int32), None, diameter, out, "smear",
+                             overwrite=True)
+    assert read_labels(written["labels"]).max() == 1
+    with open(written["cells"], encoding="utf-8") as f:
+        (cell,) = list(csv.DictReader(f))
+    assert int(cell["area"]) == 15 * 20 and cell["image_diameter_source"] == "model"
+    np.testing.assert_array_equal(read_image(written["mask"])[..., 0] > 0, corrected > 0)
+    # --resume and the summary see the corrected count
+    assert finished_row(out, path, options)["cells"] == 1

@@ -56,3 +56,19 @@ def test_a_screenshot_of_the_viewer_is_not_blank(make_napari_viewer, qtbot, tmp_
     assert rgb.std() > 20 and len(np.unique(rgb, axis=0)) > 500
     target = os.environ.get("BLOOMSEG_SCREENSHOT")
     save_png(Path(target) if target else tmp_path / "viewer.png", np.ascontiguousarray(shot[..., :3]))
+
+
+def test_napari_offers_the_reader_for_outputs_only(tmp_path):
+    """Folders and label images go to bloomseg's reader; a plain image is not claimed, so
+    napari never asks which plugin should open it."""
+    import npe2
+
+    manager = npe2.PluginManager.instance()
+    manager.discover()
+
+    def ours(path) -> bool:
+        return any(r.command == "bloomseg.get_reader" for r in manager.iter_compatible_readers([path]))
+
+    (tmp_path / "a_labels.tif").write_bytes(b"")
+    assert ours(str(tmp_path)) and ours(str(tmp_path / "a_labels.tif"))
+    assert not ours(str(tmp_path / "smear.png")) and not ours(str(tmp_path / "smear.tif"))

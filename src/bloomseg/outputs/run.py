@@ -178,14 +178,22 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is False.
     """
-    from bloomseg.files import refuse_existing, save_png
+    from bloomseg.cells.formats import coco_annotations
+    from bloomseg.files import refuse_existing, save_json, save_png
 
     out_dir = Path(out_dir)
     options = OutputOptions(cells=True)
     refuse_existing(possible_outputs(out_dir, stem, options), overwrite, refusal)
     paths = output_paths(out_dir, stem, options)
     save_png(paths["mask"], (labels > 0).astype(np.uint8) * 255)
-    save_cells(image, labels, types, diameter, paths)
+    # a large image's tiled mask from predict would contradict the cells now written
+    output_paths(out_dir, stem, options, large=True)["mask"].unlink(missing_ok=True)
+    fields = save_cells(image, labels, types, diameter, paths)
+    record = _record(out_dir, stem)
+    if record is not None:  # predict's record of the image (--resume, summary) counts these
+        record["row"] |= fields | {"cell_fraction": f"{(labels > 0).mean():.6f}"}
+        save_json(record_path(out_dir, stem), {"row": record["row"], "large": False} |
+                  ({"coco": coco_annotations(labels)} if record["coco"] is not None else {}))
     gallery = gallery_path(out_dir, stem)
     return paths | ({"infected": gallery} if gallery.is_file() else {})
 
