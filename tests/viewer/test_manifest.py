@@ -37,19 +37,22 @@ def test_the_sample_is_one_rgb_smear():
 
 
 def test_a_screenshot_of_the_viewer_is_not_blank(make_napari_viewer, qtbot, tmp_path):
-    """Also writes the README's picture where BLOOMSEG_SCREENSHOT names a file."""
+    """Also writes the README's picture where BLOOMSEG_SCREENSHOT names a file (classes
+    off: bloomseg's drawn disks are no stain the classifier has seen)."""
     from bloomseg.files import save_png
     from bloomseg.viewer.sample import synthetic_smear
     from bloomseg.viewer.widget import SegmentWidget
 
     viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1100, 640)
+    viewer.window.resize(1400, 760)
     for data, settings, _ in synthetic_smear():
         viewer.add_image(data, **settings)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment cells", area="right")
+    widget.classes.setChecked(False)
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    viewer.reset_view()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     assert shot.shape[0] > 300 and shot.shape[1] > 500
     rgb = shot[..., :3].reshape(-1, 3)
