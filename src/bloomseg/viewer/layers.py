@@ -60,6 +60,18 @@ def labels_layer(labels: np.ndarray, image_name: str, features, diameter: dict
     return labels, settings, "labels"
 
 
+def table_diameter(features) -> dict:
+    """The image's diameter fields as its cell table repeats them (empty where it has
+    no cells)."""
+    from bloomseg.outputs.summary import CELL_DIAMETER_COLUMNS
+
+    fields = {"diameter": "", "diameter_source": "", "diameter_note": ""}
+    for key, column in CELL_DIAMETER_COLUMNS.items():
+        if column in features.columns and len(features):
+            fields[key] = str(features[column].iloc[0])
+    return fields
+
+
 def table_frame(rows: list[dict], columns: tuple[str, ...]):
     """The cell table as a pandas DataFrame, columns in the written order."""
     import pandas as pd

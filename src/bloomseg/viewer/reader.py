@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bloomseg.data.images import IMAGE_SUFFIXES
-from bloomseg.viewer.layers import labels_layer
+from bloomseg.viewer.layers import labels_layer, table_diameter
 
 LABELS_END = "_labels.tif"
 
@@ -71,22 +71,17 @@ def read_cells(labels_file: Path) -> list[tuple]:
     import pandas as pd
 
     from bloomseg.data.images import read_image, read_labels
-    from bloomseg.outputs.summary import CELL_DIAMETER_COLUMNS
 
     folder, stem = labels_file.parent, labels_file.name[: -len(LABELS_END)]
     labels = read_labels(labels_file)
     table = folder / f"{stem}_cells.csv"
     features = pd.read_csv(table, keep_default_na=False) if table.is_file() else \
         pd.DataFrame({"id": sorted(set(labels[labels > 0].ravel().tolist()))})
-    diameter = {"diameter": "", "diameter_source": "", "diameter_note": ""}
-    for key, column in CELL_DIAMETER_COLUMNS.items():
-        if column in features.columns and len(features):
-            diameter[key] = str(features[column].iloc[0])
     layers = []
     image = find_image(folder, stem)
     if image is not None:
         layers.append((read_image(image, None), {"name": stem, "rgb": True}, "image"))
-    layers.append(labels_layer(labels, stem, features, diameter))
+    layers.append(labels_layer(labels, stem, features, table_diameter(features)))
     return layers
 
 

@@ -29,7 +29,15 @@ from qtpy.QtWidgets import (
 
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
-from bloomseg.viewer.layers import META, counts_text, image_stem, labels_layer, labels_name, table_frame
+from bloomseg.viewer.layers import (
+    META,
+    counts_text,
+    image_stem,
+    labels_layer,
+    labels_name,
+    table_diameter,
+    table_frame,
+)
 
 
 class Cancelled(Exception):
@@ -284,8 +292,6 @@ class SegmentWidget(QWidget):
             self._signals.block.emit((name, (h, w), core, found))
 
         segment_large(segmenter, source, outputs, options, on_block=block)
-        from bloomseg.outputs.summary import CELL_DIAMETER_COLUMNS
-
         if not cells:
             from bloomseg.data.images import LazyImage
 
@@ -293,9 +299,7 @@ class SegmentWidget(QWidget):
                 labels = (mask.read(0, h, 0, w)[..., 0] > 0).astype(np.uint8)
             return Segmented(name, labels, table_frame([], ()), {}, time.perf_counter() - start, False)
         features = pd.read_csv(outputs["cells"], keep_default_na=False)
-        diameter = {key: str(features[column].iloc[0]) if len(features) else ""
-                    for key, column in CELL_DIAMETER_COLUMNS.items()} | {"diameter_note": ""}
-        return Segmented(name, read_labels(outputs["labels"]), features, diameter,
+        return Segmented(name, read_labels(outputs["labels"]), features, table_diameter(features),
                          time.perf_counter() - start, True)
 
     # ---- in the viewer's thread -------------------------------------------------
