@@ -70,3 +70,24 @@ def test_few_cells_are_flagged():
     estimate = estimate_diameter(image)
     assert estimate.cells == 2 and abs(estimate.diameter / 80 - 1) <= 0.10
     assert estimate.note == "cell diameter estimated from only 2 cells"
+
+
+@pytest.mark.realdata
+def test_pale_red_cells_beside_a_granulocyte_are_measured(monkeypatch):
+    """Two PBC val crops whose granulocyte (nucleus and granules) takes both thresholds of
+    three classes: the red cells are measured, not the granules, and without the rule for
+    a sparse foreground they are not (8 and 11 px estimated before, for 70 and 84 px)."""
+    import bloomseg.cells.size as size
+    from bloomseg.data.boxes import box_diameters, read_boxes
+    from bloomseg.data.images import read_image
+    from conftest import require_shared_data
+
+    root = require_shared_data().parent / "txlpbc" / "val"
+    for stem in ("61bf74fa-a84a-5cc7-b9c8-c7d648c263e9", "1f576697-fa81-5214-b828-4ffe7dd1ecf6"):
+        image = read_image(next((root / "original").glob(f"{stem}.*")))
+        boxes = read_boxes(root / "boxes" / f"{stem}.txt")
+        truth = float(np.median(box_diameters(boxes[boxes[:, 0] == 1], *image.shape[:2])))
+        assert estimate_diameter(image).diameter == pytest.approx(truth, rel=0.3)
+        with monkeypatch.context() as m:
+            m.setattr(size, "SPARSE", 0.0)
+            assert estimate_diameter(image).diameter < 0.3 * truth
