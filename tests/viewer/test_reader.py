@@ -63,3 +63,18 @@ def test_view_refuses_a_folder_that_is_not_there(tmp_path, capsys):
 
     assert main(["view", str(tmp_path / "nothing")]) == 2
     assert "nothing: no such output folder" in capsys.readouterr().err
+
+
+def test_bloomseg_view_opens_napari_on_an_output_folder(make_napari_viewer, monkeypatch, cli_outputs,
+                                                        smear_file):
+    import napari
+
+    from bloomseg.cli import main
+
+    opened = []
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: opened.append(make_napari_viewer()) or opened[-1])
+    monkeypatch.setattr(napari, "run", lambda: None)  # the event loop would wait for a person
+    assert main(["view", str(cli_outputs), smear_file.stem]) == 0
+    (viewer,) = opened
+    assert [layer.name for layer in viewer.layers] == [smear_file.stem, f"{smear_file.stem} cells"]
+    assert "Segment cells" in viewer.window._dock_widgets

@@ -54,6 +54,7 @@ class Segmented:
     diameter: dict
     seconds: float
     cells: bool
+    note: str = ""
 
 
 class _Signals(QObject):
@@ -251,7 +252,10 @@ class SegmentWidget(QWidget):
         steps = iter(range(1, len(STEPS) + 1))
         result = segmenter.predict(image, instances=cells,
                                    step=lambda what: self._check(what, next(steps), len(STEPS) + 1))
-        return self._segmented(name, image, result, cells, time.perf_counter() - start)
+        done = self._segmented(name, image, result, cells, time.perf_counter() - start)
+        if cells and spec.classes and segmenter.classifier is None:
+            done.note = f"the model {spec.model} has no cell classifier: the cells are not named"
+        return done
 
     def _segmented(self, name: str, image: np.ndarray, result, cells: bool,
                    seconds: float) -> Segmented:
@@ -335,7 +339,11 @@ class SegmentWidget(QWidget):
         self.viewer.add_labels(data, **settings)
         self.last = done
         self.progress.setValue(self.progress.maximum())
-        self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s")
+        size = done.diameter.get("diameter")
+        at = f" at a cell diameter of {size} px ({done.diameter.get('diameter_source')})" if size else ""
+        notes = [n for n in (done.diameter.get("diameter_note"), done.note) if n]
+        self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
+                            "".join(f"\n{n}" for n in notes))
         self.counts.setText(counts_text(done.features) if done.cells else
                             f"cell pixels: {100 * float(np.mean(done.labels > 0)):.1f}%")
 
