@@ -293,12 +293,9 @@ class Segmenter:
             labels, mask = separate(mask, centres, used, edges)
         types = None
         if naming:
-            size = scale.diameter or self.cell_diameter
-            if size is None:
-                raise ConfigError("classes: the model does not record its cell diameter, so its "
-                                  "cells cannot be brought to the classifier's size")
             step(STEPS[3])
-            labels, types = self._name_cells(seen, labels, size, separation.min_area)
+            labels, types = self._name_cells(seen, labels, self._naming_size(scale.diameter),
+                                             separation.min_area)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
                           scale.note, types)
@@ -321,12 +318,18 @@ class Segmenter:
         """
         if self.classifier is None:
             raise ConfigError(f"classes: the model {self.name} has no cell classifier")
-        size = diameter or self.scale_of(image, AUTO).diameter or self.cell_diameter
+        size = self._naming_size(diameter or self.scale_of(image, AUTO).diameter)
+        p = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
+        return cell_types(p, self.classifier.config.infected_threshold)
+
+    def _naming_size(self, diameter: float | None) -> float:
+        """The cell diameter cells are brought to the classifier at: the image's, else
+        the model's own."""
+        size = diameter or self.cell_diameter
         if size is None:
             raise ConfigError("classes: the model does not record its cell diameter, so its "
                               "cells cannot be brought to the classifier's size")
-        p = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
-        return cell_types(p, self.classifier.config.infected_threshold)
+        return size
 
     def _name_cells(self, image: np.ndarray, labels: np.ndarray, diameter: float,
                     min_area: int) -> tuple[np.ndarray, list[dict]]:
