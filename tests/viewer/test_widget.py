@@ -125,3 +125,20 @@ def test_bad_settings_and_no_image_are_said_in_the_widget(make_napari_viewer):
     viewer.add_image(np.zeros((3, 40, 50), np.uint8), name="stack")
     widget.model.setCurrentText("default")
     assert widget.run() is None and "not one 2D RGB or grey image" in widget.status.text()
+
+
+def test_classes_are_offered_only_for_a_model_with_a_classifier(make_napari_viewer, qtbot, smear_file,
+                                                               tmp_path):
+    from bloomseg.model.files import CLASSIFIER_FILES, export_model
+
+    plain = export_model("default", tmp_path / "plain")
+    for name in CLASSIFIER_FILES:
+        (plain / name).unlink()
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    widget.model.setCurrentText(str(plain))
+    assert not widget.classes.isEnabled()
+    _run(widget, qtbot)
+    assert "class" not in viewer.layers[f"{smear_file.stem} cells"].features.columns
+    assert "parasitemia" not in widget.counts.text()
+    widget.model.setCurrentText("default")
+    assert widget.classes.isEnabled()

@@ -29,7 +29,7 @@ from bloomseg.inference.options import (
 from bloomseg.model.classifier import CellClassifier, classify
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.files import (
-    CLASSIFIER_FILES,
+    carries_classifier,
     load_classifier,
     load_model,
     resolve_classifier,
@@ -171,7 +171,7 @@ class Segmenter:
         found = None
         if classifier is not None:
             found = load_classifier(resolve_classifier(classifier))[0]
-        elif classes and path.is_dir() and (path / CLASSIFIER_FILES[0]).is_file():
+        elif classes and carries_classifier(path):
             found = load_classifier(path)[0]
         return cls(model, InferenceOptions(**(trained | options)), threshold, params,
                    name=str(name), cell_diameter=payload["config"]["cell_diameter"],

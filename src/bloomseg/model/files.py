@@ -106,6 +106,12 @@ def resolve_model(name: str | Path) -> Path:
     return path
 
 
+def carries_classifier(path: Path) -> bool:
+    """Whether a resolved model (:func:`resolve_model`) has a cell classifier beside it
+    (an exported folder with :data:`CLASSIFIER_FILES`)."""
+    return path.is_dir() and (path / CLASSIFIER_FILES[0]).is_file()
+
+
 def read_checkpoint_file(path: str | Path) -> dict:
     """A bloomseg model checkpoint as a dict (safely: no code runs while loading), from a
     .pt file or an exported folder.
@@ -201,7 +207,7 @@ def export_model(checkpoint: str | Path, folder: str | Path, overwrite: bool = F
     source = resolve_model(checkpoint)
     payload = read_checkpoint_file(source)
     folder = Path(folder)
-    if classifier is None and source.is_dir() and (source / CLASSIFIER_FILES[0]).is_file():
+    if classifier is None and carries_classifier(source):
         classifier = source
     if classifier is not None:
         read_classifier_file(resolve_classifier(classifier))  # refused before anything is written

@@ -54,7 +54,6 @@ class Segmented:
     diameter: dict
     seconds: float
     cells: bool
-    note: str = ""
 
 
 class _Signals(QObject):
@@ -87,6 +86,7 @@ class SegmentWidget(QWidget):
         self.model.setEditable(True)
         self.model.addItem("default")
         self.model.setToolTip("default, a training run folder or an exported model folder")
+        self.model.currentTextChanged.connect(self._model_changed)
         browse = QPushButton("…")
         browse.setMaximumWidth(32)
         browse.setToolTip("choose a model folder")
@@ -153,7 +153,7 @@ class SegmentWidget(QWidget):
             raise ConfigError(f"diameter: {e}") from None
         spec = SegmenterSpec(model=self.model.currentText().strip() or "default",
                              threshold=float(self.threshold.value()), diameter=diameter,
-                             classes=self.classes.isChecked())
+                             classes=self.classes.isChecked() and self.classes.isEnabled())
         spec.check()
         return spec
 
@@ -252,10 +252,7 @@ class SegmentWidget(QWidget):
         steps = iter(range(1, len(STEPS) + 1))
         result = segmenter.predict(image, instances=cells,
                                    step=lambda what: self._check(what, next(steps), len(STEPS) + 1))
-        done = self._segmented(name, image, result, cells, time.perf_counter() - start)
-        if cells and spec.classes and segmenter.classifier is None:
-            done.note = f"the model {spec.model} has no cell classifier: the cells are not named"
-        return done
+        return self._segmented(name, image, result, cells, time.perf_counter() - start)
 
     def _segmented(self, name: str, image: np.ndarray, result, cells: bool,
                    seconds: float) -> Segmented:
@@ -341,9 +338,9 @@ class SegmentWidget(QWidget):
         self.progress.setValue(self.progress.maximum())
         size = done.diameter.get("diameter")
         at = f" at a cell diameter of {size} px ({done.diameter.get('diameter_source')})" if size else ""
-        notes = [n for n in (done.diameter.get("diameter_note"), done.note) if n]
+        note = done.diameter.get("diameter_note")
         self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
-                            "".join(f"\n{n}" for n in notes))
+                            (f"\n{note}" if note else ""))
         self.counts.setText(counts_text(done.features) if done.cells else
                             f"cell pixels: {100 * float(np.mean(done.labels > 0)):.1f}%")
 
@@ -445,6 +442,19 @@ class SegmentWidget(QWidget):
             self.save()
         except BloomsegError as e:
             self.status.setText(f"error: {e}")
+
+    def _model_changed(self, text: str) -> None:
+        """Offer classes only where the model has a classifier (a model that cannot be
+        found is said on Run)."""
+        from bloomseg.model.files import carries_classifier, resolve_model
+
+        try:
+            named = carries_classifier(resolve_model(text.strip() or "default"))
+        except BloomsegError:
+            named = True
+        self.classes.setEnabled(named)
+        self.classes.setToolTip("red, infected by stage, white, platelet" if named else
+                                "this model has no cell classifier")
 
     def _browse_model(self) -> None:
         chosen = QFileDialog.getExistingDirectory(self, "model folder")
