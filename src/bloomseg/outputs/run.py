@@ -28,6 +28,8 @@ from bloomseg.outputs.summary import (
 )
 
 COCO_FILE = "cells_coco.json"
+LABELS_END = "_labels.tif"
+"""How an image's label image is named: ``<stem>_labels.tif``."""
 RECORDS = ".bloomseg"
 """Folder in the output folder holding ``<stem>.json`` for each image whose outputs are
 all written: its summary row, written last, so ``--resume`` knows a finished image
@@ -43,7 +45,7 @@ def output_paths(out_dir: Path, stem: str, options: OutputOptions = OutputOption
     if options.save_prob:
         paths["prob"] = out_dir / f"{stem}_prob.tif"
     if options.cells:
-        paths |= {"labels": out_dir / f"{stem}_labels.tif", "cells": out_dir / f"{stem}_cells.csv",
+        paths |= {"labels": out_dir / f"{stem}{LABELS_END}", "cells": out_dir / f"{stem}_cells.csv",
                   "geojson": out_dir / f"{stem}.geojson"}
     return paths
 
@@ -66,7 +68,7 @@ def record_path(out_dir: Path, stem: str) -> Path:
     return out_dir / RECORDS / f"{stem}.json"
 
 
-def _record(out_dir: Path, stem: str) -> dict | None:
+def read_record(out_dir: Path, stem: str) -> dict | None:
     """What :func:`segment_image` recorded for a finished image, or None."""
     try:
         record = json.loads(record_path(out_dir, stem).read_text("utf-8"))
@@ -85,7 +87,7 @@ def _files(out_dir: Path, stem: str, options: OutputOptions, large: bool) -> dic
 def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | None:
     """The summary row of an image that an earlier run finished with every output these
     options ask for, or None (never done, failed, torn by a kill, or fewer outputs)."""
-    record = _record(out_dir, path.stem)
+    record = read_record(out_dir, path.stem)
     if record is None or record["row"].get("status") != "ok" or (
             options.coco and record["coco"] is None):
         return None
@@ -112,7 +114,7 @@ def planned_row(out_dir: Path, path: Path, options: OutputOptions, overwrite: bo
 
 
 def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
-               diameter: dict, outputs: dict[str, Path]) -> dict:
+               diameter: dict, outputs: dict[str, Path], gallery: Path) -> dict:
     """Write an image's cell outputs from its cells: ``labels`` (TIFF), ``cells`` (the
     cell table), ``geojson``, ``overlay`` (outlines, in class colours where named) and the
     picture of its infected cells beside them (:func:`gallery_path`). The one writer of
@@ -125,6 +127,7 @@ def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
             or None where the cells were not named.
         diameter: the image's :func:`bloomseg.outputs.summary.diameter_fields`.
         outputs: the paths, by kind (:func:`output_paths`).
+        gallery: where the infected cells' picture goes (:func:`gallery_path`).
 
     Returns:
         The image's summary fields of its cells: cells, complete_cells and the class counts.
@@ -145,8 +148,6 @@ def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
     save_png(outputs["overlay"], label_overlay(image, labels, colours=None if types is None
                                                else class_colours(named)))
     infected = [c["id"] for c in named if c.get("class") == "infected"]
-    stem = outputs["labels"].name.removesuffix("_labels.tif")
-    gallery = gallery_path(outputs["labels"].parent, stem)
     if infected:
         save_png(gallery, cell_gallery(image, labels, infected))
     else:  # an earlier run's picture must not outlive its cells
@@ -188,13 +189,13 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
     save_png(paths["mask"], (labels > 0).astype(np.uint8) * 255)
     # a large image's tiled mask from predict would contradict the cells now written
     output_paths(out_dir, stem, options, large=True)["mask"].unlink(missing_ok=True)
-    fields = save_cells(image, labels, types, diameter, paths)
-    record = _record(out_dir, stem)
+    gallery = gallery_path(out_dir, stem)
+    fields = save_cells(image, labels, types, diameter, paths, gallery)
+    record = read_record(out_dir, stem)
     if record is not None:  # predict's record of the image (--resume, summary) counts these
         record["row"] |= fields | {"cell_fraction": f"{(labels > 0).mean():.6f}"}
         save_json(record_path(out_dir, stem), {"row": record["row"], "large": False} |
                   ({"coco": coco_annotations(labels)} if record["coco"] is not None else {}))
-    gallery = gallery_path(out_dir, stem)
     return paths | ({"infected": gallery} if gallery.is_file() else {})
 
 
@@ -223,7 +224,7 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     annotations = None
     if result.labels is not None:
         row.update(save_cells(image, result.labels, result.classes, diameter_fields(result),
-                              outputs))
+                              outputs, gallery_path(outputs["labels"].parent, path.stem)))
         if options.coco:
             annotations = coco_annotations(result.labels)
     else:
@@ -314,11 +315,11 @@ def _coco(out_dir: Path, rows: list[dict]) -> dict:
     images = []
     for r in rows:
         path = Path(r["image"])
-        record = _record(out_dir, path.stem)
+        record = read_record(out_dir, path.stem)
         if record is not None and record["coco"] is not None:
             size = (int(record["row"]["height"]), int(record["row"]["width"]))
             images.append((path.name, size, record["coco"]))
-        elif (labels := out_dir / f"{path.stem}_labels.tif").is_file():
+        elif (labels := out_dir / f"{path.stem}{LABELS_END}").is_file():
             found = read_labels(labels)
             images.append((path.name, found.shape, coco_annotations(found)))
     return coco_dataset(images)

@@ -17,8 +17,7 @@ LAYER_SUFFIX = " cells"
 """A cells layer is named for its image: ``<image> cells``."""
 META = "bloomseg"
 """The key of a cells layer's ``metadata`` that holds what Save needs: ``image`` (the
-image layer's name), ``diameter`` (its diameter fields) and ``named`` (whether a
-classifier named the cells)."""
+image layer's name) and ``diameter`` (its diameter fields)."""
 
 
 def labels_name(image_name: str) -> str:
@@ -51,11 +50,9 @@ def labels_layer(labels: np.ndarray, image_name: str, features, diameter: dict
     Returns:
         (labels, layer settings, "labels").
     """
-    named = "class" in features.columns
     settings = {"name": labels_name(image_name), "features": features, "opacity": 0.6,
-                "metadata": {META: {"image": image_name, "diameter": dict(diameter),
-                                    "named": named}}}
-    if named:
+                "metadata": {META: {"image": image_name, "diameter": dict(diameter)}}}
+    if "class" in features.columns:
         settings["colormap"] = class_colormap(features["id"], features["class"])
     return labels, settings, "labels"
 

@@ -4,14 +4,14 @@ the image (where it is found) and its cells with their table."""
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from bloomseg.data.images import IMAGE_SUFFIXES
+from bloomseg.outputs.options import OutputOptions
+from bloomseg.outputs.run import LABELS_END, output_paths, read_record
+from bloomseg.outputs.summary import SUMMARY_FILE
 from bloomseg.viewer.layers import labels_layer, table_diameter
-
-LABELS_END = "_labels.tif"
 
 
 def label_files(path: str | Path) -> list[Path]:
@@ -31,13 +31,9 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
 
 def _recorded_image(folder: Path, stem: str) -> str | None:
     """The image path a predict run recorded for ``stem`` (its record, else summary.csv)."""
-    from bloomseg.outputs.run import record_path
-    from bloomseg.outputs.summary import SUMMARY_FILE
-
-    try:
-        return str(json.loads(record_path(folder, stem).read_text("utf-8"))["row"]["image"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    record = read_record(folder, stem)
+    if record is not None and record["row"].get("image"):
+        return str(record["row"]["image"])
     try:
         with open(folder / SUMMARY_FILE, encoding="utf-8", newline="") as f:
             return next((r["image"] for r in csv.DictReader(f)
@@ -74,7 +70,7 @@ def read_cells(labels_file: Path) -> list[tuple]:
 
     folder, stem = labels_file.parent, labels_file.name[: -len(LABELS_END)]
     labels = read_labels(labels_file)
-    table = folder / f"{stem}_cells.csv"
+    table = output_paths(folder, stem, OutputOptions(cells=True))["cells"]
     features = pd.read_csv(table, keep_default_na=False) if table.is_file() else \
         pd.DataFrame({"id": sorted(set(labels[labels > 0].ravel().tolist()))})
     layers = []

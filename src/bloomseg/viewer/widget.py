@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
 from bloomseg.viewer.layers import (
+    LAYER_SUFFIX,
     META,
     counts_text,
     image_stem,
@@ -76,7 +77,7 @@ class SegmentWidget(QWidget):
         self.worker = None
         self.last: Segmented | None = None
         self._cancel = threading.Event()
-        self._segmenters: dict[SegmenterSpec, object] = {}
+        self._loaded: tuple[SegmenterSpec, object] | None = None  # one model held at a time
         self._filling: dict = {}
         self._signals = _Signals()
         self._signals.step.connect(self._show_step)
@@ -231,9 +232,9 @@ class SegmentWidget(QWidget):
         self._signals.step.emit(what, done, total)
 
     def _segmenter(self, spec: SegmenterSpec):
-        if spec not in self._segmenters:
-            self._segmenters = {spec: spec.load()}  # one model held at a time
-        return self._segmenters[spec]
+        if self._loaded is None or self._loaded[0] != spec:
+            self._loaded = (spec, spec.load())
+        return self._loaded[1]
 
     def _segment(self, data, name: str, spec: SegmenterSpec, cells: bool, folder: str,
                  overwrite: bool) -> Segmented:
@@ -409,7 +410,7 @@ class SegmentWidget(QWidget):
             raise ConfigError("choose the output folder ('save to') first")
         layer = self.cells_layer()
         meta = layer.metadata.get(META, {})
-        name = meta.get("image") or layer.name.removesuffix(" cells")
+        name = meta.get("image") or layer.name.removesuffix(LAYER_SUFFIX)
         image_layer = self._layer(name)
         if image_layer is None:
             raise ConfigError(f"the image of {layer.name!r} ({name!r}) is not open: it is needed "
