@@ -71,7 +71,7 @@ def test_each_image_is_scaled_so_its_cells_are_at_the_run_diameter(two_sizes, tm
 
 
 def test_without_common_size_images_keep_their_scale(two_sizes, tmp_path):
-    cfg, images, store = read(two_sizes, tmp_path, common_size=False)
+    cfg, images, store = read(two_sizes, tmp_path, common_size=False, size_head=False)
     assert cfg.cell_diameter is not None
     for img in images.values():
         assert img.factor == 1.0 and img.key == img.source_key
@@ -169,7 +169,7 @@ def test_box_targets_of_whole_image_modes_fit_their_input(masked_and_boxed, tmp_
     masked, _ = masked_and_boxed
     store = ImageStore(tmp_path / "store")
     settings = dict(data=str(masked), out=str(tmp_path / "run"), tile=56, mode=mode,
-                    colour_jitter=False, augment=[])
+                    colour_jitter=False, augment=[], size_head=False)
     cfg, boxed = TrainConfig(**settings), TrainConfig(**settings, ignore_masks=[str(masked)])
     [a], [b] = (read_datasets(c, store, tmp_path / c.mode / str(len(c.ignore_masks)))
                 for c in (cfg, boxed))

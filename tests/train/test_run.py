@@ -125,7 +125,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(dataset, tmp_path, monke
 def test_cache_is_reused_equal_and_keyed_by_backbone(dataset, tmp_path):
     # at the images' own size, so the validation image is 2x2 tiles
     common = dict(flips=False, rotations=False, colour_jitter=True, epochs=2, common_size=False,
-                  **HEADS["fusion"])
+                  size_head=False, **HEADS["fusion"])
     first = train(config(dataset, tmp_path / "a", **common), backbone=tiny_vit(), progress=False)
     # 5 images x 4 training tiles + 2x2 stitched validation tiles, then nothing:
     # every view is cached

@@ -142,6 +142,16 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     a.add_argument("--augment", type=_augmentations, default=list(AUGMENTATIONS),
                    metavar="NAMES", help="the microscope augmentations, joined by commas, "
                    f"all or none: {', '.join(AUGMENTATIONS)} (default: all)")
+    add_setting(a, TrainConfig, "scale_range", "cells are drawn at 1/R to R times the run's "
+                "cell diameter (with the scale augmentation), so a wrong size costs little",
+                metavar="R")
+    add_setting(a, TrainConfig, "cell_diameter", "px: the cell size the model works at, each "
+                "training image scaled to it (default: --init's, else the training cells' "
+                "median); smaller is faster", metavar="PX")
+    a.add_argument("--no-size-head", dest="size_head", action="store_false",
+                   help="do not train the network to read the cells' size (--diameter auto "
+                   "then uses the classical estimate alone)")
+    add_setting(a, TrainConfig, "size_weight", "weight of the size head's loss")
     a.add_argument("--no-common-size", dest="common_size", action="store_false",
                    help="train each image at its own scale, instead of scaling each so its "
                    "cells are at the run's median cell diameter")

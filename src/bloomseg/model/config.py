@@ -26,7 +26,8 @@ MAX_UNET_LEVELS = 8
 """The deepest U-Net a model file may ask for (16 * 2**7 = 2048 channels at the bottom)."""
 
 LEGACY = {"unet_levels": 4, "centres": False, "centre_sigma": 0.15, "unfreeze_blocks": 0,
-          "cell_diameter": None, "common_size": False, "normalise": "none", "augment": []}
+          "cell_diameter": None, "common_size": False, "normalise": "none", "augment": [],
+          "size_head": False, "scale_range": 1.25}
 """The values that files written before a setting existed meant: a 4-level U-Net, no
 centre map (then centre Gaussians of sigma 0.15), a frozen backbone, a cell size not
 measured (:func:`bloomseg.model.files.load_model` measures it from the run's data where
@@ -51,6 +52,8 @@ class ModelConfig:
             tuned with it (seed spacing, smallest cell, edge slivers) is at this scale.
         normalise: one of :data:`NORMALISATIONS`, applied to every image in training and
             in inference alike.
+        size_head: the model also reads the size of the cells it is shown
+            (:mod:`bloomseg.model.size`), so ``--diameter auto`` asks the network.
     """
 
     backbone: str = "dinobloom-s"
@@ -62,6 +65,7 @@ class ModelConfig:
     unfreeze_blocks: int = setting(0, Range(int, 0, 64))
     cell_diameter: float | None = setting(None, DIAMETER)
     normalise: str = "percentile"
+    size_head: bool = False
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid setting."""

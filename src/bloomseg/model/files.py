@@ -262,7 +262,8 @@ def load_model(path: str | Path, backbone: DinoVisionTransformer | None = None,
                 f"fingerprint {str(payload.get('backbone_fingerprint'))[:12]}, given {found[:12]})")
     try:
         model = SegmentationModel(cfg.head, backbone, out_channels=2 if cfg.centres else 1,
-                                  unfreeze_blocks=cfg.unfreeze_blocks, unet_levels=cfg.unet_levels)
+                                  unfreeze_blocks=cfg.unfreeze_blocks, unet_levels=cfg.unet_levels,
+                                  size_head=cfg.size_head)
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: invalid model settings: {e}") from None
     state = payload.pop("state")

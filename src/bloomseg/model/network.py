@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from bloomseg.backbone import PATCH_SIZE
 from bloomseg.backbone.vit import DinoVisionTransformer
 from bloomseg.model.heads import build_head, head_layers
+from bloomseg.model.size import SizeHead
 from bloomseg.model.unet import UNet
 
 
@@ -22,20 +23,26 @@ class SegmentationModel(nn.Module):
             every returned layer passes through); 0 keeps the backbone frozen.
         unet_levels: resolution levels of the ``unet`` (widths 16, 32, 64, ...); five
             see about 190 px, two cells across.
+        size_head: also read the cells' size (:class:`~bloomseg.model.size.SizeHead`,
+            from the U-Net's deepest level or the ViT's last layer).
 
     The backbone always runs in eval mode: frozen parts must not change, and DINOv2 has
     no dropout or batch statistics that training mode would use.
     """
 
     def __init__(self, head: str, backbone: DinoVisionTransformer | None = None,
-                 out_channels: int = 1, unfreeze_blocks: int = 0, unet_levels: int = 5) -> None:
+                 out_channels: int = 1, unfreeze_blocks: int = 0, unet_levels: int = 5,
+                 size_head: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.size_head: SizeHead | None = None
         if head == "unet":
             if backbone is not None or unfreeze_blocks:
                 raise ValueError("the unet model has no backbone to pass or unfreeze")
             self.backbone, self.layers = None, []
             self.head: nn.Module = UNet(out_channels, tuple(16 * 2**i for i in range(unet_levels)))
+            if size_head:
+                self.size_head = SizeHead(self.head.deep_channels)
             return
         if backbone is None:
             raise ValueError(f"head {head!r} needs a backbone")
@@ -45,6 +52,8 @@ class SegmentationModel(nn.Module):
         self.backbone = backbone
         self.layers = head_layers(head, depth)
         self.head = build_head(head, backbone.embed_dim, out_channels)
+        if size_head:
+            self.size_head = SizeHead(backbone.embed_dim)
         backbone.requires_grad_(False)
         if unfreeze_blocks:
             backbone.blocks[depth - unfreeze_blocks:].requires_grad_(True)
@@ -93,9 +102,37 @@ class SegmentationModel(nn.Module):
             return self.head(x)
         return self.forward_head(self.features(x), x)
 
+    def forward_sized(self, x: Tensor, features: list[Tensor] | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Logits and the size reading of each input.
+
+        Args:
+            x: (B, 3, H, W) normalised image (multiples of 14 for a ViT backbone).
+            features: the backbone's feature maps of ``x`` where already at hand (cached).
+
+        Returns:
+            ((B, C, H, W) logits, (B,) log(cells' diameter / the model's cell diameter)).
+
+        Raises:
+            ValueError: the model has no size head.
+        """
+        if self.size_head is None:
+            raise ValueError("this model has no size head")
+        if self.backbone is None:
+            logits, deep = self.head(x, deepest=True)
+        else:
+            features = self.features(x) if features is None else features
+            logits, deep = self.forward_head(features, x), features[-1]
+        # the foreground weighting is the network's own call, not a path for the size
+        # loss to change the segmentation through
+        return logits, self.size_head(deep, logits[:, :1].detach().sigmoid())
+
     def parameter_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
         """Optimizer groups: the head at ``lr``, fine-tuned backbone parts at a lower rate."""
-        groups = [{"params": list(self.head.parameters()), "lr": lr}]
+        own = list(self.head.parameters())
+        if self.size_head is not None:
+            own += list(self.size_head.parameters())
+        groups = [{"params": own, "lr": lr}]
         if self.backbone is not None:
             tuned = [p for p in self.backbone.parameters() if p.requires_grad]
             if tuned:

@@ -37,8 +37,14 @@ class UNet(nn.Module):
         # pools and the transposed convolutions, each at its level's scale
         self.reach = 2 * (2 * self.multiple - 1) + 4 * (self.multiple - 1)
 
-    def forward(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised image -> (B, out_channels, H, W) logits."""
+    @property
+    def deep_channels(self) -> int:
+        """Channels of the deepest level (what a size head reads)."""
+        return self.down[-1][-1][0].out_channels
+
+    def forward(self, image: Tensor, deepest: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 3, H, W) normalised image -> (B, out_channels, H, W) logits; with
+        ``deepest``, also the deepest level's features (B, C, H/2^(L-1), W/2^(L-1))."""
         h, w = image.shape[-2:]
         ph, pw = -h % self.multiple, -w % self.multiple
         x = F.pad(image, (0, pw, 0, ph), mode="replicate") if ph or pw else image
@@ -46,6 +52,8 @@ class UNet(nn.Module):
         for i, level in enumerate(self.down):
             x = level(F.max_pool2d(x, 2) if i else x)
             skips.append(x)
+        deep = x
         for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
             x = merge(torch.cat([up(x), skip], dim=1))
-        return self.out(x)[..., :h, :w]
+        logits = self.out(x)[..., :h, :w]
+        return (logits, deep) if deepest else logits

@@ -87,11 +87,12 @@ class Microscope:
     amount x0.7 to x1.3 and shifted by up to 0.05 optical density; the background tinted
     by a factor 0.85 to 1.05 per channel; illumination falling by up to 30% across the
     view or to its corners; blur of sigma 0.5 to 2.5 px, noise of sigma up to 0.04 and
-    JPEG quality 25 to 90, each on half the examples (JPEG on a third); cells 0.8 to
-    1.25 times their size.
+    JPEG quality 25 to 90, each on half the examples (JPEG on a third); cells
+    1/``scale_range`` to ``scale_range`` times their size (log-uniform).
     """
 
     names: tuple[str, ...] = AUGMENTATIONS
+    scale_range: float = 1.25
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.names) - set(AUGMENTATIONS))
@@ -127,7 +128,8 @@ class Microscope:
         if "jpeg" in on and rng.random() < 1 / 3:
             draws["jpeg"] = int(rng.integers(25, 91))
         if "scale" in on:
-            draws["scale"] = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+            reach = np.log(self.scale_range)
+            draws["scale"] = float(np.exp(rng.uniform(-reach, reach)))
         return draws
 
     @staticmethod

@@ -71,6 +71,14 @@ class TrainConfig:
     """Per-image normalisation (see :func:`bloomseg.model.inputs.normalise`)."""
     augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
     """The microscope augmentations drawn (see :mod:`bloomseg.train.augment`)."""
+    scale_range: float = setting(2.0, Range(float, 1, 4))
+    """The scale augmentation draws cells at 1/scale_range to scale_range times the run's
+    diameter (log-uniform), so that a size error at prediction costs little."""
+    size_head: bool = True
+    """Also train the network to read the size of the cells it is shown (see
+    :mod:`bloomseg.model.size`); needs the common size and the scale augmentation."""
+    size_weight: float = setting(0.5, _NON_NEGATIVE)
+    """Weight of the size head's loss (squared error of the log size)."""
     pairwise_weight: float = setting(1.0, _NON_NEGATIVE)
     """Weight of the pairwise colour term where masks are learned from boxes."""
     partial_boxes: list[str] = field(default_factory=list)
@@ -104,6 +112,12 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"augment: {', '.join(unknown)} is not one of "
                               f"{', '.join(AUGMENTATIONS)}")
+        if self.size_head and not (self.common_size and "scale" in self.augment
+                                   and self.scale_range > 1):
+            raise ConfigError("size_head: the network learns the cells' size from images scaled "
+                              "to a common size and drawn at other sizes; it needs the common "
+                              "size, the scale augmentation and a scale_range above 1 (or "
+                              "--no-size-head)")
         for name in ("partial_boxes", "ignore_masks"):
             stray = [r for r in getattr(self, name) if r not in self.data]
             if stray:

@@ -137,12 +137,15 @@ class Example:
         mask: (T, T) bool, or None (boxes only).
         centres: (T, T) float32 centre target, or None (no boxes).
         boxes: where the mask is learned from boxes, the boxes; else None.
+        size: log(the cells' diameter in ``rgb`` / the run's cell diameter): the size
+            head's target (0 where the view was not scaled).
     """
 
     rgb: np.ndarray
     mask: np.ndarray | None
     centres: np.ndarray | None
     boxes: BoxTarget | None
+    size: float = 0.0
 
 
 def item_seed(*parts: object) -> int:
@@ -301,7 +304,9 @@ def render_example(cfg: TrainConfig, store: ImageStore, jitter: ColourJitter | N
             boxes, size = boxes * (sx, sy, sx, sy), rendered.shape[:2]
         target = _box_target(boxes, size, rendered.shape[:2], img.exhaustive, k)
     label = None if label is None else dihedral(render(label, local, cfg.mode, cfg.tile), k)
-    return Example(dihedral(rendered, k), label, centres, target)
+    # the scale actually made (rounding to whole pixels), which the size head learns
+    made = np.sqrt(size[0] * size[1] / (region.h * region.w))
+    return Example(dihedral(rendered, k), label, centres, target, float(np.log(made)))
 
 
 def _region(view: View, factor: float, size: tuple[int, int]) -> View:

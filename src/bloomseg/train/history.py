@@ -34,10 +34,22 @@ def write_history(run_dir: str | Path, rows: list[dict]) -> None:
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
-    """Training and validation loss, and validation Dice/IoU, per epoch, as a PNG."""
+    """Training and validation loss, validation Dice/IoU (or each dataset's score), and
+    the size head's validation error where the model has one, per epoch, as a PNG."""
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    datasets = rows[0].get("val_datasets") or {}
+    sized = [n for n, v in datasets.items() if v.get("size_error") is not None]
+    fig, axes = plt.subplots(1, 3 if sized else 2, figsize=(15 if sized else 10, 4),
+                             constrained_layout=True)
+    ax_loss, ax_score = axes[:2]
+    if sized:  # the network's reading of the cells' size
+        for name in sized:
+            axes[2].plot(epochs, [100 * r["val_datasets"][name]["size_error"] for r in rows],
+                         ".-", label=name)
+        axes[2].set(xlabel="epoch", ylabel="median error, %", title="size reading")
+        axes[2].legend()
+        axes[2].grid(alpha=0.3)
     validated = score_of(rows[0]) is not None  # None: a run with nothing held out
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     if validated:
@@ -45,7 +57,6 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     if validated:
-        datasets = rows[0].get("val_datasets") or {}
         if len(datasets) > 1:
             for name in datasets:
                 for score in ("dice", "f1"):

@@ -37,6 +37,7 @@ from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.files import refuse_existing, remove_stale_temporaries, save_json, sha256sum
 from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import InferenceOptions
+from bloomseg.inference.scale import read_size
 from bloomseg.model.config import LEGACY
 from bloomseg.model.files import (
     check_written_by,
@@ -64,6 +65,11 @@ from bloomseg.train.examples import (
 from bloomseg.train.history import plot_curves, score_of, write_history
 from bloomseg.train.losses import SegmentationLoss, box_loss
 from bloomseg.train.tuning import choose_separation
+
+SIZE_IMAGES = 16
+"""Validation images per dataset the size head is scored on each epoch."""
+SIZE_TRIALS = (0.6, 1.0, 1.6)
+"""The scales (times the cells' size) the size head is scored at in validation."""
 
 
 class _Log:
@@ -111,13 +117,14 @@ class _Run:
         torch.manual_seed(config.seed)
         self.model = SegmentationModel(config.head, backbone, out_channels=2 if config.centres else 1,
                                        unfreeze_blocks=config.unfreeze_blocks,
-                                       unet_levels=config.unet_levels)
+                                       unet_levels=config.unet_levels, size_head=config.size_head)
         self.criterion = SegmentationLoss(config.loss, config.bce_weight, config.dice_weight)
         groups = self.model.parameter_groups(config.lr)
         self.base_lrs = [g["lr"] for g in groups]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         self.jitter = ColourJitter(hue=config.hue_jitter) if config.colour_jitter else None
-        self.microscope = Microscope(tuple(config.augment)) if config.augment else None
+        self.microscope = (Microscope(tuple(config.augment), config.scale_range)
+                           if config.augment else None)
         frozen = backbone is not None and config.unfreeze_blocks == 0
         self.cache = None
         if frozen and config.cache:
@@ -157,6 +164,8 @@ class _Run:
             raise ConfigError(f"--init {path}: trained on another backbone than "
                               f"{self.cfg.weights or self.cfg.backbone}")
         state, expected = payload["state"], set(trainable_state(self.model))
+        if self.model.size_head is not None:  # a model without one: its size head starts new
+            expected -= {n for n in expected if n.startswith("size_head.")} - set(state)
         try:
             if set(state) != expected:
                 raise ValueError(f"{len(set(state) ^ expected)} tensor names differ")
@@ -248,12 +257,18 @@ class _Run:
     def _step(self, items: list, examples: list[Example]) -> float:
         cfg, model = self.cfg, self.model
         x = torch.cat([to_tensor(e.rgb) for e in examples])
-        if model.backbone is None or cfg.unfreeze_blocks:
-            logits = model(x)
-        else:
+        features = None
+        if model.backbone is not None and not cfg.unfreeze_blocks:
             keys = [(img.key, view.name, k) for img, view, k, _ in items]
-            logits = model.forward_head(self._features(keys, x), x)
+            features = self._features(keys, x)
+        if model.size_head is not None:
+            logits, size = model.forward_sized(x, features)
+        else:
+            logits = model(x) if features is None else model.forward_head(features, x)
         loss = self._loss(logits, examples)
+        if model.size_head is not None:
+            target = torch.tensor([e.size for e in examples], dtype=torch.float32)
+            loss = loss + cfg.size_weight * F.mse_loss(size, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -303,6 +318,8 @@ class _Run:
                     by_dataset[d.name] = {"dice": counts.dice if masked else None,
                                           "iou": counts.iou if masked else None,
                                           "f1": total_boxes(matches).f1 if matches else None}
+                    if model.size_head is not None:
+                        by_dataset[d.name]["size_error"] = self._size_error(d.val)
         model.train()
         with_masks = [v for v in by_dataset.values() if v["dice"] is not None]
         scores = [v["dice"] if v["dice"] is not None else v["f1"] for v in by_dataset.values()]
@@ -310,6 +327,16 @@ class _Run:
                 "val_dice": float(np.mean([v["dice"] for v in with_masks])) if with_masks else None,
                 "val_iou": float(np.mean([v["iou"] for v in with_masks])) if with_masks else None,
                 "val_datasets": by_dataset}
+
+    def _size_error(self, images: list[TrainImage]) -> float:
+        """The size head's typical error on validation images (at most
+        :data:`SIZE_IMAGES` of them) seen at :data:`SIZE_TRIALS` times their cells' size:
+        the median of |log(read / true)|, as a share (0.1: 10% off)."""
+        errors = []
+        for img in images[:SIZE_IMAGES]:
+            seen = normalise(np.asarray(img.pixels(self.store)[0]), self.cfg.normalise)
+            errors += [abs(read_size(self.model, seen, f) - math.log(f)) for f in SIZE_TRIALS]
+        return float(np.exp(np.median(errors)) - 1)
 
     def _val_separation(self) -> InstanceParams:
         """How cells of images without masks are separated for validation: the --init

@@ -1,0 +1,132 @@
+"""Which scale an image is segmented at: the one place that decides it.
+
+The network reads the cells' size (:mod:`bloomseg.model.size`). A reading is taken on
+a view of the image at a trial scale and says how far the cells there are from the size
+the network works at; the image is then looked at again at the scale that reading asks
+for, until the network sees its own size there (:data:`SETTLED`). The classical
+estimate (:func:`bloomseg.cells.size.estimate_diameter`) is only the first trial scale,
+and the two are compared: where they disagree the result says so. No image is enlarged
+or shrunk on a scale at which the network's own reading contradicts it: where the
+readings do not settle, the image is segmented at the last reading's scale and the
+note says that the size is uncertain.
+
+Models without a size head keep the classical estimate alone, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bloomseg.data.resampling import resample
+from bloomseg.model.config import DIAMETER
+from bloomseg.model.inputs import pad_reflect, to_tensor
+from bloomseg.model.network import SegmentationModel
+
+VIEW = 448
+"""px: the side of the central view (at the trial scale) a size reading is taken on."""
+SETTLED = math.log(1.1)
+"""A reading within 10% of the network's own size ends the search."""
+AGREE = math.log(1.3)
+"""The network and the classical estimate agree when they are within 30% of each other;
+a final reading past this, at the scale chosen, means the network did not settle."""
+STEP = math.log(3.0)
+"""The most one reading moves the trial scale (the head was trained on cells from half to
+twice its size: further out it only tells the direction)."""
+READINGS = 4
+"""The most readings one image gets."""
+MAX_ZOOM = 4.0
+"""The most a reading enlarges an image at once: beyond, its pixels hold no cells the
+network could read."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The cell diameter an image is segmented at.
+
+    Attributes:
+        diameter: px, the image's cell diameter (None: unknown; the image is segmented
+            at the model's own scale, whatever it is).
+        source: ``model`` (the model's own scale, no resampling), ``given`` or
+            ``estimated``.
+        note: what a person should know about it ('' when nothing): why an estimate
+            could not be used, that the methods disagree, or that it rests on few cells.
+        classical: px, the classical estimate, where one was made (None: not made or no
+            cells found).
+        readings: the trial diameters (px) the network read the image at, in order.
+        settled: the network's last reading was within :data:`AGREE` of its own size
+            (None: the network was not asked).
+    """
+
+    diameter: float | None
+    source: str
+    note: str = ""
+    classical: float | None = None
+    readings: tuple[float, ...] = ()
+    settled: bool | None = None
+
+
+def read_size(model: SegmentationModel, image: np.ndarray, factor: float = 1.0) -> float:
+    """The network's reading of an image's cell size at a trial scale.
+
+    Args:
+        model: a model with a size head.
+        image: (H, W, 3) uint8, normalised as the model expects, at the image's own scale.
+        factor: the trial scale: the image is seen resampled by it (the central
+            :data:`VIEW` px of it, at that scale).
+
+    Returns:
+        log(the cells' diameter at the trial scale / the model's cell diameter): 0 means
+        the trial scale is right, log 2 that the cells there are twice the model's size.
+    """
+    h, w = image.shape[:2]
+    side = max(1, round(VIEW / factor))  # the view, in the image's own pixels
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    view = np.asarray(image[top:top + side, left:left + side])
+    if factor != 1:
+        view = resample(view, factor)
+    grid = model.grid
+    padded = pad_reflect(view, max(grid, math.ceil(view.shape[0] / grid) * grid),
+                         max(grid, math.ceil(view.shape[1] / grid) * grid))
+    with torch.no_grad():
+        return float(model.forward_sized(to_tensor(padded))[1][0])
+
+
+def network_scale(model: SegmentationModel, image: np.ndarray, cell_diameter: float,
+                  start: float) -> tuple[float, tuple[float, ...], bool]:
+    """The cell diameter the network reads an image at, searching from ``start``.
+
+    Args:
+        model: a model with a size head, working at ``cell_diameter``.
+        image: (H, W, 3) uint8, normalised.
+        cell_diameter: px, the model's own cell diameter.
+        start: px, the first trial diameter of the image's cells.
+
+    Returns:
+        (diameter px, the trial diameters read, whether the last reading settled within
+        :data:`AGREE`).
+    """
+    trial, tried, last = float(start), [], math.inf
+    for _ in range(READINGS):
+        tried.append(round(trial, 1))
+        # never enlarge past MAX_ZOOM in one look: the reading there would be of noise
+        factor = min(cell_diameter / trial, MAX_ZOOM)
+        last = read_size(model, image, factor)
+        # the cells' size at this trial, in the image's pixels
+        found = cell_diameter * math.exp(float(np.clip(last, -STEP, STEP))) / factor
+        trial = float(np.clip(found, DIAMETER.low, DIAMETER.high))
+        if abs(last) < SETTLED:
+            break
+    return round(trial, 1), tuple(tried), abs(last) < AGREE
+
+
+def disagreement(network: float, classical: float | None) -> str:
+    """The note where the classical estimate and the network's reading disagree ('' when
+    they agree or there is no classical estimate)."""
+    if classical is None or abs(math.log(network / classical)) < AGREE:
+        return ""
+    return (f"the size methods disagree: the network reads {network:g} px, the classical "
+            f"estimate {classical:g} px (the network's is used)")
