@@ -3,6 +3,9 @@ are not its size.
 
     python benchmarks/cell_size.py --fit [--split val]  # the estimate's calibration and
                                                         # failures, train (or val) splits
+    python benchmarks/cell_size.py --survey [--model default] [--classical]
+                                                # every split of every dataset: the size
+                                                # ``auto`` chooses against the boxes
     python benchmarks/cell_size.py              # everything below, test splits
 
 1. **Estimate vs boxes**, per test image of ``bbbc041seg``, ``txlpbc`` raabin and pbc: the
@@ -15,6 +18,14 @@ are not its size.
    the model's own scale, median of the smears, in the same run.
 4. **Resized smears**: ``bbbc041seg`` test resampled by ``--scales`` (cells about 43 and
    163 px), (a) vs (b) vs (c).
+
+``--survey`` runs ``--diameter auto`` of ``--model`` (the network's reading where the
+model has a size head; ``--classical``: the classical estimate alone) on every image of
+every split (train, val, test) of ``bbbc041seg`` and ``txlpbc``, and prints per split and
+source the share within 15% of the red-cell box median and the images off by more than
+30%, among the images with at least :data:`WHOLE` whole red cells (those with fewer are
+counted apart: their truth is itself uncertain); ``out/cell_size_survey.csv`` holds
+every image.
 
 ``--fit`` prints the median ratio of box median to raw estimate over the train splits:
 ``bloomseg.cells.size.CALIBRATION`` is that figure; test images never choose it. It
@@ -82,6 +93,54 @@ def fit(data: Path, limit: int | None, split: str = "train") -> None:
     print(f"pooled, each dataset's images weighted alike: "
           f"{np.median([np.median(v) for v in ratios.values()]):.3f}; all images: "
           f"{np.median(pooled):.3f} (CALIBRATION now {size.CALIBRATION})")
+
+
+WHOLE = 5
+"""Whole red cells an image needs for its box median to be taken as the truth."""
+
+
+def survey(segmenter: Segmenter, data: Path, limit: int | None, out: Path) -> None:
+    """``auto`` against the red-box median on every split (see the module's docstring)."""
+    from bloomseg.files import save_csv
+
+    rows = []
+    for split in ("train", "val", "test"):
+        for source, path, box_path in images(data, split, limit):
+            image = read_image(path)
+            h, w = image.shape[:2]
+            boxes = read_boxes(box_path)
+            red = box_diameters(boxes[boxes[:, 0] == RED[source]], h, w)
+            start = time.perf_counter()
+            scale = segmenter.scale_of(image, "auto")
+            took = time.perf_counter() - start
+            truth = float(np.median(red)) if len(red) else None
+            ratio = scale.diameter / truth if truth and scale.diameter else None
+            rows.append({"split": split, "source": source, "image": path.name,
+                         "whole_red": len(red), "truth": truth, "auto": scale.diameter,
+                         "ratio": ratio, "classical": scale.classical,
+                         "readings": " ".join(map(str, scale.readings)),
+                         "settled": scale.settled, "seconds": round(took, 3),
+                         "note": scale.note})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_csv(out, rows, list(rows[0]))
+    print(f"\n| split | source | images (>= {WHOLE} whole red) | within 15% | off > 30% "
+          f"| worst | fewer whole red: images, off > 30% | median s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for split in ("train", "val", "test"):
+        for source in RED:
+            chosen = [r for r in rows if r["split"] == split and r["source"] == source]
+            if not chosen:
+                continue
+            counted = np.array([r["ratio"] or 0.0 for r in chosen if r["whole_red"] >= WHOLE])
+            few = np.array([r["ratio"] or 0.0 for r in chosen if r["whole_red"] < WHOLE
+                            and r["ratio"]])
+            off = abs(np.log(np.maximum(counted, 1e-6)))
+            worst = counted[np.argmax(off)] if len(counted) else float("nan")
+            print(f"| {split} | {source} | {len(counted)} | {np.mean(off <= np.log(1.15)):.1%} "
+                  f"| {int((off > np.log(1.3)).sum())} | {worst:.2f}x "
+                  f"| {len(few)}, {int((abs(np.log(few)) > np.log(1.3)).sum()) if len(few) else 0} "
+                  f"| {np.median([r['seconds'] for r in chosen]):.2f} |")
+    print(f"-> {out}")
 
 
 def synthetic(scales: list[float]) -> None:
@@ -158,7 +217,18 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="fit the calibration on train splits")
     parser.add_argument("--limit", type=int, help="images per dataset and source (all)")
     parser.add_argument("--split", default="train", help="the split --fit reads")
+    parser.add_argument("--survey", action="store_true", help="auto against the boxes on "
+                        "every split of every dataset")
+    parser.add_argument("--classical", action="store_true", help="--survey the classical "
+                        "estimate alone (the model's size head is not asked)")
+    parser.add_argument("--out", type=Path, default=Path("out/cell_size_survey.csv"))
     args = parser.parse_args()
+    if args.survey:
+        segmenter = Segmenter.load(args.model)
+        if args.classical:
+            segmenter.model.size_head = None
+        survey(segmenter, args.data, args.limit, args.out)
+        return
     if args.fit:
         fit(args.data, args.limit, args.split)
         return

@@ -295,7 +295,7 @@ def test_predict_writes_masks_overlays_and_summary(tmp_path, unet_run):
 
 
 def test_training_tunes_edge_slivers_and_resuming_a_finished_run_tunes_again(unet_run):
-    from bloomseg.cells.instances import EDGE_GRID
+    from bloomseg.cells.instances import edge_grid_for
     from bloomseg.model.files import read_checkpoint_file
 
     _, run = unet_run
@@ -306,7 +306,9 @@ def test_training_tunes_edge_slivers_and_resuming_a_finished_run_tunes_again(une
         return read_checkpoint_file(run / "best.pt")["instances"]["edge_min_area"], rows
 
     edge, rows = tuned()
-    assert [int(r["edge_min_area"]) for r in rows] == list(EDGE_GRID)
+    # the sizes tried are those of the model's cells
+    diameter = read_checkpoint_file(run / "best.pt")["config"]["cell_diameter"]
+    assert [int(r["edge_min_area"]) for r in rows] == list(edge_grid_for(diameter))
     assert edge == int(max(rows, key=lambda r: float(r["score"]))["edge_min_area"])
     (run / "edge_tuning.csv").unlink()
     assert main(["train", "--resume", str(run), "-q"]) == EXIT_OK

@@ -214,3 +214,15 @@ def test_merge_touching_joins_only_chosen_neighbours():
     # nothing chosen: labels unchanged
     same, members = merge_touching(labels, np.zeros(5, bool))
     assert (same == labels).all() and members == [[1], [2], [3], [4], [5]]
+
+
+def test_the_settings_tried_follow_the_model_cell_size():
+    from bloomseg.cells.instances import GRID_DIAMETER, GRIDS, edge_grid_for, grid_for
+
+    assert grid_for("centres", GRID_DIAMETER) == GRIDS["centres"] == grid_for("centres", None)
+    half = grid_for("centres", GRID_DIAMETER / 2)
+    assert half["min_distance"] == (4, 6, 8, 12, 18)  # lengths halve (rounded)
+    assert half["min_area"] == (12, 125, 375, 750)  # areas quarter
+    assert half["min_height"] == GRIDS["centres"]["min_height"]  # probabilities stay
+    assert grid_for("distance", 2 * GRID_DIAMETER)["min_height"] == (4.0, 10.0, 20.0, 30.0)
+    assert edge_grid_for(GRID_DIAMETER / 2)[:3] == (0, 125, 250)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from bloomseg.cells.formats import cell_polygons
@@ -21,11 +22,39 @@ class DarkCells(nn.Module):
     """A pixel-local stand-in model: dark pixels are cell (logit 8 x darkness)."""
 
     backbone = None
+    size_head = None
     grid, reach = 16, 0
     out_channels = 1
 
     def forward(self, x):
         return 8 * (0.5 - x.mean(dim=1, keepdim=True))  # ImageNet-normalised: cells < 0.5
+
+
+class SizedDarkCells(DarkCells):
+    """DarkCells with a size head that reads the median equivalent diameter of the dark
+    blobs not cut by the view's border (of all of them where every one is cut; ``bias``
+    multiplies what it reads, ``fixed`` replaces it), and records the sizes of the views
+    it was shown."""
+
+    size_head = True
+
+    def __init__(self, bias: float = 1.0, fixed: float | None = None) -> None:
+        super().__init__()
+        self.bias, self.fixed, self.views = bias, fixed, []
+
+    def forward_sized(self, x):
+        from scipy import ndimage
+
+        self.views.append(tuple(x.shape[-2:]))
+        labels, count = ndimage.label((x[0].mean(dim=0) < 0.5).numpy())
+        cut = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])))
+        every = np.bincount(labels.ravel())[1:]
+        # cells all cut by the view (a far too large trial scale) still read as large
+        areas = [a for i, a in enumerate(every, 1) if i not in cut] or list(every)
+        if self.fixed is not None or not areas:
+            return self(x), torch.tensor([np.log(self.fixed or 1.0)])
+        diameter = 2 * np.sqrt(np.median(areas) / np.pi)
+        return self(x), torch.tensor([np.log(self.bias * diameter / MODEL_DIAMETER)])
 
 
 def segmenter(**kwargs) -> Segmenter:
@@ -110,6 +139,49 @@ def test_auto_estimates_each_image_and_segments_it_at_that_scale(diameter):
     assert auto.labels.max() == len(masks)  # every cell, each one label
     given = segmenter().predict(image, instances=True, diameter=diameter)
     assert (label_iou(auto.labels, given.labels).max(axis=1) > 0.95).all()
+
+
+@pytest.mark.parametrize("diameter", [40, 160])
+def test_auto_asks_the_network_and_settles_where_it_sees_its_own_size(diameter):
+    image, masks = grid_of_disks(diameter, 5, 6)
+    model = SizedDarkCells()
+    seg = Segmenter(model, InferenceOptions(tile=224), separation=InstanceParams("distance", 30, 10.0, 2000),
+                    cell_diameter=MODEL_DIAMETER)
+    scale = seg.scale_of(image, "auto")
+    assert scale.source == "estimated" and scale.settled and scale.note == ""
+    assert abs(scale.diameter / diameter - 1) <= 0.05
+    assert scale.readings[0] == pytest.approx(scale.classical, abs=0.1)  # the first trial
+    # each view is the central VIEW px at the trial scale (the image is smaller here)
+    assert all(max(v) <= 448 + 16 for v in model.views)
+    assert seg.predict(image, instances=True).labels.max() == len(masks)
+
+
+def test_the_network_overrules_a_wrong_classical_estimate_and_says_so(monkeypatch):
+    from bloomseg.cells import size
+
+    image, _ = grid_of_disks(60, 5, 6)
+    # the classical estimate reads granules: 8 px, under the 4x bound
+    monkeypatch.setattr(size, "estimate_diameter", lambda im: size.SizeEstimate(8.0, 40))
+    seg = Segmenter(SizedDarkCells(), InferenceOptions(tile=224), cell_diameter=MODEL_DIAMETER)
+    scale = seg.scale_of(image, "auto")
+    assert scale.classical == 8.0 and scale.readings[0] == 25.0  # started at the bound
+    assert abs(scale.diameter / 60 - 1) <= 0.05 and scale.settled
+    assert scale.note.startswith("the size methods disagree: the network reads ")
+    assert "classical estimate 8 px (the network's is used)" in scale.note
+
+
+def test_a_reading_that_never_settles_is_not_trusted_silently():
+    image, _ = grid_of_disks(60, 5, 6)
+    # a head that always says the cells are twice its size: it chases them
+    seg = Segmenter(SizedDarkCells(fixed=2.0), InferenceOptions(tile=224), cell_diameter=MODEL_DIAMETER)
+    scale = seg.scale_of(image, "auto")
+    assert scale.settled is False and len(scale.readings) == 4
+    assert "the network's size reading did not settle" in scale.note
+    assert "give --diameter if it is known" in scale.note
+    # a head a little off still settles within the search, and agrees with the classical
+    near = Segmenter(SizedDarkCells(bias=1.08), InferenceOptions(tile=224),
+                     cell_diameter=MODEL_DIAMETER).scale_of(image, "auto")
+    assert near.settled and near.note == "" and abs(near.diameter / 60 - 1) <= 0.12
 
 
 def test_auto_on_a_field_without_cells_keeps_the_model_scale_and_says_why():

@@ -180,3 +180,31 @@ def test_box_targets_of_whole_image_modes_fit_their_input(masked_and_boxed, tmp_
         assert target.background.shape == truth.mask.shape
         # (boxes of a few pixels at this size round coarsely; a box misplaced misses whole)
         assert (truth.mask & target.background).sum() < 0.15 * truth.mask.sum()
+
+
+def test_the_size_target_is_the_scale_each_view_was_drawn_at(two_sizes, tmp_path):
+    cfg, images, store = read(two_sizes, tmp_path, colour_jitter=False, scale_range=2.0)
+    microscope = Microscope(("scale",), cfg.scale_range)
+    targets = []
+    for img in images.values():
+        for k, view in enumerate(img.views):
+            seed = item_seed(img.key, view.name, k)
+            example = render_example(cfg, store, None, microscope, (img, view, k, seed))
+            drawn = microscope.draw(np.random.default_rng(seed), 0.5)["scale"]
+            assert 0.5 <= drawn <= 2.0
+            # the scale made, to the pixel: the cells in the input are that much the size
+            assert example.size == pytest.approx(np.log(drawn), abs=0.03)
+            targets.append(example.size)
+    assert min(targets) < np.log(0.8) and max(targets) > np.log(1.25)  # wider than before
+    # unscaled views teach the model's own size
+    plain = render_example(cfg, store, None, None, (img, view, 0, 1))
+    assert plain.size == 0.0
+
+
+def test_a_size_head_needs_the_common_size_and_the_scale_draws(tmp_path):
+    from bloomseg.errors import ConfigError
+
+    for settings in (dict(common_size=False), dict(augment=["blur"]), dict(scale_range=1.0)):
+        with pytest.raises(ConfigError, match=r"size_head: .*\(or --no-size-head\)"):
+            TrainConfig(data="d", out=str(tmp_path), **settings).check()
+        TrainConfig(data="d", out=str(tmp_path), size_head=False, **settings).check()

@@ -57,6 +57,10 @@ def test_two_epoch_run_writes_every_file_and_learns(dataset, tmp_path, kind):
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["val_dice"]) for r in rows] == pytest.approx([r["val_dice"] for r in history])
+    # the size head's reading is scored per dataset and epoch (a share: 0.1 is 10% off)
+    errors = [float(r[f"{dataset.name}_size_error"]) for r in rows]
+    assert errors == pytest.approx([r["val_datasets"][dataset.name]["size_error"] for r in history])
+    assert all(0 <= e < 10 for e in errors)
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["config"]["data"] == [str(dataset.resolve())]
     assert recorded["versions"]["torch"] == torch.__version__
@@ -254,6 +258,17 @@ def test_init_starts_from_another_runs_weights(dataset, tmp_path):
     assert not all(torch.allclose(fresh[n], t, atol=1e-3) for n, t in start.items())
     recorded = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
     assert recorded["init"] == str((tmp_path / "a" / "best.pt").resolve())
+
+
+def test_init_from_a_model_without_a_size_head_gives_it_a_new_one(dataset, tmp_path):
+    train(config(dataset, tmp_path / "a", epochs=1, size_head=False, **HEADS["unet"]),
+          progress=False)
+    still = dict(epochs=1, seed=4, lr=1e-12, weight_decay=0, **HEADS["unet"])
+    train(config(dataset, tmp_path / "b", init=str(tmp_path / "a"), **still), progress=False)
+    start, tuned = _parameters(tmp_path / "a"), _parameters(tmp_path / "b")
+    assert set(tuned) - set(start) == {n for n in tuned if n.startswith("size_head.")} != set()
+    for name, tensor in start.items():
+        torch.testing.assert_close(tuned[name], tensor, atol=1e-6, rtol=0)
 
 
 def test_final_fit_on_every_image_keeps_the_last_epoch_and_inherits_settings(dataset, tmp_path):

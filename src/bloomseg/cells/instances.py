@@ -203,15 +203,31 @@ GRIDS = {
     "distance": {"min_distance": (7, 11, 17, 25, 35), "min_height": (2.0, 5.0, 10.0, 15.0),
                  "min_area": (50, 500, 1500, 3000)},
 }
-"""Seed settings tried by :func:`tune`. Red cells here are about 5000-15000 px, so the
-larger ``min_area`` values drop debris and platelets that the mask calls cell. The
-largest stays well under the smallest cell: 4500 px won on the 15 validation smears but
-dropped overlapped cells on the test smears (F1 0.945 -> 0.915)."""
+"""Seed settings tried by :func:`tune`, for cells of :data:`GRID_DIAMETER` px (red cells
+of about 5000-15000 px), so the larger ``min_area`` values drop debris and platelets that
+the mask calls cell. The largest stays well under the smallest cell: 4500 px won on the 15
+validation smears but dropped overlapped cells on the test smears (F1 0.945 -> 0.915).
+A model of another cell size tries them scaled (:func:`grid_for`)."""
+GRID_DIAMETER = 108.5
+"""px: the cell diameter :data:`GRIDS` and :data:`EDGE_GRID` were made for."""
+
+
+def grid_for(method: str, cell_diameter: float | None) -> dict:
+    """:data:`GRIDS`' settings of ``method`` for a model of ``cell_diameter`` px (None:
+    as they are): lengths scaled with the diameter, areas with its square (the centre
+    map's heights are probabilities and stay)."""
+    f = 1.0 if cell_diameter is None else cell_diameter / GRID_DIAMETER
+    grid = dict(GRIDS[method])
+    grid["min_distance"] = tuple(max(1, round(v * f)) for v in grid["min_distance"])
+    grid["min_area"] = tuple(max(1, round(v * f * f)) for v in grid["min_area"])
+    if method == "distance":  # a distance-transform height is a length
+        grid["min_height"] = tuple(round(v * f, 2) for v in grid["min_height"])
+    return grid
 
 
 def tune(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], method: str,
-         grid: dict | None = None, groups: list[str] | None = None
-         ) -> tuple[InstanceParams, list[dict]]:
+         grid: dict | None = None, groups: list[str] | None = None,
+         cell_diameter: float | None = None) -> tuple[InstanceParams, list[dict]]:
     """Choose separation settings by instance F1 against boxes (mean over images, or the
     mean of each group's mean; ties go to the smaller mean relative count error).
 
@@ -220,16 +236,17 @@ def tune(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], method: 
             x0, y0, x1, y1 pixels).
         method: ``centres`` or ``distance``.
         grid: values to try for ``min_distance``, ``min_height`` and ``min_area``
-            (default :data:`GRIDS`).
+            (default :data:`GRIDS` at ``cell_diameter``, :func:`grid_for`).
         groups: per image, the dataset it belongs to: each dataset then weighs the same,
             however many images it has.
+        cell_diameter: px, the model's cell diameter (None: the grid as it is).
 
     Returns:
         (the best settings, one row per setting tried with its mean F1 and count error).
     """
     from bloomseg.cells.matching import match_boxes
 
-    grid = grid or GRIDS[method]
+    grid = grid or grid_for(method, cell_diameter)
     groups = groups or [""] * len(cases)
     weights = np.array([1 / groups.count(g) for g in groups]) / len(set(groups))
     floor, smallest = min(grid["min_height"]), min(grid["min_area"])
@@ -251,7 +268,14 @@ def tune(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], method: 
 
 EDGE_GRID = tuple(range(0, 6001, 500))
 """``edge_min_area`` values tried by :func:`tune_edges`, px: up to about one whole red cell
-(5000-15000 px)."""
+(5000-15000 px) at :data:`GRID_DIAMETER` (a model of another size tries them times the
+square of the sizes' ratio, :func:`edge_grid_for`)."""
+
+
+def edge_grid_for(cell_diameter: float | None) -> tuple[int, ...]:
+    """:data:`EDGE_GRID` for a model of ``cell_diameter`` px (None: as it is)."""
+    f = 1.0 if cell_diameter is None else cell_diameter / GRID_DIAMETER
+    return tuple(round(v * f * f) for v in EDGE_GRID)
 
 
 def tune_edges(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None,

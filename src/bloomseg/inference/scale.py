@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bloomseg.data.resampling import resample
+from bloomseg.inference.options import MAX_AUTO_ZOOM, OWN
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.inputs import pad_reflect, to_tensor
 from bloomseg.model.network import SegmentationModel
@@ -38,9 +39,6 @@ STEP = math.log(3.0)
 twice its size: further out it only tells the direction)."""
 READINGS = 4
 """The most readings one image gets."""
-MAX_ZOOM = 4.0
-"""The most a reading enlarges an image at once: beyond, its pixels hold no cells the
-network could read."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,8 @@ def network_scale(model: SegmentationModel, image: np.ndarray, cell_diameter: fl
     trial, tried, last = float(start), [], math.inf
     for _ in range(READINGS):
         tried.append(round(trial, 1))
-        # never enlarge past MAX_ZOOM in one look: the reading there would be of noise
-        factor = min(cell_diameter / trial, MAX_ZOOM)
+        # never enlarge past MAX_AUTO_ZOOM to look: the reading there would be of noise
+        factor = min(cell_diameter / trial, MAX_AUTO_ZOOM)
         last = read_size(model, image, factor)
         # the cells' size at this trial, in the image's pixels
         found = cell_diameter * math.exp(float(np.clip(last, -STEP, STEP))) / factor
@@ -130,3 +128,52 @@ def disagreement(network: float, classical: float | None) -> str:
         return ""
     return (f"the size methods disagree: the network reads {network:g} px, the classical "
             f"estimate {classical:g} px (the network's is used)")
+
+
+def estimated_scale(image: np.ndarray, cell_diameter: float,
+                    model: SegmentationModel | None = None,
+                    normalised: np.ndarray | None = None) -> Scale:
+    """The ``auto`` scale of an image: the network's reading where the model has a size
+    head (searching from the classical estimate), else the classical estimate alone.
+
+    Args:
+        image: (H, W, 3) uint8 RGB as read.
+        cell_diameter: px, the model's own cell diameter.
+        model: the segmentation model (its size head is used where it has one).
+        normalised: ``image`` normalised as the model expects (needed with a size head).
+
+    Returns:
+        The scale, ``estimated`` (or the model's own where nothing could be read), its
+        note, the classical estimate and the network's trial diameters.
+    """
+    from bloomseg.cells.size import estimate_diameter
+
+    classical = estimate_diameter(image)
+    smallest = cell_diameter / MAX_AUTO_ZOOM
+    if model is None or model.size_head is None:
+        if classical.diameter is None:
+            return Scale(cell_diameter, OWN, f"{classical.note}: segmented at the model's scale")
+        if classical.diameter < smallest:
+            return Scale(round(smallest, 1), "estimated",
+                         f"cells estimated at {classical.diameter:g} px, under the "
+                         f"{smallest:.1f} px an estimate may enlarge to: segmented at "
+                         f"{smallest:.1f} px (give --diameter to go lower)", classical.diameter)
+        return Scale(min(classical.diameter, DIAMETER.high), "estimated", classical.note,
+                     classical.diameter)
+    if normalised is None:
+        raise ValueError("a size head reads the normalised image: pass it")
+    start = classical.diameter if classical.diameter is not None else cell_diameter
+    diameter, tried, settled = network_scale(model, normalised, cell_diameter,
+                                             max(start, smallest))
+    notes = [classical.note] if classical.diameter is None else [
+        disagreement(diameter, classical.diameter)]
+    if not settled:
+        notes.append(f"the network's size reading did not settle (it read {', '.join(map(str, tried))} "
+                     f"px in turn): the cell size is uncertain, give --diameter if it is known")
+    if diameter < smallest:
+        notes.append(f"cells read at {diameter:g} px, under the {smallest:.1f} px an estimate "
+                     f"may enlarge to: segmented at {smallest:.1f} px (give --diameter to go "
+                     "lower)")
+        diameter = round(smallest, 1)
+    return Scale(diameter, "estimated", "; ".join(n for n in notes if n), classical.diameter,
+                 tried, settled)

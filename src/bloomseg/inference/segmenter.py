@@ -20,12 +20,12 @@ from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import (
     AUTO,
     IMAGE_DIAMETER,
-    MAX_AUTO_ZOOM,
     OWN,
     THRESHOLD,
     InferenceOptions,
     SegmenterSpec,
 )
+from bloomseg.inference.scale import Scale, estimated_scale
 from bloomseg.model.classifier import CellClassifier, classify
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.files import (
@@ -38,24 +38,6 @@ from bloomseg.model.files import (
 from bloomseg.model.inputs import image_levels, normalise
 from bloomseg.model.network import SegmentationModel
 from bloomseg.settings import range_of
-
-
-@dataclass(frozen=True)
-class Scale:
-    """The cell diameter an image is segmented at.
-
-    Attributes:
-        diameter: px, the image's cell diameter (None: unknown; the image is segmented
-            at the model's own scale, whatever it is).
-        source: ``model`` (the model's own scale, no resampling), ``given`` or
-            ``estimated``.
-        note: what a person should know about it ('' when nothing): why an estimate
-            could not be used, or that it rests on few cells.
-    """
-
-    diameter: float | None
-    source: str
-    note: str = ""
 
 
 @dataclass
@@ -188,14 +170,18 @@ class Segmenter:
         with torch.no_grad():
             return predict_logits(self.model, image, self.options)
 
-    def scale_of(self, image: np.ndarray | None, diameter: float | str | None = None) -> Scale:
+    def scale_of(self, image: np.ndarray | None, diameter: float | str | None = None,
+                 normalised: np.ndarray | None = None) -> Scale:
         """The cell diameter to segment an image at.
 
         Args:
             image: (H, W, 3) uint8 RGB, the field to estimate on (needed for ``auto``
                 only).
-            diameter: px, ``auto`` (:func:`bloomseg.cells.size.estimate_diameter`) or
-                ``model`` (default: the segmenter's ``diameter``).
+            diameter: px, ``auto`` (:func:`bloomseg.inference.scale.estimated_scale`: the
+                network's reading where the model has a size head, else the classical
+                estimate) or ``model`` (default: the segmenter's ``diameter``).
+            normalised: ``image`` as the model sees it, where already made (default:
+                normalised here by its own levels, where the network reads the size).
 
         Raises:
             ConfigError: a diameter out of range, or one in px given to a model that does
@@ -211,19 +197,9 @@ class Segmenter:
         if self.cell_diameter is None:
             return Scale(None, OWN, "the model does not record its cell diameter: "
                                     "segmented at its own scale")
-        from bloomseg.cells.size import estimate_diameter
-
-        estimate = estimate_diameter(image)
-        if estimate.diameter is None:
-            return Scale(self.cell_diameter, OWN,
-                         f"{estimate.note}: segmented at the model's scale")
-        smallest = self.cell_diameter / MAX_AUTO_ZOOM
-        if estimate.diameter < smallest:
-            return Scale(round(smallest, 1), "estimated",
-                         f"cells estimated at {estimate.diameter:g} px, under the "
-                         f"{smallest:.1f} px an estimate may enlarge to: segmented at "
-                         f"{smallest:.1f} px (give --diameter to go lower)")
-        return Scale(min(estimate.diameter, DIAMETER.high), "estimated", estimate.note)
+        if normalised is None and self.model.size_head is not None:
+            normalised = normalise(image, self.normalise)
+        return estimated_scale(image, self.cell_diameter, self.model, normalised)
 
     def predict(self, image: np.ndarray, instances: bool = False,
                 edges: tuple[bool, bool, bool, bool] = ALL_EDGES,
@@ -264,10 +240,11 @@ class Segmenter:
         start = time.perf_counter()
         step = step or (lambda name: None)
         step(STEPS[0])
-        scale = diameter if isinstance(diameter, Scale) else self.scale_of(image, diameter)
+        seen = normalise(image, self.normalise, levels)
+        scale = (diameter if isinstance(diameter, Scale)
+                 else self.scale_of(image, diameter, seen))
         # on the one grid of factors that blocks of a large image share (data.resampling)
         factor = 1.0 if scale.source == OWN else grid_factor(self.cell_diameter / scale.diameter)
-        seen = normalise(image, self.normalise, levels)
         scaled = seen if factor == 1 else resample(seen, factor)
         # a block of a larger image is padded so the model's grid falls where it falls on
         # the whole image, which it then sees the same

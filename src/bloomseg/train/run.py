@@ -479,17 +479,24 @@ class _Run:
         inherited = self._init_instances() if not cases else None
         params = choose_separation(cases, self.cfg.centres, inherited, self.run_dir, self.log,
                                    f"--init {self.cfg.init}",
-                                   [img.dataset for img in self.val_images])
+                                   [img.dataset for img in self.val_images], self.cfg.cell_diameter)
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 
     def _init_instances(self) -> InstanceParams | None:
-        """The tuned cell-separation settings of the --init model, if it has any: what a
-        final fit on every image (nothing left to tune on) keeps."""
+        """The tuned cell-separation settings of the --init model, if it has any, at this
+        run's cell diameter: what a final fit on every image (nothing left to tune on)
+        keeps, and what validation separates cells with."""
         if self.cfg.init is None:
             return None
-        tuned = read_checkpoint_file(resolve_model(self.cfg.init)).get("instances")
-        return InstanceParams.from_dict(tuned) if tuned else None
+        payload = read_checkpoint_file(resolve_model(self.cfg.init))
+        if not payload.get("instances"):
+            return None
+        params = InstanceParams.from_dict(payload["instances"])
+        theirs = payload.get("config", {}).get("cell_diameter")
+        if theirs and self.cfg.cell_diameter and theirs != self.cfg.cell_diameter:
+            params = params.scaled(self.cfg.cell_diameter / theirs)  # at this run's cell size
+        return params
 
     def _patience_spent(self) -> bool:
         if not self.cfg.early_stopping or not self.history or not self.val_images:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.cells.instances import DEFAULT_CENTRES, DEFAULT_DISTANCE, InstanceParams, tune, tune_edges
+from bloomseg.cells.instances import (
+    DEFAULT_CENTRES,
+    DEFAULT_DISTANCE,
+    InstanceParams,
+    edge_grid_for,
+    tune,
+    tune_edges,
+)
 from bloomseg.files import save_csv
 
 Case = tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]
@@ -17,8 +24,8 @@ or None, true mask (H, W) bool or None, true boxes (N, 4) x0, y0, x1, y1 or None
 
 def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParams | None,
                       run_dir: str | Path, log: Callable[[str], None],
-                      source: str = "the start model", groups: list[str] | None = None
-                      ) -> InstanceParams:
+                      source: str = "the start model", groups: list[str] | None = None,
+                      cell_diameter: float | None = None) -> InstanceParams:
     """The seed settings by instance F1 against the boxes (``instance_tuning.csv``), then
     the edge sliver size by each dataset's own score (``edge_tuning.csv``, see
     :func:`bloomseg.cells.instances.tune_edges`).
@@ -32,6 +39,7 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
         source: what ``inherited`` came from, for the log.
         groups: per case, its dataset: each dataset's images weigh the same in all
             (see :func:`bloomseg.cells.instances.tune`).
+        cell_diameter: px, the model's cell diameter: the settings tried are scaled to it.
 
     Returns:
         The chosen settings.
@@ -42,7 +50,7 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
     if boxed:
         named = None if groups is None else [g for g, (*_, b) in zip(groups, cases)
                                              if b is not None]
-        params, rows = tune(boxed, method, groups=named)
+        params, rows = tune(boxed, method, groups=named, cell_diameter=cell_diameter)
         save_csv(run_dir / "instance_tuning.csv", rows, list(rows[0]))
         best = next(r for r in rows if all(r[k] == v for k, v in params.as_dict().items()
                                            if k != "edge_min_area"))
@@ -62,7 +70,7 @@ def choose_separation(cases: list[Case], centres: bool, inherited: InstanceParam
               if case[2] is not None or case[3] is not None]
     if judged:
         params, rows = tune_edges([case for case, _ in judged], params,
-                                  groups=[g for _, g in judged])
+                                  edge_grid_for(cell_diameter), groups=[g for _, g in judged])
         save_csv(run_dir / "edge_tuning.csv", rows, list(rows[0]))
         log(f"edge slivers: pieces under {params.edge_min_area} px at the image edge "
             f"dropped: val score {rows[0]['score']:.4f} -> {max(r['score'] for r in rows):.4f} "
