@@ -321,3 +321,16 @@ def test_classes_join_a_white_cell_cut_in_pieces_and_keep_small_platelets(monkey
     # classes can be left off per call
     assert segmenter(diameter="model", classifier=Dummy()).predict(
         image, instances=True, classes=False).labels.max() == 3
+
+
+def test_cells_found_at_another_size_than_the_diameter_are_noted():
+    image, _ = grid_of_disks(60, 4, 5)
+    right = segmenter().predict(image, instances=True, diameter=60)
+    assert right.diameter_note == ""
+    # told 30 px: the seeds are spaced for 30 px cells, but the cells found are still
+    # the drawn 60 px disks, and the result says the diameter is in doubt
+    wrong = segmenter().predict(image, instances=True, diameter=30)
+    assert wrong.diameter_note.startswith("the whole cells found are 6")
+    assert "not the 30 px they were segmented at: check the cell diameter" in wrong.diameter_note
+    # without cells asked for, nothing is measured
+    assert segmenter().predict(image, diameter=30).diameter_note == ""

@@ -177,3 +177,33 @@ def estimated_scale(image: np.ndarray, cell_diameter: float,
         diameter = round(smallest, 1)
     return Scale(diameter, "estimated", "; ".join(n for n in notes if n), classical.diameter,
                  tried, settled)
+
+
+FEW_CELLS = 5
+"""Whole cells needed before their size is set against the scale."""
+
+
+def found_size_note(labels: np.ndarray, diameter: float) -> str:
+    """The note where the cells found contradict the diameter they were found at ('' when
+    they do not, or too few are whole to tell).
+
+    Args:
+        labels: (H, W) cells 1..N of a whole image.
+        diameter: px, the cell diameter it was segmented at.
+    """
+    from scipy import ndimage
+
+    from bloomseg.data.boxes import touches_border
+
+    areas = np.bincount(labels.ravel())[1:]
+    h, w = labels.shape
+    whole = [areas[i] for i, box in enumerate(ndimage.find_objects(labels))
+             if box is not None and areas[i]
+             and not touches_border(box[1].start, box[0].start, box[1].stop, box[0].stop, h, w)]
+    if len(whole) < FEW_CELLS:
+        return ""
+    found = 2 * float(np.sqrt(np.median(whole) / np.pi))
+    if abs(math.log(found / diameter)) < AGREE:
+        return ""
+    return (f"the whole cells found are {found:.0f} px across (median of {len(whole)}), not "
+            f"the {diameter:g} px they were segmented at: check the cell diameter")
