@@ -13,6 +13,7 @@ from bloomseg.cells.instances import InstanceParams
 from bloomseg.cells.matching import label_iou
 from bloomseg.errors import ConfigError
 from bloomseg.inference.options import InferenceOptions
+from bloomseg.inference.scale import READINGS
 from bloomseg.inference.segmenter import Segmenter
 
 MODEL_DIAMETER = 100.0
@@ -175,7 +176,7 @@ def test_a_reading_that_never_settles_is_not_trusted_silently():
     # a head that always says the cells are twice its size: it chases them
     seg = Segmenter(SizedDarkCells(fixed=2.0), InferenceOptions(tile=224), cell_diameter=MODEL_DIAMETER)
     scale = seg.scale_of(image, "auto")
-    assert scale.settled is False and len(scale.readings) == 4
+    assert scale.settled is False and len(scale.readings) == READINGS
     assert "the network's size reading did not settle" in scale.note
     assert "give --diameter if it is known" in scale.note
     # a head a little off still settles within the search, and agrees with the classical

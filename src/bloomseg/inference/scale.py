@@ -37,7 +37,7 @@ a final reading past this, at the scale chosen, means the network did not settle
 STEP = math.log(3.0)
 """The most one reading moves the trial scale (the head was trained on cells from half to
 twice its size: further out it only tells the direction)."""
-READINGS = 4
+READINGS = 5
 """The most readings one image gets."""
 
 
