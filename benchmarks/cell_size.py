@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -56,10 +57,17 @@ RED = {"bbbc041": 0, "raabin": 1, "pbc": 1}
 
 
 def images(data: Path, split: str, limit: int | None = None):
-    """(source, image path, boxes path) of a split of ``bbbc041seg`` and ``txlpbc``."""
+    """(source, image path, boxes path) of a split of ``bbbc041seg`` and ``txlpbc``
+    (``val`` of ``bbbc041seg``: the train images its ``splits.json`` holds out)."""
     root = data / "bbbc041seg" / split
+    chosen = None
+    if split == "val" and not root.is_dir():  # its held-out train images (splits.json)
+        root = data / "bbbc041seg" / "train"
+        chosen = set(json.loads((data / "bbbc041seg" / "splits.json").read_text())["val"])
     if (root / "original").is_dir():
-        for path in sorted((root / "original").iterdir())[:limit]:
+        paths = [p for p in sorted((root / "original").iterdir())
+                 if chosen is None or p.stem in chosen]
+        for path in paths[:limit]:
             yield "bbbc041", path, root / "boxes" / f"{path.stem}.txt"
     rows = list(csv.DictReader(open(data / "txlpbc" / "manifest.csv", encoding="utf-8")))
     for source in ("raabin", "pbc"):
@@ -99,12 +107,13 @@ WHOLE = 5
 """Whole red cells an image needs for its box median to be taken as the truth."""
 
 
-def survey(segmenter: Segmenter, data: Path, limit: int | None, out: Path) -> None:
+def survey(segmenter: Segmenter, data: Path, limit: int | None, out: Path,
+           splits: tuple[str, ...] = ("train", "val", "test")) -> None:
     """``auto`` against the red-box median on every split (see the module's docstring)."""
     from bloomseg.files import save_csv
 
     rows = []
-    for split in ("train", "val", "test"):
+    for split in splits:
         for source, path, box_path in images(data, split, limit):
             image = read_image(path)
             h, w = image.shape[:2]
@@ -126,7 +135,7 @@ def survey(segmenter: Segmenter, data: Path, limit: int | None, out: Path) -> No
     print(f"\n| split | source | images (>= {WHOLE} whole red) | within 15% | off > 30% "
           f"| worst | fewer whole red: images, off > 30% | median s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for split in ("train", "val", "test"):
+    for split in splits:
         for source in RED:
             chosen = [r for r in rows if r["split"] == split and r["source"] == source]
             if not chosen:
@@ -222,12 +231,14 @@ def main() -> None:
     parser.add_argument("--classical", action="store_true", help="--survey the classical "
                         "estimate alone (the model's size head is not asked)")
     parser.add_argument("--out", type=Path, default=Path("out/cell_size_survey.csv"))
+    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"],
+                        help="the splits --survey reads")
     args = parser.parse_args()
     if args.survey:
         segmenter = Segmenter.load(args.model)
         if args.classical:
             segmenter.model.size_head = None
-        survey(segmenter, args.data, args.limit, args.out)
+        survey(segmenter, args.data, args.limit, args.out, tuple(args.splits))
         return
     if args.fit:
         fit(args.data, args.limit, args.split)

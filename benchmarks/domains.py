@@ -102,7 +102,10 @@ def main() -> None:
     parser.add_argument("--out", default="out/domains.csv", type=Path)
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="val: to choose between models (never choose by test)")
-    parser.add_argument("--no-baseline", action="store_true", help="the model alone")
+    parser.add_argument("--no-baseline", action="store_true", help="without the classical "
+                        "baseline")
+    parser.add_argument("--no-keep-edges", action="store_true", help="without the "
+                        "--keep-edges run")
     parser.add_argument("--classifier", help="name the cells with this train-classes run (its "
                         "white-cell pieces joined, its platelets kept) instead of the model's own")
     parser.add_argument("--no-classes", action="store_true",
@@ -116,6 +119,8 @@ def main() -> None:
                "Otsu + watershed": classical}
     if args.no_baseline:
         del methods["Otsu + watershed"]
+    if args.no_keep_edges:
+        del methods["model, --keep-edges"]
     results: dict[tuple[str, str], dict] = {}
     for domain, path, box_path, mask_path in domains(args.data, args.split):
         image = read_image(path)

@@ -182,3 +182,16 @@ def test_block_wise_memory_is_bounded(tmp_path):
 
     blocks, whole = (read_labels(tmp_path / f"out{large}" / "huge_labels.tif") for large in (True, False))
     assert (same_cells(whole, blocks) > 0.99).all()
+
+
+def test_the_halo_grows_with_the_cells_and_the_models_reach_in_image_pixels():
+    from types import SimpleNamespace
+
+    from bloomseg.outputs.large import _halo_needed
+
+    # a model that reaches 122 px at its own 54 px cells
+    seg = SimpleNamespace(model=SimpleNamespace(reach=122), cell_diameter=54.0)
+    assert _halo_needed(seg, 54.0) == 122 + 108
+    assert _halo_needed(seg, 108.0) == 244 + 216  # twice the cells: twice its reach
+    assert _halo_needed(seg, None) == 122  # at the model's own scale
+    assert _halo_needed(Components(), None) == 0  # a stand-in without a model

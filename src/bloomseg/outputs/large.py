@@ -102,6 +102,17 @@ labels as that block numbered them, or its mask without cells). A viewer shows t
 filling with it; an exception it raises stops the run, its temporary files removed."""
 
 
+def _halo_needed(segmenter, diameter: float | None) -> int:
+    """px of context a block needs to see its cells as the whole image does: a large cell
+    (two diameters) plus the model's reach, in the image's pixels at its diameter (a model
+    working at smaller cells than the image's reaches further in the image)."""
+    model = getattr(segmenter, "model", None)
+    reach = getattr(model, "reach", 0)
+    if diameter is None or not segmenter.cell_diameter:
+        return reach
+    return math.ceil(reach * diameter / segmenter.cell_diameter + 2 * diameter)
+
+
 def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
                   options: OutputOptions = OutputOptions(large=True), progress: bool = False,
                   on_block: BlockDone | None = None) -> tuple[dict, list[dict] | None]:
@@ -113,7 +124,9 @@ def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
         outputs: where to write: ``mask`` (tiled TIFF, 0/255), ``overlay`` (PNG, at most
             :data:`PREVIEW` px), ``prob`` (tiled float32 TIFF) with ``save_prob``, and with
             ``cells`` ``labels`` (tiled TIFF), ``cells`` (CSV) and ``geojson``.
-        options: cells, the probability, COCO annotations, the block and halo sizes.
+        options: cells, the probability, COCO annotations, the block and halo sizes (the
+            halo is widened where the cells and the model's reach need more, up to the
+            block less one grid step).
         progress: a progress bar over the blocks.
         on_block: called after each block (:data:`BlockDone`).
 
@@ -137,6 +150,7 @@ def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
     central = source.read(top, top + rows, left, left + cols)
     scale = segmenter.scale_of(central if segmenter.diameter == AUTO else None)
     levels = segmenter.levels_of(central)  # and one normalisation
+    halo = max(halo, min(block - GRID, _halo_needed(segmenter, scale.diameter)))
     f = max(1, math.ceil(max(h, w) / PREVIEW))
     preview = np.zeros((math.ceil(h / f), math.ceil(w / f), 3), np.uint8)
     preview_mask = np.zeros(preview.shape[:2], bool)
