@@ -39,6 +39,10 @@ STEP = math.log(3.0)
 twice its size: further out it only tells the direction)."""
 READINGS = 5
 """The most readings one image gets."""
+START = 2.0
+"""The first trial is the classical estimate within START times the model's own size
+either way: a classical estimate far off (granules read as cells, a clump read as one)
+would otherwise show the network a view of background, or a view of a few pixels."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,8 @@ def estimated_scale(image: np.ndarray, cell_diameter: float,
     if normalised is None:
         raise ValueError("a size head reads the normalised image: pass it")
     start = classical.diameter if classical.diameter is not None else cell_diameter
-    diameter, tried, settled = network_scale(model, normalised, cell_diameter,
-                                             max(start, smallest))
+    start = float(np.clip(start, cell_diameter / START, cell_diameter * START))
+    diameter, tried, settled = network_scale(model, normalised, cell_diameter, start)
     notes = [classical.note] if classical.diameter is None else [
         disagreement(diameter, classical.diameter)]
     if not settled:
