@@ -1,9 +1,10 @@
-"""Seconds per 1600x1200 smear of two models, side by side in one run.
+"""Seconds per 1600x1200 smear of two or more models, side by side in one run.
 
-    python benchmarks/side_by_side.py out/default-before21 default
+    python benchmarks/side_by_side.py out/default-before21 default [MODEL ...]
 
 Each of the 10 BBBC041 test smears is segmented by each model in turn (mask and cells,
-``--diameter auto``, as ``predict --instances`` runs), and the medians are printed: a
+``--diameter auto``, as ``predict --instances`` runs, with classes where the model has a
+classifier or ``--classifier`` gives one), and the medians are printed: a
 ratio measured on the same machine at the same time, which a shared machine's noise
 spares.
 """
@@ -24,11 +25,14 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc041seg"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs=2, help="two models (default, a run or export folder)")
+    parser.add_argument("models", nargs="+", help="two or more models (default, a run or "
+                        "export folder)")
     parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--classifier", help="name every model's cells with this classifier "
+                        "(a train-classes run or an exported model; default: each model's own)")
     args = parser.parse_args()
     images = [load_sample(s)[0] for s in scan_split(args.data, "test").samples]
-    models = {name: Segmenter.load(name) for name in args.models}
+    models = {name: Segmenter.load(name, classifier=args.classifier) for name in args.models}
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for image in images:
         for name, segmenter in models.items():
