@@ -80,7 +80,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="average over the three mirror flips too")
     add_setting(parser, SegmenterSpec, "threshold", "cell probability threshold", "--threshold")
     add_setting(parser, SegmenterSpec, "diameter", "the images' cell diameter: PX, 'auto' "
-                "(estimated per image) or 'model' (the model's own scale, no resampling); "
+                "(read per image by the network where the model has a size head, else estimated) "
+                "or 'model' (the model's own scale, no resampling); "
                 "each image is resampled so its cells are at the model's, and every output "
                 "mapped back", "--diameter", metavar="PX|auto|model")
     parser.add_argument("--keep-edges", action="store_true", help=KEEP_EDGES_HELP)
