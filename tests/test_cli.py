@@ -224,6 +224,8 @@ def test_train_takes_several_roots_and_refuses_bad_ones(tmp_path, bloomseg_home,
     record = json.loads((run / "config.json").read_text())
     assert record["config"]["data"] == [str(one), str(two)] and record["config"]["augment"] == []
     assert [d["name"] for d in record["data"]["datasets"]] == ["one", "two"]
+    # no sizes drawn, nothing for a size head to learn from: the run records none
+    assert record["config"]["size_head"] is False
 
 
 def test_train_names_a_bad_file(tmp_path, bloomseg_home, capsys):

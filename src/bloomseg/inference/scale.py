@@ -183,10 +183,6 @@ def estimated_scale(image: np.ndarray, cell_diameter: float,
                  tried, settled)
 
 
-FEW_CELLS = 5
-"""Whole cells needed before their size is set against the scale."""
-
-
 def found_size_note(labels: np.ndarray, diameter: float) -> str:
     """The note where the cells found contradict the diameter they were found at ('' when
     they do not, or too few are whole to tell).
@@ -197,6 +193,7 @@ def found_size_note(labels: np.ndarray, diameter: float) -> str:
     """
     from scipy import ndimage
 
+    from bloomseg.cells.size import FEW
     from bloomseg.data.boxes import touches_border
 
     areas = np.bincount(labels.ravel())[1:]
@@ -204,7 +201,7 @@ def found_size_note(labels: np.ndarray, diameter: float) -> str:
     whole = [areas[i] for i, box in enumerate(ndimage.find_objects(labels))
              if box is not None and areas[i]
              and not touches_border(box[1].start, box[0].start, box[1].stop, box[0].stop, h, w)]
-    if len(whole) < FEW_CELLS:
+    if len(whole) < FEW:  # too few whole cells to tell their size
         return ""
     found = 2 * float(np.sqrt(np.median(whole) / np.pi))
     if abs(math.log(found / diameter)) < AGREE:

@@ -76,7 +76,8 @@ class TrainConfig:
     diameter (log-uniform), so that a size error at prediction costs little."""
     size_head: bool = True
     """Also train the network to read the size of the cells it is shown (see
-    :mod:`bloomseg.model.size`); needs the common size and the scale augmentation."""
+    :mod:`bloomseg.model.size`), where the run draws cells at known sizes
+    (:meth:`sizes_drawn`; otherwise the run records it off)."""
     size_weight: float = setting(0.5, _NON_NEGATIVE)
     """Weight of the size head's loss (squared error of the log size)."""
     pairwise_weight: float = setting(1.0, _NON_NEGATIVE)
@@ -112,16 +113,16 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"augment: {', '.join(unknown)} is not one of "
                               f"{', '.join(AUGMENTATIONS)}")
-        if self.size_head and not (self.common_size and "scale" in self.augment
-                                   and self.scale_range > 1):
-            raise ConfigError("size_head: the network learns the cells' size from images scaled "
-                              "to a common size and drawn at other sizes; it needs the common "
-                              "size, the scale augmentation and a scale_range above 1 (or "
-                              "--no-size-head)")
         for name in ("partial_boxes", "ignore_masks"):
             stray = [r for r in getattr(self, name) if r not in self.data]
             if stray:
                 raise ConfigError(f"{name}: {', '.join(stray)} is not one of the --data roots")
+
+    def sizes_drawn(self) -> bool:
+        """Whether the crops show cells at known sizes other than the run's: images at
+        one common size, drawn at other scales. A size head learns from nothing else, so
+        a run without them trains none (and records so)."""
+        return self.common_size and "scale" in self.augment and self.scale_range > 1
 
     def variants(self) -> list[int]:
         """Dihedral variants to draw from (see :func:`bloomseg.model.inputs.dihedral`)."""

@@ -182,6 +182,8 @@ class _Run:
         datasets = read_datasets(cfg, self.store, self.run_dir, self.progress)
         if cfg.centres and all(img.boxes is None for d in datasets for img in d.train + d.val):
             cfg.centres = False  # recorded in config.json: this run has no centre map
+        if cfg.size_head and not cfg.sizes_drawn():
+            cfg.size_head = False  # recorded in config.json: no known sizes to learn from
         return datasets
 
     # -- features --------------------------------------------------------------------
