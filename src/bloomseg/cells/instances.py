@@ -212,11 +212,16 @@ GRID_DIAMETER = 108.5
 """px: the cell diameter :data:`GRIDS` and :data:`EDGE_GRID` were made for."""
 
 
+def _grid_factor(cell_diameter: float | None) -> float:
+    """How much wider a model's cells are than those the grids were made for."""
+    return 1.0 if cell_diameter is None else cell_diameter / GRID_DIAMETER
+
+
 def grid_for(method: str, cell_diameter: float | None) -> dict:
     """:data:`GRIDS`' settings of ``method`` for a model of ``cell_diameter`` px (None:
     as they are): lengths scaled with the diameter, areas with its square (the centre
     map's heights are probabilities and stay)."""
-    f = 1.0 if cell_diameter is None else cell_diameter / GRID_DIAMETER
+    f = _grid_factor(cell_diameter)
     grid = dict(GRIDS[method])
     grid["min_distance"] = tuple(max(1, round(v * f)) for v in grid["min_distance"])
     grid["min_area"] = tuple(max(1, round(v * f * f)) for v in grid["min_area"])
@@ -274,8 +279,7 @@ square of the sizes' ratio, :func:`edge_grid_for`)."""
 
 def edge_grid_for(cell_diameter: float | None) -> tuple[int, ...]:
     """:data:`EDGE_GRID` for a model of ``cell_diameter`` px (None: as it is)."""
-    f = 1.0 if cell_diameter is None else cell_diameter / GRID_DIAMETER
-    return tuple(round(v * f * f) for v in EDGE_GRID)
+    return tuple(round(v * _grid_factor(cell_diameter) ** 2) for v in EDGE_GRID)
 
 
 def tune_edges(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None,

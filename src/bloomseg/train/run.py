@@ -300,10 +300,12 @@ class _Run:
         losses, by_dataset = [], {}
         with torch.no_grad():
             for d in self.datasets:
-                counts, masked, matches = PixelCounts(), 0, []
-                for img in tqdm(d.val, desc=f"validation {d.name}", unit="image",
-                                disable=not self.progress, leave=False):
+                counts, masked, matches, sizes = PixelCounts(), 0, [], []
+                for i, img in enumerate(tqdm(d.val, desc=f"validation {d.name}", unit="image",
+                                             disable=not self.progress, leave=False)):
                     logits, mask, seen = self._predict(img)
+                    if model.size_head is not None and i < SIZE_IMAGES:
+                        sizes += self._size_errors(seen)
                     centres = (img.centres(View("whole", 0, 0, *img.size))
                                if self.cfg.centres and img.boxes is not None else None)
                     target = None if mask is not None else whole_box_target(img)
@@ -320,8 +322,8 @@ class _Run:
                     by_dataset[d.name] = {"dice": counts.dice if masked else None,
                                           "iou": counts.iou if masked else None,
                                           "f1": total_boxes(matches).f1 if matches else None}
-                    if model.size_head is not None:
-                        by_dataset[d.name]["size_error"] = self._size_error(d.val)
+                    if sizes:  # the typical error, as a share (0.1: 10% off)
+                        by_dataset[d.name]["size_error"] = float(np.exp(np.median(sizes)) - 1)
         model.train()
         with_masks = [v for v in by_dataset.values() if v["dice"] is not None]
         scores = [v["dice"] if v["dice"] is not None else v["f1"] for v in by_dataset.values()]
@@ -330,15 +332,10 @@ class _Run:
                 "val_iou": float(np.mean([v["iou"] for v in with_masks])) if with_masks else None,
                 "val_datasets": by_dataset}
 
-    def _size_error(self, images: list[TrainImage]) -> float:
-        """The size head's typical error on validation images (at most
-        :data:`SIZE_IMAGES` of them) seen at :data:`SIZE_TRIALS` times their cells' size:
-        the median of |log(read / true)|, as a share (0.1: 10% off)."""
-        errors = []
-        for img in images[:SIZE_IMAGES]:
-            seen = normalise(np.asarray(img.pixels(self.store)[0]), self.cfg.normalise)
-            errors += [abs(read_size(self.model, seen, f) - math.log(f)) for f in SIZE_TRIALS]
-        return float(np.exp(np.median(errors)) - 1)
+    def _size_errors(self, seen: np.ndarray) -> list[float]:
+        """|log(read / true)| of the size head on a validation image (normalised, at the
+        run's cell size) seen at each of :data:`SIZE_TRIALS` times its cells' size."""
+        return [abs(read_size(self.model, seen, f) - math.log(f)) for f in SIZE_TRIALS]
 
     def _val_separation(self) -> InstanceParams:
         """How cells of images without masks are separated for validation: the --init
