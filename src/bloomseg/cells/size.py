@@ -38,10 +38,11 @@ SMALL = 24
 """px: cells smaller than this in the overview are measured again, closer."""
 LOOK = 40
 """px: the cell size that closer look aims at."""
-CALIBRATION = 1.02
+CALIBRATION = 1.06
 """Box diameter per measured diameter: the median of the three train splits' medians
-(``bbbc041seg`` 1.047, ``txlpbc`` Raabin 1.009 and PBC 1.019; ``python
-benchmarks/cell_size.py --fit``)."""
+(``bbbc041seg`` 1.046, ``txlpbc`` Raabin 1.069 and PBC 1.060, whole boxes as
+:func:`bloomseg.data.boxes.box_diameters` takes them; ``python benchmarks/cell_size.py
+--fit``)."""
 MIN_CONTRAST = 0.1
 """The least optical density (summed over channels) between the darkest pixels and the
 white for an image to count as having cells at all."""
