@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bloomseg.data.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
 from bloomseg.inference.segmenter import Prediction, Scale
@@ -243,3 +244,36 @@ def need_viewer() -> None:
     if not os.environ.get("DISPLAY"):
         pytest.skip("napari needs a display: run the tests under xvfb-run (make test does)",
                     allow_module_level=True)
+
+
+class DarkCells(nn.Module):
+    """A pixel-local stand-in model: dark pixels are cell (logit 8 x darkness)."""
+
+    backbone = None
+    size_head = None
+    grid, reach = 16, 0
+    out_channels = 1
+
+    def forward(self, x):
+        return 8 * (0.5 - x.mean(dim=1, keepdim=True))  # ImageNet-normalised: cells < 0.5
+
+
+class Dummy:
+    """Stands in for a classifier: what it says comes from :func:`by_colour`."""
+
+    class config:  # noqa: N801 (mirrors ClassifierConfig's attribute)
+        infected_threshold = 0.5
+
+
+def by_colour(classifier, image, labels, diameter):
+    """Bluish cells are white (platelets when small), the rest red."""
+    from bloomseg.data.vocabulary import CLASSES
+
+    p = np.zeros((int(labels.max()), len(CLASSES)))
+    for cell in range(1, int(labels.max()) + 1):
+        pixels = image[labels == cell].astype(float)
+        bluish = pixels[:, 2].mean() > pixels[:, 0].mean()
+        name = ("platelet" if len(pixels) < 1000 else "white_blood_cell") if bluish \
+            else "red_blood_cell"
+        p[cell - 1, CLASSES.index(name)] = 1
+    return p

@@ -437,3 +437,32 @@ def test_predict_names_cells_with_the_default_and_not_with_no_classes(tmp_path):
     assert main(["predict", "default", str(tmp_path / "s.png"), "-o", str(tmp_path / "o2"),
                  "--instances", "--classifier", str(tmp_path / "s.png"), "-q"]) == EXIT_FAILED
     assert not (tmp_path / "o2").exists()
+
+
+def test_classify_names_the_cells_predict_found_with_the_same_counts(tmp_path, capsys):
+    from bloomseg.data.synthetic import smear
+
+    image, _ = smear(np.random.default_rng(1), 300, 400, radius=(40, 50), density=1 / 12000)
+    Image.fromarray(image).save(tmp_path / "field.png")
+    assert main(["predict", "default", str(tmp_path / "field.png"), "-o", str(tmp_path / "pred"),
+                 "-q", "--cells"]) == EXIT_OK
+    with open(tmp_path / "pred" / "summary.csv", encoding="utf-8") as f:
+        predicted = next(csv.DictReader(f))
+    # the labels predict wrote, named again as if made elsewhere, at predict's diameter
+    assert main(["classify", str(tmp_path / "field.png"), "--labels", str(tmp_path / "pred"),
+                 "-o", str(tmp_path / "named"), "--diameter", predicted["diameter"], "-q"]) == EXIT_OK
+    with open(tmp_path / "named" / "summary.csv", encoding="utf-8") as f:
+        named = next(csv.DictReader(f))
+    for column in ("cells", "complete_cells", "red_blood_cell", "infected", "white_blood_cell",
+                   "platelet", "diameter"):
+        assert named[column] == predicted[column], column
+    assert named["diameter_source"] == "given"
+    capsys.readouterr()
+    # a labels folder that is not there is a bad command line, named
+    assert main(["classify", str(tmp_path / "field.png"), "--labels", str(tmp_path / "none"),
+                 "-o", str(tmp_path / "x")]) == EXIT_USAGE
+    assert "error: --labels " in capsys.readouterr().err
+    # an image without its label image is skipped and reported
+    Image.fromarray(image).save(tmp_path / "other.png")
+    assert main(["classify", str(tmp_path / "field.png"), str(tmp_path / "other.png"),
+                 "--labels", str(tmp_path / "pred"), "-o", str(tmp_path / "two"), "-q"]) == EXIT_SKIPPED

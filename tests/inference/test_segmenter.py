@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from bloomseg.cells.formats import cell_polygons
 from bloomseg.cells.instances import InstanceParams
@@ -15,20 +14,9 @@ from bloomseg.errors import ConfigError
 from bloomseg.inference.options import InferenceOptions
 from bloomseg.inference.scale import READINGS
 from bloomseg.inference.segmenter import Segmenter
+from conftest import DarkCells, Dummy, by_colour
 
 MODEL_DIAMETER = 100.0
-
-
-class DarkCells(nn.Module):
-    """A pixel-local stand-in model: dark pixels are cell (logit 8 x darkness)."""
-
-    backbone = None
-    size_head = None
-    grid, reach = 16, 0
-    out_channels = 1
-
-    def forward(self, x):
-        return 8 * (0.5 - x.mean(dim=1, keepdim=True))  # ImageNet-normalised: cells < 0.5
 
 
 class SizedDarkCells(DarkCells):
@@ -280,27 +268,6 @@ def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter, normalise
     assert rows[True]["diameter"] == rows[False]["diameter"]
     assert labels[True].max() == labels[False].max() == len(centres)
     assert (label_iou(labels[True], labels[False]).max(axis=1) > 0.98).all()
-
-
-class Dummy:
-    """Stands in for a classifier: what it says comes from :func:`by_colour`."""
-
-    class config:  # noqa: N801 (mirrors ClassifierConfig's attribute)
-        infected_threshold = 0.5
-
-
-def by_colour(classifier, image, labels, diameter):
-    """Bluish cells are white (platelets when small), the rest red."""
-    from bloomseg.data.vocabulary import CLASSES
-
-    p = np.zeros((int(labels.max()), len(CLASSES)))
-    for cell in range(1, int(labels.max()) + 1):
-        pixels = image[labels == cell].astype(float)
-        bluish = pixels[:, 2].mean() > pixels[:, 0].mean()
-        name = ("platelet" if len(pixels) < 1000 else "white_blood_cell") if bluish \
-            else "red_blood_cell"
-        p[cell - 1, CLASSES.index(name)] = 1
-    return p
 
 
 def test_classes_join_a_white_cell_cut_in_pieces_and_keep_small_platelets(monkeypatch):

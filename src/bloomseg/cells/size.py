@@ -83,6 +83,30 @@ class SizeEstimate:
         return ""
 
 
+def labelled_diameter(labels: np.ndarray) -> SizeEstimate:
+    """The cell diameter of a label image's cells, as a model's ``cell_diameter`` is
+    measured: the median over the cells not cut by its border of the mean of their box's
+    sides.
+
+    Args:
+        labels: (H, W) cells 1..N, 0 background.
+
+    Returns:
+        The median (None where no cell is whole) and how many whole cells it is of.
+    """
+    from scipy import ndimage
+
+    from bloomseg.data.boxes import touches_border
+
+    h, w = labels.shape
+    sides = [(box[0].stop - box[0].start + box[1].stop - box[1].start) / 2
+             for box in ndimage.find_objects(labels) if box is not None
+             and not touches_border(box[1].start, box[0].start, box[1].stop, box[0].stop, h, w)]
+    if not sides:
+        return SizeEstimate(None, 0)
+    return SizeEstimate(round(float(np.median(sides)), 1), len(sides))
+
+
 def estimate_diameter(image: np.ndarray) -> SizeEstimate:
     """Estimate the median cell diameter of a bright-field smear.
 

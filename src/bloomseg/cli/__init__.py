@@ -5,7 +5,7 @@ its range, settings that do not fit together), 3 done but some inputs skipped. E
 option's default, range and choices come from the settings dataclasses and constants of
 the API, so the command line and Python refuse the same values with the same words.
 
-``predict`` (predict, evaluate, export), ``train`` and ``tools`` (weights, features,
+``predict`` (predict, classify, evaluate, export), ``train`` and ``tools`` (weights, features,
 explore, doctor, synthetic, view) each add their commands' parsers and run them.
 """
 
@@ -91,6 +91,7 @@ def build_parser() -> Parser:
     train.add_train(commands)
     train.add_train_classes(commands)
     predict.add_predict(commands)
+    predict.add_classify(commands)
     predict.add_evaluate(commands)
     predict.add_export(commands)
     tools.add_doctor(commands)

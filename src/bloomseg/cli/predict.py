@@ -8,8 +8,9 @@ from pathlib import Path
 
 from bloomseg.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, add_output, add_run_flags, add_setting
 from bloomseg.evaluation.evaluate import VISUALIZE, evaluate
-from bloomseg.inference.options import STRATEGIES, InferenceOptions, SegmenterSpec
+from bloomseg.inference.options import IMAGE_DIAMETER, STRATEGIES, InferenceOptions, SegmenterSpec
 from bloomseg.model.config import MODES
+from bloomseg.outputs.classify import LABEL_NAMES
 from bloomseg.outputs.cluster import WORKERS
 from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
 
@@ -141,6 +142,51 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
                        "finished, redo the rest (those a kill left half written included)")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     pred.set_defaults(func=_predict)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from bloomseg.data.images import expand_inputs
+    from bloomseg.outputs.classify import classify_files
+    from bloomseg.outputs.summary import SUMMARY_FILE
+
+    segmenter = SegmenterSpec(args.model, classifier=args.classifier).load()
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: bloomseg classify: no input images found", file=sys.stderr)
+        return EXIT_FAILED
+    rows = classify_files(segmenter, paths, args.labels, args.output, args.diameter,
+                          args.overwrite, progress=not args.quiet)
+    done = sum(r["status"] == "ok" for r in rows)
+    print(f"{done} of {len(rows)} images' cells named -> {Path(args.output) / SUMMARY_FILE}")
+    print(f"report: {(Path(args.output) / 'report.html').resolve()}")
+    return EXIT_OK if done == len(rows) else EXIT_SKIPPED
+
+
+def add_classify(commands: argparse._SubParsersAction) -> None:
+    cls = commands.add_parser(
+        "classify", help="name the cells of label images made elsewhere (cellpose, StarDist, "
+        "a hand correction)",
+        description="Name every cell of each image's label image with the model's cell "
+        "classifier, as it is (none joined, split or dropped), and write what `predict "
+        "--cells` writes: labels, cell table with classes, QuPath GeoJSON, overlay, "
+        "summary.csv with counts and parasitemia, report.html.")
+    cls.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or globs")
+    cls.add_argument("--labels", required=True, metavar="LABELS",
+                     help="the folder of the label images (integer TIFF or PNG, 0 background), "
+                     "each found by its image's stem: " + ", ".join(LABEL_NAMES) +
+                     "; or one label image for one image")
+    add_output(cls)
+    cls.add_argument("--model", default="default", help=MODEL_HELP + " (default: %(default)s)")
+    cls.add_argument("--classifier", metavar="RUN",
+                     help="name the cells with this classifier (a `bloomseg train-classes` "
+                     "run folder, its best.pt, or an exported model holding one) instead "
+                     "of the model's own")
+    cls.add_argument("--diameter", default="auto", type=IMAGE_DIAMETER, metavar="PX|auto",
+                     help="the images' cell diameter in px, or 'auto': the median size of "
+                     "each label image's whole cells (read from the image where fewer than 5 "
+                     "are whole) (default: %(default)s)")
+    add_run_flags(cls)
+    cls.set_defaults(func=_classify)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

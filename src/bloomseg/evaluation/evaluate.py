@@ -126,7 +126,7 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
         counts = PixelCounts.of(result.mask, mask)
         row |= {"dice": counts.dice, "iou": counts.iou, "tp": counts.tp, "fp": counts.fp,
                 "fn": counts.fn, "tn": counts.tn}
-    row |= diameter_fields(result)
+    row |= diameter_fields(result.scale)
     box_match = mask_match = None
     if boxes is not None:
         m = box_match = match_boxes(result.labels, yolo_to_xyxy(boxes, *image.shape[:2]))

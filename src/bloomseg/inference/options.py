@@ -15,6 +15,8 @@ STRATEGIES = ("stitch", "blend")
 THRESHOLD = 0.5
 """Cell probability above which a pixel is cell."""
 AUTO, OWN = "auto", "model"
+LABELLED = "labels"
+"""The source of a diameter measured on the cells of a label image made elsewhere."""
 """The images' cell diameter: estimated per image, or the model's own (no resampling)."""
 IMAGE_DIAMETER = replace(DIAMETER, words=(AUTO, OWN))
 """What an image's cell diameter may be given as: px, ``auto`` or ``model``."""

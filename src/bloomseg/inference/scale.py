@@ -191,20 +191,11 @@ def found_size_note(labels: np.ndarray, diameter: float) -> str:
         labels: (H, W) cells 1..N of a whole image.
         diameter: px, the cell diameter it was segmented at.
     """
-    from scipy import ndimage
+    from bloomseg.cells.size import FEW, labelled_diameter
 
-    from bloomseg.cells.size import FEW
-    from bloomseg.data.boxes import touches_border
-
-    areas = np.bincount(labels.ravel())[1:]
-    h, w = labels.shape
-    whole = [areas[i] for i, box in enumerate(ndimage.find_objects(labels))
-             if box is not None and areas[i]
-             and not touches_border(box[1].start, box[0].start, box[1].stop, box[0].stop, h, w)]
-    if len(whole) < FEW:  # too few whole cells to tell their size
-        return ""
-    found = 2 * float(np.sqrt(np.median(whole) / np.pi))
-    if abs(math.log(found / diameter)) < AGREE:
-        return ""
-    return (f"the whole cells found are {found:.0f} px across (median of {len(whole)}), not "
-            f"the {diameter:g} px they were segmented at: check the cell diameter")
+    found = labelled_diameter(labels)
+    if found.cells < FEW or abs(math.log(found.diameter / diameter)) < AGREE:
+        return ""  # too few whole cells to tell their size, or they agree
+    return (f"the whole cells found are {found.diameter:.0f} px across (median of "
+            f"{found.cells}), not the {diameter:g} px they were segmented at: check the cell "
+            "diameter")

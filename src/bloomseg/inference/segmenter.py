@@ -20,6 +20,7 @@ from bloomseg.inference.logits import predict_logits
 from bloomseg.inference.options import (
     AUTO,
     IMAGE_DIAMETER,
+    LABELLED,
     OWN,
     THRESHOLD,
     InferenceOptions,
@@ -78,6 +79,11 @@ class Prediction:
     diameter_source: str = OWN
     diameter_note: str = ""
     classes: list[dict] | None = None
+
+    @property
+    def scale(self) -> Scale:
+        """The cell diameter it was made at, its source and note."""
+        return Scale(self.diameter, self.diameter_source, self.diameter_note)
 
 
 STEPS = ("cell size", "cell probability", "cells", "classes")
@@ -291,15 +297,45 @@ class Segmenter:
                           labels if instances else None, scale.diameter, scale.source,
                           note, types)
 
+    def cells_scale(self, image: np.ndarray, labels: np.ndarray,
+                    diameter: float | str | None = None) -> Scale:
+        """The cell diameter to name cells made elsewhere at.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            labels: (H, W) its cells 1..N, 0 background.
+            diameter: px (``given``), or ``auto``/None: the cells' own size where at
+                least :data:`bloomseg.cells.size.FEW` are whole (source ``labels``: the
+                median equivalent diameter of the whole cells), else the image's ``auto``
+                scale.
+
+        Raises:
+            ConfigError: a diameter out of range or not a number.
+        """
+        from bloomseg.cells.size import FEW, labelled_diameter
+
+        if diameter is None or diameter == AUTO:
+            found = labelled_diameter(labels)
+            if found.cells >= FEW:
+                return Scale(found.diameter, LABELLED)
+            scale = self.scale_of(image, AUTO)
+            why = (f"only {found.cells} whole cell{'s' * (found.cells != 1)} in the labels: "
+                   "the diameter was read from the image")
+            return replace(scale, note="; ".join(n for n in (why, scale.note) if n))
+        if diameter == OWN:
+            raise ConfigError("diameter: cells from a label image are named at their own size "
+                              "or one given in px, not the model's (give PX or auto)")
+        return self.scale_of(image, diameter)
+
     def classes_of(self, image: np.ndarray, labels: np.ndarray,
-                   diameter: float | None = None) -> list[dict]:
-        """Each cell's class row, for cells made elsewhere (corrected by hand): the
-        classifier's call on every cell as it is, none joined or dropped.
+                   diameter: float | str | None = None) -> list[dict]:
+        """Each cell's class row, for cells made elsewhere (another segmenter, or corrected
+        by hand): the classifier's call on every cell as it is, none joined or dropped.
 
         Args:
             image: (H, W, 3) uint8 RGB.
             labels: (H, W) cells 1..N, 0 background.
-            diameter: px, the image's cell diameter (default: estimated, as ``auto``).
+            diameter: px, or ``auto``/None (see :meth:`cells_scale`).
 
         Returns:
             One row per label 1..max (:func:`bloomseg.cells.types.cell_types`).
@@ -309,7 +345,9 @@ class Segmenter:
         """
         if self.classifier is None:
             raise ConfigError(f"classes: the model {self.name} has no cell classifier")
-        size = self._naming_size(diameter or self.scale_of(image, AUTO).diameter)
+        if labels.shape != image.shape[:2]:
+            raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
+        size = self._naming_size(self.cells_scale(image, labels, diameter).diameter)
         p = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
         return cell_types(p, self.classifier.config.infected_threshold)
 

@@ -216,7 +216,7 @@ def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
         columns = math.ceil(w / block)
         luts, count, chosen = _merge(done, tmp, columns) if instances else ([], 0, {})
         stats = {"width": w, "height": h, "cell_fraction": f"{cell_pixels / (h * w):.6f}",
-                 **diameter_fields(result)}  # every block is predicted at one scale
+                 **diameter_fields(result.scale)}  # every block is predicted at one scale
 
         def crop(kind: str, box: tuple[int, int, int, int], k: int) -> np.ndarray:
             """Block k's ``kind`` array over ``box`` (inside its core), labels as cell ids.
@@ -243,7 +243,7 @@ def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
             write_tiled(outputs["labels"], (h, w), dtype,
                         tiles("labels", lambda t: t.astype(dtype)))
             rows = [chosen[i][1] for i in sorted(chosen)]
-            save_cell_table(outputs["cells"], rows, diameter_fields(result), named=False)
+            save_cell_table(outputs["cells"], rows, diameter_fields(result.scale), named=False)
             save_json(outputs["geojson"], polygons_geojson(
                 {i: c[2] for i, c in chosen.items() if c[2]}, rows))
             preview_labels = np.zeros(preview.shape[:2], np.int64)

@@ -78,7 +78,9 @@ def read_record(out_dir: Path, stem: str) -> dict | None:
         return None
 
 
-def _files(out_dir: Path, stem: str, options: OutputOptions, large: bool) -> dict[str, str]:
+def written_files(out_dir: Path, stem: str, options: OutputOptions, large: bool) -> dict[str, str]:
+    """An image's outputs, kind -> file name, with its infected cells' picture where one
+    was written."""
     files = {kind: p.name for kind, p in output_paths(out_dir, stem, options, large).items()}
     gallery = gallery_path(out_dir, stem)
     return files | ({"infected": gallery.name} if options.cells and gallery.is_file() else {})
@@ -95,7 +97,7 @@ def finished_row(out_dir: Path, path: Path, options: OutputOptions) -> dict | No
     if not all(p.is_file() for p in paths.values()):
         return None
     return (dict.fromkeys(SUMMARY_COLUMNS, "") | record["row"] |
-            {"image": str(path), "files": _files(out_dir, path.stem, options, record["large"])})
+            {"image": str(path), "files": written_files(out_dir, path.stem, options, record["large"])})
 
 
 def planned_row(out_dir: Path, path: Path, options: OutputOptions, overwrite: bool,
@@ -156,6 +158,27 @@ def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
             **class_fields(types)}
 
 
+CELL_OUTPUTS = OutputOptions(cells=True)
+"""The outputs of an image whose cells are given (corrected, or made elsewhere)."""
+
+
+def write_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
+                diameter: dict, out_dir: Path, stem: str) -> dict:
+    """Write the outputs of an image whose cells are given, replacing any: the files
+    ``predict --cells`` writes for it, the mask being the cells' pixels.
+
+    Returns:
+        The image's summary fields of its cells (:func:`save_cells`).
+    """
+    from bloomseg.files import save_png
+
+    paths = output_paths(out_dir, stem, CELL_OUTPUTS)
+    save_png(paths["mask"], (labels > 0).astype(np.uint8) * 255)
+    # a large image's tiled mask from predict would contradict the cells now written
+    output_paths(out_dir, stem, CELL_OUTPUTS, large=True)["mask"].unlink(missing_ok=True)
+    return save_cells(image, labels, types, diameter, paths, gallery_path(out_dir, stem))
+
+
 def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
                    diameter: dict, out_dir: str | Path, stem: str,
                    overwrite: bool = False, refusal: str | None = None) -> dict[str, Path]:
@@ -180,17 +203,12 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
         OutputExistsError: an output exists and ``overwrite`` is False.
     """
     from bloomseg.cells.formats import coco_annotations
-    from bloomseg.files import refuse_existing, save_json, save_png
+    from bloomseg.files import refuse_existing, save_json
 
     out_dir = Path(out_dir)
-    options = OutputOptions(cells=True)
-    refuse_existing(possible_outputs(out_dir, stem, options), overwrite, refusal)
-    paths = output_paths(out_dir, stem, options)
-    save_png(paths["mask"], (labels > 0).astype(np.uint8) * 255)
-    # a large image's tiled mask from predict would contradict the cells now written
-    output_paths(out_dir, stem, options, large=True)["mask"].unlink(missing_ok=True)
-    gallery = gallery_path(out_dir, stem)
-    fields = save_cells(image, labels, types, diameter, paths, gallery)
+    refuse_existing(possible_outputs(out_dir, stem, CELL_OUTPUTS), overwrite, refusal)
+    fields = write_cells(image, labels, types, diameter, out_dir, stem)
+    paths, gallery = output_paths(out_dir, stem, CELL_OUTPUTS), gallery_path(out_dir, stem)
     record = read_record(out_dir, stem)
     if record is not None:  # predict's record of the image (--resume, summary) counts these
         record["row"] |= fields | {"cell_fraction": f"{(labels > 0).mean():.6f}"}
@@ -220,10 +238,10 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
             Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
     row = {"width": image.shape[1], "height": image.shape[0],
            "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}",
-           **diameter_fields(result)}
+           **diameter_fields(result.scale)}
     annotations = None
     if result.labels is not None:
-        row.update(save_cells(image, result.labels, result.classes, diameter_fields(result),
+        row.update(save_cells(image, result.labels, result.classes, diameter_fields(result.scale),
                               outputs, gallery_path(outputs["labels"].parent, path.stem)))
         if options.coco:
             annotations = coco_annotations(result.labels)
@@ -282,7 +300,7 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
     except BloomsegError as e:
         row["status"] = f"failed: {e}"
         return row
-    return row | {"files": _files(out_dir, path.stem, options, large)}
+    return row | {"files": written_files(out_dir, path.stem, options, large)}
 
 
 def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,

@@ -30,10 +30,14 @@ CELL_DIAMETER_COLUMNS = {"diameter": "image_diameter", "diameter_source": "image
 read on its own says at which cell size its cells were found."""
 
 
-def diameter_fields(result) -> dict:
-    """The summary fields of the cell diameter a :class:`Prediction` was made at."""
-    return {"diameter": "" if result.diameter is None else f"{result.diameter:.1f}",
-            "diameter_source": result.diameter_source, "diameter_note": result.diameter_note}
+def diameter_fields(scale) -> dict:
+    """The summary fields of the cell diameter an image was segmented or named at.
+
+    Args:
+        scale: a :class:`bloomseg.inference.scale.Scale` (a prediction's ``scale``).
+    """
+    return {"diameter": "" if scale.diameter is None else f"{scale.diameter:.1f}",
+            "diameter_source": scale.source, "diameter_note": scale.note}
 
 
 def cell_table(cells: list[dict], diameter: dict, named: bool) -> tuple[list[dict], tuple[str, ...]]:

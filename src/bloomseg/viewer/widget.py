@@ -260,7 +260,7 @@ class SegmentWidget(QWidget):
         from bloomseg.cells.measure import measure_cells
         from bloomseg.outputs.summary import cell_table, diameter_fields
 
-        diameter = diameter_fields(result)
+        diameter = diameter_fields(result.scale)
         if not cells:
             return Segmented(name, result.mask.astype(np.uint8), table_frame([], ()), diameter,
                              seconds, False)
