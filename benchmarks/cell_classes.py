@@ -8,8 +8,11 @@ images' own resolution with no size given: each kind's boxes, how many of them a
 that kind matched (recall over every box: a cell the segmentation missed is missed), the
 cells called that kind among the matched ones and their precision; infected-cell recall
 with its 95% Wilson interval (the counts are small), and the mean absolute error of each
-image's parasitemia in percentage points. Seconds per image with classes and without are
-measured side by side on the same images (medians). Printed as a table and written as CSV.
+image's parasitemia in percentage points. For the matched cells of each true kind, the
+share called infected (for red cells: the false-call rate) and called white; and each
+domain's confusion of the coarse kinds (true rows, called columns). Seconds per image
+with classes and without are measured side by side on the same images (medians). Printed
+as a table and written as CSV.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
 
 COLUMNS = ("domain", "kind", "boxes", "found", "recall_all_boxes", "called", "precision",
-           "f1", "recall_95_interval", "parasitemia_mae_points", "seconds_classes",
-           "seconds_plain")
+           "f1", "recall_95_interval", "parasitemia_mae_points", "called_infected",
+           "called_white", "seconds_classes", "seconds_plain")
 
 
 def main() -> None:
@@ -84,7 +87,20 @@ def main() -> None:
                 if "parasitemia" in summary:
                     row["parasitemia_mae_points"] = \
                         f"{summary['parasitemia']['mean_absolute_error_points']:.3f}"
+            k = KINDS.index(kind)
+            matched = tally.confusion[k].sum()
+            if matched:
+                row["called_infected"] = f"{tally.confusion[k, KINDS.index('infected')] / matched:.4f}"
+                row["called_white"] = \
+                    f"{tally.confusion[k, KINDS.index('white_blood_cell')] / matched:.4f}"
             rows.append(row)
+    for group, tally in tallies.items():
+        print(f"\n{group}: true kind (rows) by called kind (columns), matched cells")
+        print("| true \\ called | " + " | ".join(KINDS) + " |")
+        print("|" + " --- |" * (len(KINDS) + 1))
+        for k, kind in enumerate(KINDS):
+            print(f"| {kind} | " + " | ".join(str(int(n)) for n in tally.confusion[k]) + " |")
+    print()
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))
     for row in rows:
