@@ -1,7 +1,7 @@
 """Cell classes per domain: how well the model names the cells it finds, and at what cost.
 
     python benchmarks/cell_classes.py [--model default] [--classifier RUN] [--split test|val]
-                                 [--out out/classes.csv]
+                                 [--crops ../shared/data/mpidb_pf] [--out out/classes.csv]
 
 For each split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart, and together), at the
 images' own resolution with no size given: each kind's boxes, how many of them a cell of
@@ -13,6 +13,12 @@ share called infected (for red cells: the false-call rate) and called white; and
 domain's confusion of the coarse kinds (true rows, called columns). Seconds per image
 with classes and without are measured side by side on the same images (medians). Printed
 as a table and written as CSV.
+
+With ``--crops``, each single-cell crop of that root's val split (``mpidb_pf``: P.
+falciparum from another hospital's microscope; its test is kept back) is put on plain
+smear background (:func:`bloomseg.data.crops.on_background`) and named as a cell made
+elsewhere at its session's cell diameter: the share called infected, called white, and
+called the right stage.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from domains import domains  # noqa: E402 (the benchmarks folder is the script's own)
 
+from bloomseg.cells.types import wilson_interval
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
 from bloomseg.data.images import read_image
-from bloomseg.data.vocabulary import KINDS, read_classes
+from bloomseg.data.vocabulary import CLASSES, KINDS, read_classes
 from bloomseg.evaluation.class_scores import ClassTally, dataset_kinds
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
@@ -43,6 +50,8 @@ def main() -> None:
     parser.add_argument("--classifier", help="a train-classes run instead of the model's own")
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="val: to choose (never choose by test)")
+    parser.add_argument("--crops", type=Path, help="a root of single-cell crops whose val "
+                        "split is named too (../shared/data/mpidb_pf)")
     parser.add_argument("--out", default="out/classes.csv", type=Path)
     args = parser.parse_args()
     named = Segmenter.load(args.model, classifier=args.classifier)
@@ -94,6 +103,8 @@ def main() -> None:
                 row["called_white"] = \
                     f"{tally.confusion[k, KINDS.index('white_blood_cell')] / matched:.4f}"
             rows.append(row)
+    if args.crops is not None:
+        rows += crop_rows(named, args.crops)
     for group, tally in tallies.items():
         print(f"\n{group}: true kind (rows) by called kind (columns), matched cells")
         print("| true \\ called | " + " | ".join(KINDS) + " |")
@@ -107,6 +118,35 @@ def main() -> None:
         print("| " + " | ".join(str(row.get(c, "")) for c in COLUMNS) + " |")
     save_csv(args.out, rows, COLUMNS)
     print(f"-> {args.out}")
+
+
+def crop_rows(named: Segmenter, root: Path) -> list[dict]:
+    """One row per class of a crops root's val split: each crop on plain background,
+    named at its session's cell diameter."""
+    from bloomseg.data.crops import on_background, read_crops
+    from bloomseg.data.vocabulary import kind_of
+
+    called: dict[str, list[dict]] = {}
+    for crop in read_crops(root, "val"):
+        image, labels = on_background(read_image(crop.path))
+        called.setdefault(crop.label, []).append(named.classes_of(image, labels, crop.diameter)[0])
+    rows = []
+    for label, types in called.items():
+        kind = kind_of(CLASSES.index(label))
+        right = [t for t in types if t["class"] == kind]
+        rows.append({"domain": f"{root.name} val", "kind": label, "boxes": len(types),
+                     "found": len(right), "recall_all_boxes": _f(len(right) / len(types)),
+                     "called_infected": _f(np.mean([t["class"] == "infected" for t in types])),
+                     "called_white": _f(np.mean([t["class"] == "white_blood_cell"
+                                                 for t in types])),
+                     "precision": "", "f1": "",
+                     "recall_95_interval": "{:.3f}-{:.3f}".format(*wilson_interval(
+                         len(right), len(types))) if kind == "infected" else ""})
+        if kind == "infected":
+            stage = np.mean([t["stage"] == label for t in types])
+            print(f"{root.name} val {label}: {len(right)} of {len(types)} called infected, "
+                  f"{stage:.1%} called {label}")
+    return rows
 
 
 def _f(value: float | None) -> str:
