@@ -29,9 +29,11 @@ def test_an_infection_is_called_from_the_stages_summed_probability():
     assert rows[0]["stage"] == "ring" and rows[0]["class_probability"] == 0.4
     assert rows[1]["stage"] == "" and rows[1]["class_probability"] == pytest.approx(0.9)
     assert rows[2]["p_white_blood_cell"] == 0.7
+    # under 0.8 a call is marked uncertain, and keeps its class
+    assert [r["uncertain"] for r in rows] == [True, False, True, True]
     # at a higher threshold the first cell is red, its stages' share counted as red
     assert cell_types(p[:1], 0.5)[0] == {**rows[0], "class": "red_blood_cell", "stage": "",
-                                         "class_probability": 1.0}
+                                         "class_probability": 1.0, "uncertain": False}
     assert class_colours(rows).shape == (4, 3)
 
 

@@ -19,7 +19,8 @@ from conftest import Components
 
 class Named(Components):
     """Dark blobs are cells; a blob's size names it: under 30 px a platelet, over 200 px a
-    white cell, and a red cell with a black pixel in it is infected (a ring)."""
+    white cell, and a red cell with a black pixel in it is infected (a ring, with a
+    probability of 0.7: uncertain)."""
 
     def predict(self, image, instances=False, **_) -> Prediction:
         result = super().predict(image, instances)
@@ -33,6 +34,8 @@ class Named(Components):
             name = "platelet" if area < 30 else "white_blood_cell" if area > 200 else \
                 "ring" if (image[inside].max(axis=1) == 0).any() else "red_blood_cell"
             row[CLASSES.index(name)] = 1
+            if name == "ring":  # infected, but not sure of it
+                row[CLASSES.index("ring")], row[CLASSES.index("red_blood_cell")] = 0.7, 0.3
             p.append(row)
         result.classes = cell_types(np.array(p), 0.5)
         return result
@@ -67,8 +70,10 @@ def test_classes_reach_every_output(tmp_path):
         ("6", "2", "1", "2")
     assert float(a["parasitemia_percent"]) == 25.0  # 2 of 8 red cells
     assert 0 < float(a["parasitemia_low"]) < 25 < float(a["parasitemia_high"])
+    assert (a["uncertain"], a["infected_uncertain"]) == ("2", "2")
     total = summary[TOTAL]
     assert (total["red_blood_cell"], total["infected"], total["cells"]) == ("9", "2", "15")
+    assert (total["uncertain"], total["infected_uncertain"]) == ("2", "2")
     assert float(total["parasitemia_percent"]) == round(100 * 2 / 11, 3)
     with open(out / "a_cells.csv", newline="") as f:
         cells = list(csv.DictReader(f))
@@ -91,6 +96,8 @@ def test_classes_reach_every_output(tmp_path):
     report = (out / "report.html").read_text()
     assert "Cell classes" in report and 'src="a_infected.png"' in report
     assert "18.18% (" in report  # the run's parasitemia, with its interval
+    assert "; 2 of 2 infected calls uncertain" in report
+    assert [c["uncertain"] for c in cells if c["class"] == "infected"] == ["True", "True"]
 
 
 def test_without_classes_no_class_columns_and_no_total(tmp_path):

@@ -19,6 +19,7 @@ from bloomseg.train.classifier import (
     ClassesConfig,
     Windows,
     balanced_draw,
+    fit_temperature,
     masked_loss,
     train_classes,
     tune_infected,
@@ -144,20 +145,39 @@ def test_each_epoch_draws_every_class_alike():
     assert np.bincount(drawn, minlength=7)[[0, 1, 5]].tolist() == [100, 100, 100]
 
 
-def test_infected_threshold_is_tuned_for_recall():
+def test_infected_threshold_is_chosen_for_specificity_first():
     p = np.zeros((6, len(CLASSES)))
     # four red cells, two infected; stage probabilities 0.1, 0.2, 0.3, 0.6 and 0.35, 0.8
     stages = [0.1, 0.2, 0.3, 0.6, 0.35, 0.8]
     p[:, 1] = stages
     p[:, 0] = 1 - p[:, 1]
     y = np.array([0, 0, 0, 0, 1, 1])
-    threshold, rows = tune_infected(p, y, beta=2.0)
+    # no red cell may be called infected: the lowest threshold above 0.6
+    threshold, rows = tune_infected(p, y, max_false=0.0)
     chosen = next(r for r in rows if r["threshold"] == threshold)
-    assert chosen["recall"] == 1.0  # both infections called
-    assert threshold == 0.35  # the highest threshold that still finds both
-    assert chosen["precision"] == 2 / 3  # one red cell (0.6) called too
-    # with no infected cell to tune on, the default
-    assert tune_infected(p[:4], y[:4])[0] == 0.5
+    assert threshold == 0.65
+    assert (chosen["false_call_rate"], chosen["recall"], chosen["precision"]) == (0.0, 0.5, 1.0)
+    # one red cell of four may be: both infections are found
+    threshold, rows = tune_infected(p, y, max_false=0.25)
+    chosen = next(r for r in rows if r["threshold"] == threshold)
+    assert (threshold, chosen["false_call_rate"], chosen["recall"]) == (0.35, 0.25, 1.0)
+    # a rate no threshold keeps: the highest tried
+    p[0, 1], p[0, 0] = 1.0, 0.0
+    assert tune_infected(p, y, max_false=0.0)[0] == 0.99
+
+
+def test_temperature_calibrates_overconfident_outputs():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 4000)
+    # outputs 4x too confident: a margin of 4 * 1.0 where the true odds are e^1 : 1
+    right = rng.random(4000) < 1 / (1 + np.exp(-1.0))
+    called = np.where(right, truth, 1 - truth)
+    logits = np.full((4000, len(CLASSES)), -100.0, np.float32)  # two classes in play
+    logits[:, :2] = 0.0
+    logits[np.arange(4000), called] = 4.0
+    allowed = np.zeros((4000, len(CLASSES)), bool)
+    allowed[np.arange(4000), truth] = True
+    assert fit_temperature(logits, allowed) == pytest.approx(4.0, rel=0.1)
 
 
 def test_bad_settings_are_refused_by_name(tmp_path):

@@ -2,8 +2,10 @@
 
 A cell is the likeliest of red cell (the four parasite stages' probabilities added to
 it), white cell and platelet; a red cell is ``infected`` when its stages add up to at
-least the classifier's tuned threshold (set low, for recall: a missed infection costs
-more than a second look), with the likeliest stage as its ``stage``.
+least the classifier's tuned threshold (chosen for specificity first: a false malaria
+call changes a diagnosis), with the likeliest stage as its ``stage``. A cell whose class
+has a probability under :data:`UNCERTAIN_BELOW` keeps its class and is marked
+``uncertain``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ RED, WHITE, PLATELET = (CLASSES.index(n) for n in ("red_blood_cell", "white_bloo
 COLOURS = {"red_blood_cell": (220, 60, 90), "infected": (250, 200, 0),
            "white_blood_cell": (60, 110, 230), "platelet": (40, 180, 90)}
 """RGB per kind: outlines in overlays, QuPath classifications."""
+UNCERTAIN_BELOW = 0.8
+"""A cell whose class has a (calibrated) probability under this is marked ``uncertain``:
+its call is wrong more than once in five."""
 
 
 def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dict]:
@@ -30,8 +35,9 @@ def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dic
 
     Returns:
         Per cell: ``class`` (one of :data:`KINDS`), ``stage`` (a stage for an infected
-        cell, else ''), ``class_probability`` (the probability of that kind) and
-        ``p_<class>`` for each of :data:`CLASSES`.
+        cell, else ''), ``class_probability`` (the probability of that kind),
+        ``uncertain`` (it is under :data:`UNCERTAIN_BELOW`) and ``p_<class>`` for each of
+        :data:`CLASSES`.
     """
     p = np.asarray(probabilities, np.float64).reshape(-1, len(CLASSES))
     infected = p[:, STAGE_INDEX].sum(axis=1)
@@ -47,6 +53,7 @@ def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dic
         shown = kinds[i, kind] + (infected[i] if kind == 0 else 0)
         rows.append({"class": KINDS[kind], "stage": stage,
                      "class_probability": round(float(shown), 4),
+                     "uncertain": bool(shown < UNCERTAIN_BELOW),
                      **{f"p_{name}": round(float(v), 4) for name, v in zip(CLASSES, p[i])}})
     return rows
 
@@ -60,7 +67,8 @@ def infected_calls(probabilities: np.ndarray, infected_threshold: float) -> np.n
     return red & (infected >= infected_threshold)
 
 
-TYPE_COLUMNS = ("class", "stage", "class_probability") + tuple(f"p_{c}" for c in CLASSES)
+TYPE_COLUMNS = ("class", "stage", "class_probability", "uncertain") + tuple(
+    f"p_{c}" for c in CLASSES)
 """The per-cell table's class columns."""
 
 

@@ -209,7 +209,8 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
                        ("val_fraction", "share of a root's train images held out where it has "
                         "no val/ (its splits.json)"),
                        ("seed", "seed of every random draw"),
-                       ("recall_weight", "beta of the F-score the infected threshold is tuned "
-                        "by: recall counts beta times as much as precision")):
+                       ("max_false_calls", "share of the validation's uninfected red cells "
+                        "that may be called infected: the infected threshold is the lowest "
+                        "that keeps to it (specificity first)")):
         add_setting(p, ClassesConfig, name, text)
     p.set_defaults(func=_train_classes)

@@ -38,7 +38,9 @@ class ClassifierConfig:
         width: channels of the first of its four convolution stages (doubling).
         crop: px, its input side; window: cell diameters its input covers.
         infected_threshold: the probability of any parasite stage above which a cell is
-            called infected (tuned on validation for high recall).
+            called infected (tuned on validation, specificity first).
+        temperature: what the outputs are divided by before the softmax, calibrating the
+            probabilities on validation (1: as trained; older classifiers).
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -46,6 +48,7 @@ class ClassifierConfig:
     crop: int = setting(CROP, Range(int, 16, 256))
     window: float = setting(WINDOW, Range(float, 0.5, 4))
     infected_threshold: float = setting(0.5, Range(float, 0, 1, low_open=True, high_open=True))
+    temperature: float = setting(1.0, Range(float, 0.05, 20))
 
     @classmethod
     def from_dict(cls, values: dict) -> ClassifierConfig:
@@ -190,6 +193,6 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
     with torch.no_grad():
         for start in range(0, len(windows), batch):
             x = torch.from_numpy(windows[start:start + batch])
-            out.append(classifier(x).softmax(dim=1))
+            out.append((classifier(x) / classifier.config.temperature).softmax(dim=1))
     n = len(classifier.config.classes)
     return torch.cat(out).numpy() if out else np.zeros((0, n), np.float32)

@@ -154,13 +154,16 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
 def _classes_section(named: list[dict], total: dict | None) -> str:
     """Cells of each class and the parasitemia per image and for the run, then each
     image's infected cells for a person to check."""
+    from bloomseg.cells.types import UNCERTAIN_BELOW
     from bloomseg.data.vocabulary import KINDS
 
     def interval(r: dict) -> str:
         if r.get("parasitemia_percent", "") == "":
             return "no red cells"
+        doubtful = int(r.get("infected_uncertain") or 0)
         return (f"{float(r['parasitemia_percent']):.2f}% ({float(r['parasitemia_low']):.2f}"
-                f"&ndash;{float(r['parasitemia_high']):.2f}%)")
+                f"&ndash;{float(r['parasitemia_high']):.2f}%)"
+                + (f"; {doubtful} of {r['infected']} infected calls uncertain" if doubtful else ""))
 
     rows = [[_e(Path(r["image"]).name)] + [_e(r[k]) for k in KINDS] + [interval(r)]
             for r in named]
@@ -170,7 +173,9 @@ def _classes_section(named: list[dict], total: dict | None) -> str:
     body = table(["image", *KINDS, "parasitemia (95% interval)"], rows, raw=True)
     body += ("<p class='note'>Parasitemia: infected red cells per 100 red cells, with its "
              "95% Wilson interval. Every cell the model found is counted, those cut by the "
-             "border too. Classes are the model's calls: check the infected cells below.</p>")
+             "border too. Classes are the model's calls: check the infected cells below. "
+             f"A call whose probability is under {UNCERTAIN_BELOW:g} is marked uncertain in "
+             "the cell table (column <code>uncertain</code>) and counted here.</p>")
     pictures = "".join(figure(r["files"]["infected"], f"{Path(r['image']).name}: "
                               f"{r['infected']} cells called infected")
                        for r in named if "infected" in r.get("files", {}))

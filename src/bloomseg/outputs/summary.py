@@ -8,9 +8,11 @@ from bloomseg.cells.types import TYPE_COLUMNS, parasitemia, type_counts
 from bloomseg.data.vocabulary import KINDS
 
 SUMMARY_FILE = "summary.csv"
-CLASS_COLUMNS = KINDS + ("parasitemia_percent", "parasitemia_low", "parasitemia_high")
-"""Cells of each class and the parasitemia (infected per 100 red cells, with its 95%
-Wilson interval), where a classifier named the cells."""
+CLASS_COLUMNS = KINDS + ("uncertain", "infected_uncertain", "parasitemia_percent",
+                         "parasitemia_low", "parasitemia_high")
+"""Cells of each class, those whose class is uncertain (of them, those called infected)
+and the parasitemia (infected per 100 red cells, with its 95% Wilson interval), where a
+classifier named the cells."""
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    *CLASS_COLUMNS, "diameter", "diameter_source", "diameter_note", "seconds",
                    "status")
@@ -68,7 +70,15 @@ def class_fields(types: list[dict] | None) -> dict:
     if types is None:
         return {}
     counts = type_counts([t["class"] for t in types])
-    return counts | parasitemia(counts["infected"], counts["red_blood_cell"])
+    return counts | uncertain_counts(types) | parasitemia(counts["infected"],
+                                                           counts["red_blood_cell"])
+
+
+def uncertain_counts(types: list[dict]) -> dict[str, int]:
+    """The cells whose class is uncertain, and those of them called infected."""
+    doubtful = [t for t in types if t.get("uncertain")]
+    return {"uncertain": len(doubtful),
+            "infected_uncertain": sum(t["class"] == "infected" for t in doubtful)}
 
 
 def total_row(rows: list[dict]) -> dict | None:
@@ -78,7 +88,8 @@ def total_row(rows: list[dict]) -> dict | None:
     named = [r for r in rows if r.get("status") == "ok" and r.get("infected", "") != ""]
     if not named:
         return None
-    counts = {k: sum(int(r[k]) for r in named) for k in KINDS}
+    counts = {k: sum(int(r[k] or 0) for r in named)
+              for k in KINDS + ("uncertain", "infected_uncertain")}
     return (dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": TOTAL, "cells": sum(
         int(r["cells"]) for r in named), "status": f"total of {len(named)} images"}
             | counts | parasitemia(counts["infected"], counts["red_blood_cell"]))

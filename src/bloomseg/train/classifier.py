@@ -10,8 +10,13 @@ tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 Every epoch draws the same number of windows of each class (infected cells are about 3%
 of red cells); a red cell of a dataset whose ``classes.txt`` names no infections teaches
 "red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`). The epoch with the
-best balanced recall on the validation cells is kept, and the infected-cell threshold is
-then tuned on them for recall (:func:`tune_infected`).
+best balanced recall on the validation cells is kept. Its probabilities are then calibrated
+on them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
+specificity first: the lowest at which at most ``max_false_calls`` of the uninfected red
+cells are called infected (:func:`tune_infected`); the recall is what that leaves.
+
+A root of single-cell crops (:mod:`bloomseg.data.crops`, such as ``mpidb_pf``) gives its
+cells on smear background, each of its class, at its session's cell diameter.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 
 from bloomseg.cells.matching import box_pairs, cell_boxes
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+from bloomseg.data.crops import is_crops
 from bloomseg.data.dataset import has_split, load_or_make_splits, scan_split
 from bloomseg.data.images import read_image
 from bloomseg.data.vocabulary import CLASSES, STAGES, allowed_classes, read_classes
@@ -106,16 +112,36 @@ def image_windows(segmenter, image: np.ndarray, boxes: np.ndarray, targets: np.n
     Returns:
         (windows (K, 4, crop, crop) uint8, classes (K,), view numbers (K,)).
     """
-    from bloomseg.train.augment import AUGMENTATIONS, Microscope
-
     prediction = segmenter.predict(image, instances=True, classes=False)
     labels = prediction.labels
     diameter = prediction.diameter or segmenter.cell_diameter
     pairs = box_pairs(cell_boxes(labels)[0], boxes)
     if not pairs or diameter is None:
         return np.zeros((0, 4, config.crop, config.crop), np.uint8), np.zeros(0, np.int64), np.zeros(0, int)
-    cells = np.array([c for c, _ in pairs])
-    classes = targets[[b for _, b in pairs]]
+    return cell_views(segmenter.normalise, image, labels, np.array([c for c, _ in pairs]),
+                      targets[[b for _, b in pairs]], diameter, config, views, rng)
+
+
+def cell_views(normalising: str, image: np.ndarray, labels: np.ndarray, cells: np.ndarray,
+               classes: np.ndarray, diameter: float, config: ClassifierConfig, views: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows of some cells of an image, in the image and in ``views`` views of it
+    through other microscopes (:class:`~bloomseg.train.augment.Microscope`: stain,
+    contrast, tint, blur, noise, JPEG, cell size).
+
+    Args:
+        normalising: the segmenter's normalisation (``percentile``...).
+        image: (H, W, 3) uint8; labels: (H, W) its cells 1..N.
+        cells: (K,) 0-based indices of the cells wanted; classes: (K,) their classes.
+        diameter: px, the image's cell diameter.
+        config: the classifier's crop and window.
+        views: augmented views besides the image; rng: draws them.
+
+    Returns:
+        (windows (K * (views + 1), 4, crop, crop) uint8, classes, view numbers).
+    """
+    from bloomseg.train.augment import AUGMENTATIONS, Microscope
+
     microscope = Microscope(AUGMENTATIONS)
     xs, ys, vs = [], [], []
     for view in range(views + 1):
@@ -126,7 +152,7 @@ def image_windows(segmenter, image: np.ndarray, boxes: np.ndarray, targets: np.n
             size = diameter * draws.pop("scale", 1.0)
             if "blur" in draws:  # drawn in full-resolution px, applied at window scale
                 draws["blur"] *= window_scale(config, size)
-        normalised = normalise(seen, segmenter.normalise)
+        normalised = normalise(seen, normalising)
         small, small_labels = to_window_scale(normalised, labels, config, size)
         if view:
             small = Microscope.optics(small, draws)
@@ -138,6 +164,29 @@ def image_windows(segmenter, image: np.ndarray, boxes: np.ndarray, targets: np.n
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(vs)
 
 
+def crop_windows(normalising: str, root: str, split: str, config: ClassifierConfig,
+                 views: int, rng: np.random.Generator, progress: bool = True) -> Windows:
+    """The windows of a crops root's cells (:mod:`bloomseg.data.crops`): each cell put on
+    smear background of a colour drawn around plain background's, at its session's cell
+    diameter, in the crop itself and ``views`` augmented views."""
+    from tqdm import tqdm
+
+    from bloomseg.data.crops import BACKGROUND, on_background, read_crops
+
+    parts = []
+    known = np.isin(np.arange(len(CLASSES)), STAGE_INDEX)
+    for crop in tqdm(read_crops(root, split), desc=f"cells of {Path(root).name} {split}",
+                     unit="crop", disable=not progress, leave=False):
+        # a tint within the backgrounds of the smears here (BBBC041, Raabin, PBC)
+        colour = tuple(np.clip(np.array(BACKGROUND) + rng.normal(0, 12, 3), 180, 255))
+        image, labels = on_background(read_image(crop.path), colour, rng=rng)
+        target = np.array([CLASSES.index(crop.label)])
+        x, y, v = cell_views(normalising, image, labels, np.array([0]), target, crop.diameter,
+                             config, views, rng)
+        parts.append(Windows(x, y, np.repeat(known[None], len(y), axis=0), np.zeros(len(y), int), v))
+    return Windows.join(parts, config.crop)
+
+
 def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
             log, progress: bool = True) -> Windows:
     """Every matched cell's windows of one split (``train``: with augmented views) of
@@ -147,6 +196,15 @@ def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
     parts = []
     rng = np.random.default_rng(cfg.seed)
     for d, root in enumerate(cfg.data):
+        if is_crops(root):
+            crops = crop_windows(segmenter.normalise, root, split, config,
+                                 cfg.views if split == "train" else 0, rng, progress)
+            crops.dataset[:] = d
+            parts.append(crops)
+            log(f"{Path(root).name} {split}: {int((crops.view == 0).sum())} crops, "
+                + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(
+                    crops.y[crops.view == 0], minlength=len(CLASSES))) if n))
+            continue
         names = read_classes(root)
         train, val = split_images(root, cfg)
         samples = train if split == "train" else val
@@ -194,14 +252,19 @@ def balanced_draw(windows: Windows, count: int, rng: np.random.Generator) -> np.
     return rng.permutation(np.concatenate(chosen))[:count]
 
 
-def probabilities(model: CellClassifier, windows: Windows, batch: int = 256) -> np.ndarray:
-    """(N, len(CLASSES)) softmax of the windows, as a user gets them (no class masked)."""
+def logits_of(model: CellClassifier, windows: Windows, batch: int = 256) -> np.ndarray:
+    """(N, len(CLASSES)) the classifier's outputs on the windows, before the softmax."""
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(windows), batch):
-            out.append(model(batch_tensor(windows.x[s:s + batch])).softmax(dim=1).numpy())
+            out.append(model(batch_tensor(windows.x[s:s + batch])).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def probabilities(model: CellClassifier, windows: Windows, temperature: float = 1.0) -> np.ndarray:
+    """(N, len(CLASSES)) softmax of the windows, as a user gets them (no class masked)."""
+    return torch.from_numpy(logits_of(model, windows) / temperature).softmax(dim=1).numpy()
 
 
 def balanced_recall(p: np.ndarray, y: np.ndarray) -> dict:
@@ -221,35 +284,53 @@ def balanced_recall(p: np.ndarray, y: np.ndarray) -> dict:
             **{f"recall_{k}": v for k, v in recalls.items()}}
 
 
-def tune_infected(p: np.ndarray, y: np.ndarray, beta: float = 2.0
+def fit_temperature(logits: np.ndarray, allowed: np.ndarray) -> float:
+    """The temperature that calibrates a classifier's probabilities on validation: the
+    one of a grid (0.5 to 5) under which the cells' classes are most likely (the negative
+    log of the probability of the classes each cell's box allows, as in training).
+
+    Args:
+        logits: (N, len(CLASSES)) the classifier's outputs; allowed: (N, len(CLASSES))
+            bool (:func:`~bloomseg.data.vocabulary.allowed_classes`).
+    """
+    t = torch.from_numpy(np.asarray(logits, np.float32))
+    mask = torch.from_numpy(allowed)
+    grid = np.round(np.exp(np.linspace(np.log(0.5), np.log(5.0), 41)), 3)
+    losses = [float(masked_loss(t / float(g), mask)) for g in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002
                   ) -> tuple[float, list[dict]]:
     """The infected threshold (on the stages' summed probability, see
-    :func:`~bloomseg.cells.types.infected_calls`) with the best F-beta of infected against
-    uninfected red cells on validation; of thresholds that tie, the middle one.
+    :func:`~bloomseg.cells.types.infected_calls`): specificity first, the lowest one at
+    which at most ``max_false`` of the validation's uninfected red cells are called
+    infected; the recall is what that leaves.
+
+    Args:
+        p: (N, len(CLASSES)) calibrated probabilities; y: (N,) true classes.
+        max_false: the false-call rate allowed on uninfected red cells.
 
     Returns:
-        (threshold, one row per threshold tried: cells called, precision, recall, F-beta);
-        0.5 where validation holds no infected cell.
+        (threshold, one row per threshold tried: red cells and infected cells, calls,
+        false-call rate, precision, recall); the highest tried where none keeps the rate.
     """
     from bloomseg.cells.types import infected_calls
 
     red = np.isin(y, [CLASSES.index("red_blood_cell")] + STAGE_INDEX)
     truth = np.isin(y[red], STAGE_INDEX)
     rows = []
-    for t in np.round(np.arange(0.05, 0.96, 0.05), 2):
+    for t in np.round(np.concatenate([np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.995, 0.01)]),
+                      2):
         called = infected_calls(p[red], float(t))
         tp = int((called & truth).sum())
-        precision = tp / called.sum() if called.sum() else 1.0
-        recall = tp / truth.sum() if truth.sum() else 1.0
-        f = ((1 + beta ** 2) * precision * recall / (beta ** 2 * precision + recall)
-             if precision + recall else 0.0)
-        rows.append({"threshold": float(t), "called": int(called.sum()), "infected": int(truth.sum()),
-                     "precision": precision, "recall": recall, "f_beta": f})
-    if not truth.any():
-        return 0.5, rows
-    best = max(r["f_beta"] for r in rows)
-    tied = [r["threshold"] for r in rows if r["f_beta"] == best]
-    return tied[(len(tied) - 1) // 2], rows
+        rows.append({"threshold": float(t), "red": int((~truth).sum()), "infected": int(truth.sum()),
+                     "called": int(called.sum()),
+                     "false_call_rate": float((called & ~truth).sum() / max(1, (~truth).sum())),
+                     "precision": tp / called.sum() if called.sum() else 1.0,
+                     "recall": tp / truth.sum() if truth.sum() else 1.0})
+    kept = [r["threshold"] for r in rows if r["false_call_rate"] <= max_false]
+    return (kept[0] if kept else rows[-1]["threshold"]), rows
 
 
 @dataclass
@@ -287,7 +368,8 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         refuse_existing([run / "best.pt", run / "last.pt", run / WINDOWS_FILE], overwrite)
     run.mkdir(parents=True, exist_ok=True)
     for root in cfg.data:
-        read_classes(root)  # a bad classes.txt is refused before any work
+        if not is_crops(root):
+            read_classes(root)  # a bad classes.txt is refused before any work
     segmenter = Segmenter.load(cfg.model)
     if segmenter.cell_diameter is None:
         raise ConfigError(f"--model {cfg.model}: the model does not record its cell diameter; "
@@ -354,14 +436,17 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     best = _best(history)
     payload = read_classifier_file(run / "best.pt")
     model.load_state_dict(payload["state"])
-    p = probabilities(model, val)
-    threshold, rows = tune_infected(p, val.y, cfg.recall_weight)
+    temperature = fit_temperature(logits_of(model, val), allowed_classes(val.y, val.known))
+    p = probabilities(model, val, temperature)
+    threshold, rows = tune_infected(p, val.y, cfg.max_false_calls)
     save_csv(run / "infected_tuning.csv", rows, list(rows[0]))
     chosen = next(r for r in rows if r["threshold"] == threshold)
-    log(f"infected threshold {threshold}: val infected recall {chosen['recall']:.3f}, precision "
-        f"{chosen['precision']:.3f} ({chosen['infected']} infected cells; F{cfg.recall_weight:g})")
+    log(f"temperature {temperature:g}; infected threshold {threshold}: val infected recall "
+        f"{chosen['recall']:.3f}, {chosen['false_call_rate']:.2%} of {chosen['red']} uninfected "
+        f"red cells called infected (at most {cfg.max_false_calls:.2%}), precision "
+        f"{chosen['precision']:.3f} ({chosen['infected']} infected cells)")
     config = ClassifierConfig(**{**config.as_dict(), "classes": CLASSES,
-                                 "infected_threshold": threshold})
+                                 "infected_threshold": threshold, "temperature": temperature})
     model.config = config
     save_classifier(run / "best.pt", model, {"config": config.as_dict(), "history": history})
     confusion = np.zeros((len(CLASSES), len(CLASSES)), int)

@@ -162,7 +162,8 @@ class ClassesConfig:
 
     Attributes:
         model: the segmentation model whose cells are classified.
-        data: dataset roots with boxes and ``classes.txt``.
+        data: dataset roots with boxes and ``classes.txt``, or of single-cell crops
+            (:mod:`bloomseg.data.crops`).
         out: the run folder.
         epochs, batch_size, lr, weight_decay, early_stopping: the optimisation.
         items_per_epoch: windows drawn per epoch (the same number per class).
@@ -170,8 +171,8 @@ class ClassesConfig:
         width: the classifier's first stage width.
         val_fraction, seed: the held-out share of a root without ``val`` (its
             ``splits.json``, as segmentation training uses).
-        recall_weight: beta of the F-score the infected threshold is tuned by (2: recall
-            counts twice as much as precision).
+        max_false_calls: the share of uninfected red cells of the validation that may be
+            called infected: the infected threshold is the lowest that keeps to it.
     """
 
     model: str = "default"
@@ -187,7 +188,7 @@ class ClassesConfig:
     width: int = setting(24, Range(int, 4, 256))
     val_fraction: float = setting(0.2, Range(float, 0, 1, low_open=True, high_open=True))
     seed: int = setting(0, COUNT)
-    recall_weight: float = setting(2.0, Range(float, 0, 10, low_open=True))
+    max_false_calls: float = setting(0.002, Range(float, 0, 1))
 
     def check(self) -> None:
         """Raise ConfigError naming a bad setting."""
