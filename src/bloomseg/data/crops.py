@@ -85,7 +85,7 @@ def read_crops(root: str | Path, split: str) -> list[Crop]:
         if d is not None:
             diameters.setdefault(session, []).append(d)
     crops = []
-    for path, label, session, d in found:
+    for path, label, session, _ in found:
         own = diameters.get(session)
         crops.append(Crop(path, label, session, float(np.median(own)) if own else float("nan")))
     return crops
