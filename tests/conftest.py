@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from bloomseg.data.synthetic import smear, write_dataset, yolo_lines  # noqa: F401 (for the tests)
@@ -277,3 +278,28 @@ def by_colour(classifier, image, labels, diameter):
             else "red_blood_cell"
         p[cell - 1, CLASSES.index(name)] = 1
     return p
+
+
+def ring_crop(size: int = 40) -> np.ndarray:
+    """A cell on black: a disk with a pure black pixel at its centre (a hole)."""
+    yy, xx = np.mgrid[:size, :size]
+    crop = np.zeros((size, size, 3), np.uint8)
+    disk = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 <= (size / 2 - 2) ** 2
+    crop[disk] = (150, 100, 160)
+    crop[size // 2, size // 2] = 0
+    return crop
+
+
+def write_crops_root(root, manifest: bool = True) -> None:
+    """A tiny root of single-cell crops (:mod:`bloomseg.data.crops`): three train crops of
+    two sessions, one val crop, and a manifest that renames one crop's stage."""
+    for split, stage, name in (("train", "ring", "s1-0001-R0"), ("train", "ring", "s1-0001-R1"),
+                               ("train", "trophozoite", "s2-0001-R0"), ("val", "ring", "s3-0001-R0")):
+        (root / split / stage).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ring_crop()).save(root / split / stage / f"{name}.png")
+    if manifest:
+        (root / "manifest.csv").write_text(
+            "file,split,stage_reviewed,session_id,equiv_diameter_px\n"
+            "train/ring/s1-0001-R0.png,train,ring,s1,60\n"
+            "train/ring/s1-0001-R1.png,train,ring,s1,70\n"
+            "train/trophozoite/s2-0001-R0.png,train,gametocyte,s2,90\n", encoding="utf-8")

@@ -1,36 +1,13 @@
 import numpy as np
 import pytest
-from PIL import Image
 
 from bloomseg.data.crops import BACKGROUND, is_crops, on_background, read_crops
 from bloomseg.errors import DataError
-
-
-def ring_crop(size: int = 40) -> np.ndarray:
-    """A cell on black: a disk with a pure black pixel at its centre (a hole)."""
-    yy, xx = np.mgrid[:size, :size]
-    crop = np.zeros((size, size, 3), np.uint8)
-    disk = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 <= (size / 2 - 2) ** 2
-    crop[disk] = (150, 100, 160)
-    crop[size // 2, size // 2] = 0
-    return crop
-
-
-def write_root(root, manifest: bool = True):
-    for split, stage, name in (("train", "ring", "s1-0001-R0"), ("train", "ring", "s1-0001-R1"),
-                               ("train", "trophozoite", "s2-0001-R0"), ("val", "ring", "s3-0001-R0")):
-        (root / split / stage).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(ring_crop()).save(root / split / stage / f"{name}.png")
-    if manifest:
-        (root / "manifest.csv").write_text(
-            "file,split,stage_reviewed,session_id,equiv_diameter_px\n"
-            "train/ring/s1-0001-R0.png,train,ring,s1,60\n"
-            "train/ring/s1-0001-R1.png,train,ring,s1,70\n"
-            "train/trophozoite/s2-0001-R0.png,train,gametocyte,s2,90\n", encoding="utf-8")
+from conftest import ring_crop, write_crops_root
 
 
 def test_crops_take_their_class_session_and_field_diameter(tmp_path):
-    write_root(tmp_path)
+    write_crops_root(tmp_path)
     assert is_crops(tmp_path)
     crops = read_crops(tmp_path, "train")
     assert [(c.path.name, c.label, c.session, c.diameter) for c in crops] == [

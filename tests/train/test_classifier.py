@@ -189,3 +189,25 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ClassifierConfig.from_dict({"infected_threshold": 1.5})
     with pytest.raises(ConfigError, match="classes"):
         ClassifierConfig.from_dict({"classes": ["a", "b"]})
+
+
+def test_crops_become_windows_of_a_cell_on_smear_background(tmp_path):
+    from bloomseg.train.classifier import crop_windows
+    from conftest import write_crops_root
+
+    write_crops_root(tmp_path)
+    config = ClassifierConfig(width=8)
+    windows = crop_windows("percentile", str(tmp_path), "train", config, views=1,
+                           rng=np.random.default_rng(0), progress=False)
+    assert windows.x.shape == (6, 4, config.crop, config.crop)
+    names = [CLASSES[c] for c in windows.y]
+    assert names == ["ring", "ring", "ring", "ring", "gametocyte", "gametocyte"]
+    assert windows.view.tolist() == [0, 1, 0, 1, 0, 1]
+    # the crops name stages only: nothing else is known of them
+    assert windows.known[0].tolist() == [False, True, True, True, True, False, False]
+    mask = windows.x[:, 3].astype(bool)
+    centre = config.crop // 2
+    assert mask[:, centre, centre].all() and not mask[:, 0, 0].any()
+    # around the cell is background, not the crop's black
+    rgb = windows.x[:, :3].transpose(0, 2, 3, 1)
+    assert (rgb[~mask].mean(axis=0) > 120).all()
