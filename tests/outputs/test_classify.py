@@ -98,6 +98,12 @@ def test_a_given_diameter_and_too_few_whole_cells(tmp_path, named):
     few = classify_files(named, [path], label_path, tmp_path / "few", progress=False)[0]
     assert few["status"] == "ok" and few["diameter_source"] == "estimated"
     assert few["diameter_note"].startswith("only 3 whole cells in the labels")
+    # the model's own scale means nothing for cells made elsewhere; nor does a bad number
+    for bad in ("model", 0.5):
+        with pytest.raises(ConfigError, match="diameter"):
+            classify_files(named, [path], label_path, tmp_path / "bad", diameter=bad,
+                           progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_bad_label_image_is_reported_and_the_batch_goes_on(tmp_path, named):

@@ -142,10 +142,15 @@ def classify_files(segmenter, paths: list[Path], labels: str | Path, out_dir: st
     from tqdm import tqdm
 
     from bloomseg.errors import ConfigError
+    from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, OWN
 
     if segmenter.classifier is None:
         raise ConfigError(f"classes: the model {segmenter.name} has no cell classifier (give "
                           "one with --classifier)")
+    if diameter == OWN:
+        raise ConfigError("diameter must be a number of px or auto: cells from a label image "
+                          "are named at their own size, not the model's")
+    IMAGE_DIAMETER.check("diameter", AUTO if diameter is None else diameter)
     if not Path(labels).exists():
         raise ConfigError(f"labels is not a label image or a folder of them: {labels}")
     if Path(labels).is_file() and len(paths) > 1:
