@@ -131,6 +131,13 @@ def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
     logits.requires_grad_(True)
     masked_loss(logits, rows).backward()
     assert logits.grad[0, 6] > 0 and logits.grad[0, 0] < 0 and logits.grad[0, 1] < 0
+    # a dataset of normal blood says its red cells are uninfected: red alone
+    from bloomseg.train.classifier import known_classes
+
+    normal = known_classes(tx, uninfected=True)
+    assert normal.tolist() == [True, True, True, True, True, True, True]
+    assert allowed_classes(y[:1], normal[None]).tolist() == [[True] + [False] * 6]
+    assert known_classes(tx, uninfected=False).tolist() == tx.tolist()
     # where the dataset labels infections, a red box is red alone
     strict = torch.from_numpy(allowed[2:3])
     assert masked_loss(logits.detach(), strict) == pytest.approx(
@@ -189,6 +196,10 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ClassifierConfig.from_dict({"infected_threshold": 1.5})
     with pytest.raises(ConfigError, match="classes"):
         ClassifierConfig.from_dict({"classes": ["a", "b"]})
+    with pytest.raises(ConfigError, match="uninfected: y is not one of the --data roots"):
+        ClassesConfig(data=["x"], uninfected=["y"]).check()
+    with pytest.raises(ConfigError, match="temperature"):
+        ClassifierConfig.from_dict({"temperature": 0})
 
 
 def test_crops_become_windows_of_a_cell_on_smear_background(tmp_path):

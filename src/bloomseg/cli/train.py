@@ -188,12 +188,18 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
         "cells to the true boxes (IoU >= 0.5, one to one) and train a small CNN to name each "
         "cell: red cell, infected red cell by stage (ring, trophozoite, schizont, gametocyte), "
         "white cell, platelet. Each root's classes.txt names its box classes; a class a root "
-        "does not name is unknown there, not absent. The infected threshold is tuned on the "
-        "validation cells for recall. Everything goes into the run folder -o/--output.")
+        "does not name is unknown there, not absent. The probabilities are calibrated on the "
+        "validation cells, and the infected threshold is the lowest that calls at most "
+        "--max-false-calls of their uninfected red cells infected. Everything goes into the "
+        "run folder -o/--output.")
     p.add_argument("--model", default="default", help="the segmentation model whose cells are "
                    "named (default: the shipped one)")
     p.add_argument("--data", action="append", metavar="ROOT", help="dataset root with "
-                   "train/original, train/boxes and classes.txt (repeat for several)")
+                   "train/original, train/boxes and classes.txt, or of single-cell crops "
+                   "ROOT/train/<class>/*.png (repeat for several)")
+    p.add_argument("--uninfected", action="append", default=[], metavar="ROOT",
+                   help="a --data root whose smears hold no malaria (normal blood): its red "
+                   "cells are taught as uninfected, not as 'red or infected' (repeatable)")
     add_output(p, "run folder to create", "--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue the run in -o from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="start again in a used run folder")

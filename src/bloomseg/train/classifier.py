@@ -206,6 +206,7 @@ def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
                     crops.y[crops.view == 0], minlength=len(CLASSES))) if n))
             continue
         names = read_classes(root)
+        known = known_classes(names.known, root in cfg.uninfected)
         train, val = split_images(root, cfg)
         samples = train if split == "train" else val
         found = np.zeros(len(CLASSES), int)
@@ -216,12 +217,22 @@ def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
             targets = names.targets(yolo[:, 0])
             x, y, v = image_windows(segmenter, image, yolo_to_xyxy(yolo, *image.shape[:2]),
                                     targets, config, cfg.views if split == "train" else 0, rng)
-            parts.append(Windows(x, y, np.repeat(names.known[None], len(y), axis=0),
+            parts.append(Windows(x, y, np.repeat(known[None], len(y), axis=0),
                                  np.full(len(y), d), v))
             found += np.bincount(y[v == 0], minlength=len(CLASSES))
         log(f"{Path(root).name} {split}: {len(samples)} images, matched cells "
             + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, found) if names.known[CLASSES.index(c)]))
     return Windows.join(parts, config.crop)
+
+
+def known_classes(named: np.ndarray, uninfected: bool) -> np.ndarray:
+    """(len(CLASSES),) bool: what a root's boxes tell about its cells: the classes it
+    names, and every stage where its smears hold no malaria (its red cells are then known
+    to be uninfected, where otherwise they may hide an infection)."""
+    known = named.copy()
+    if uninfected:
+        known[STAGE_INDEX] = True
+    return known
 
 
 def batch_tensor(x: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:

@@ -173,6 +173,9 @@ class ClassesConfig:
             ``splits.json``, as segmentation training uses).
         max_false_calls: the share of uninfected red cells of the validation that may be
             called infected: the infected threshold is the lowest that keeps to it.
+        uninfected: ``data`` roots whose smears hold no malaria (normal blood): their red
+            cells are taught as uninfected, where otherwise a root that labels no
+            infections teaches "red or infected".
     """
 
     model: str = "default"
@@ -189,9 +192,13 @@ class ClassesConfig:
     val_fraction: float = setting(0.2, Range(float, 0, 1, low_open=True, high_open=True))
     seed: int = setting(0, COUNT)
     max_false_calls: float = setting(0.002, Range(float, 0, 1))
+    uninfected: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Raise ConfigError naming a bad setting."""
         if not self.data:
             raise ConfigError("--data: give at least one dataset root with boxes and classes.txt")
         check_ranges(self)
+        stray = [r for r in self.uninfected if r not in self.data]
+        if stray:
+            raise ConfigError(f"uninfected: {', '.join(stray)} is not one of the --data roots")
