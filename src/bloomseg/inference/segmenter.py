@@ -305,8 +305,8 @@ class Segmenter:
             image: (H, W, 3) uint8 RGB.
             labels: (H, W) its cells 1..N, 0 background.
             diameter: px (``given``), or ``auto``/None: the cells' own size where at
-                least :data:`bloomseg.cells.size.FEW` are whole (source ``labels``: the
-                median equivalent diameter of the whole cells), else the image's ``auto``
+                least :data:`bloomseg.cells.size.FEW` are whole (source ``labels``:
+                :func:`bloomseg.cells.size.labelled_diameter`), else the image's ``auto``
                 scale.
 
         Raises:

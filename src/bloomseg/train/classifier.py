@@ -9,7 +9,8 @@ tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 
 Every epoch draws the same number of windows of each class (infected cells are about 3%
 of red cells); a red cell of a dataset whose ``classes.txt`` names no infections teaches
-"red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`). The epoch with the
+"red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`), unless the root is
+one of normal blood (``uninfected``: its red cells are uninfected). The epoch with the
 best balanced recall on the validation cells is kept. Its probabilities are then calibrated
 on them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
 specificity first: the lowest at which at most ``max_false_calls`` of the uninfected red
