@@ -19,6 +19,7 @@ def base_arguments(tmp_path) -> dict[str, list[str]]:
             "evaluate": ["evaluate", "default", "--data", data, "-o", out],
             "train": ["train", "--data", data, "-o", out],
             "train-classes": ["train-classes", "--data", data, "-o", out],
+            "classify": ["classify", str(tmp_path / "x.png"), "--labels", data, "-o", out],
             "features": ["features", str(tmp_path / "x.png"), "-o", out],
             "explore": ["explore", "--data", data, "-o", out],
             "synthetic": ["synthetic", "-o", out],

@@ -8,6 +8,12 @@ import csv
 import numpy as np
 import pytest
 
+WRONG_TRUTH = {"e7abeca0-b346-500c-a255-5f0e6f557fa0.jpg"}
+"""Crops whose box median is not their cells' size: this one's "whole" boxes include red
+cells half hidden under their neighbours and cut cells whose boxes stop 3 px or more
+short of the edge (median 116 px; its full red cells are about 150 px, and the network
+reads 155: see the model card)."""
+
 
 @pytest.mark.realdata
 def test_the_network_reads_the_size_where_the_classical_estimate_fails():
@@ -31,7 +37,8 @@ def test_the_network_reads_the_size_where_the_classical_estimate_fails():
         boxes = read_boxes(root / "val" / "boxes" / f"{name.rsplit('.', 1)[0]}.txt")
         red = box_diameters(boxes[boxes[:, 0] == 1], *image.shape[:2])
         classical = estimate_diameter(image).diameter
-        if len(red) < 5 or abs(np.log(classical / np.median(red))) <= np.log(1.3):
+        if len(red) < 5 or abs(np.log(classical / np.median(red))) <= np.log(1.3) \
+                or name in WRONG_TRUTH:
             continue
         failed += 1
         scale = segmenter.scale_of(image, "auto")
