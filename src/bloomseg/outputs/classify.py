@@ -24,7 +24,6 @@ from bloomseg.outputs.run import (
     finish_run,
     planned_row,
     record_path,
-    skipped_row,
     write_cells,
     written_files,
 )
@@ -60,7 +59,7 @@ def label_file(labels: str | Path, image: str | Path) -> Path:
                     f"{', '.join(n.format(stem=image.stem) for n in LABEL_NAMES)})")
 
 
-def classify_image(segmenter, image_path: str | Path, labels_path: str | Path,
+def classify_image(segmenter, image_path: str | Path, labels: str | Path,
                    out_dir: str | Path, diameter: float | str | None = None) -> dict:
     """Name the cells of one image's label image and write its outputs (those of
     ``predict --cells``), replacing any there. Never raises for a bad file: the row says
@@ -69,7 +68,8 @@ def classify_image(segmenter, image_path: str | Path, labels_path: str | Path,
     Args:
         segmenter: a :class:`bloomseg.inference.segmenter.Segmenter` with a classifier.
         image_path: the image (PNG, JPEG, TIFF, BMP).
-        labels_path: its label image (integer TIFF or PNG, the image's size, 0 background).
+        labels: its label image (integer TIFF or PNG, the image's size, 0 background), or
+            the folder holding it (:func:`label_file`).
         out_dir: the output folder.
         diameter: px, or ``auto``/None: the cells' own size (see
             :meth:`~bloomseg.inference.segmenter.Segmenter.cells_scale`).
@@ -89,6 +89,7 @@ def classify_image(segmenter, image_path: str | Path, labels_path: str | Path,
     try:
         record.unlink(missing_ok=True)  # until every output is rewritten
         start = time.perf_counter()
+        labels_path = label_file(labels, image_path)
         image = read_image(image_path)
         labels = read_labels(labels_path)
         if labels.shape != image.shape[:2]:
@@ -159,16 +160,11 @@ def classify_files(segmenter, paths: list[Path], labels: str | Path, out_dir: st
     out_dir = Path(out_dir)
     rows = []
     for path in tqdm(paths, desc="naming cells", unit="image", disable=not progress):
-        if planned_row(out_dir, path, CELL_OUTPUTS, overwrite, resume=False) is not None:
-            rows.append(skipped_row(path))
+        planned = planned_row(out_dir, path, CELL_OUTPUTS, overwrite, resume=False)
+        if planned is not None:  # its outputs exist
+            rows.append(planned)
             continue
-        try:
-            found = label_file(labels, path)
-        except DataError as e:
-            row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path),
-                                                        "status": f"failed: {e}"}
-        else:
-            row = classify_image(segmenter, path, found, out_dir, diameter)
+        row = classify_image(segmenter, path, labels, out_dir, diameter)
         if progress and row["status"] != "ok":
             tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
         rows.append(row)
