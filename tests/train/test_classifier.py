@@ -21,6 +21,7 @@ from bloomseg.train.classifier import (
     balanced_draw,
     fit_temperature,
     masked_loss,
+    selection_scores,
     train_classes,
     tune_infected,
 )
@@ -152,6 +153,19 @@ def test_each_epoch_draws_every_class_alike():
     assert np.bincount(drawn, minlength=7)[[0, 1, 5]].tolist() == [100, 100, 100]
 
 
+def test_each_dataset_weighs_alike_within_a_class():
+    # red cells: 90 from dataset 0, 10 from dataset 1; infected cells from dataset 1 only
+    y = np.array([0] * 100 + [1] * 20)
+    dataset = np.array([0] * 90 + [1] * 10 + [1] * 20)
+    windows = Windows(np.zeros((120, 4, 2, 2), np.uint8), y, np.ones((120, 7), bool),
+                      dataset, np.zeros(120, int))
+    drawn = balanced_draw(windows, 400, np.random.default_rng(0))
+    assert len(drawn) == 400
+    red = drawn[y[drawn] == 0]
+    assert np.bincount(dataset[red]).tolist() == [100, 100]
+    assert (y[drawn] == 1).sum() == 200
+
+
 def test_infected_threshold_is_chosen_for_specificity_first():
     p = np.zeros((6, len(CLASSES)))
     # four red cells, two infected; stage probabilities 0.1, 0.2, 0.3, 0.6 and 0.35, 0.8
@@ -170,7 +184,42 @@ def test_infected_threshold_is_chosen_for_specificity_first():
     assert (threshold, chosen["false_call_rate"], chosen["recall"]) == (0.35, 0.25, 1.0)
     # a rate no threshold keeps: the highest tried
     p[0, 1], p[0, 0] = 1.0, 0.0
-    assert tune_infected(p, y, max_false=0.0)[0] == 0.99
+    assert tune_infected(p, y, max_false=0.0)[0] == 0.999
+
+
+def test_the_false_call_budget_holds_on_every_dataset():
+    # dataset 0: 900 easy red cells (stages 0.1); dataset 1: 100 red cells, 3 of them
+    # looking infected (0.5, 0.6, 0.7); one infected cell at 0.65
+    stages = np.array([0.1] * 900 + [0.1] * 97 + [0.5, 0.6, 0.7] + [0.65])
+    p = np.zeros((len(stages), len(CLASSES)))
+    p[:, 1], p[:, 0] = stages, 1 - stages
+    y = np.array([0] * 1000 + [1])
+    dataset = np.array([0] * 900 + [1] * 101)
+    # pooled, 3 of 1000 red cells (0.3%) may be called: the lowest threshold above the
+    # easy cells' 0.1, and the infected cell is found
+    pooled, rows = tune_infected(p, y, max_false=0.003)
+    assert pooled == 0.15 and next(r for r in rows if r["threshold"] == 0.15)["recall"] == 1.0
+    # per dataset, dataset 1 calls 3% at 0.5: none of its red cells may be called
+    threshold, rows = tune_infected(p, y, max_false=0.003, dataset=dataset)
+    chosen = next(r for r in rows if r["threshold"] == threshold)
+    assert threshold == 0.75
+    assert (chosen["false_call_rate"], chosen["false_call_rate_pooled"], chosen["recall"]) == \
+        (0.0, 0.0, 0.0)
+    at_half = next(r for r in rows if r["threshold"] == 0.5)
+    assert at_half["false_call_rate"] == pytest.approx(0.03)
+    assert at_half["false_call_rate_pooled"] == pytest.approx(0.003)
+    # a dataset with under MIN_RED_FOR_RATE red cells does not set the rate
+    small = np.array([0] * 950 + [1] * 51)
+    assert tune_infected(p, y, max_false=0.003, dataset=small)[0] == 0.15
+    # the epoch's selection counts infected cells at that threshold
+    windows = Windows(np.zeros((len(y), 4, 2, 2), np.uint8), y, np.ones((len(y), 7), bool),
+                      dataset, np.zeros(len(y), int))
+    scores = selection_scores(p, windows, max_false=0.003)
+    # its likeliest kind is infected (0.65 against 0.35), but not at the budget's threshold
+    assert scores["recall_infected"] == 1.0 and scores["infected_at_budget"] == 0.0
+    # two red cells (0.6, 0.7) are likelier infected: red recall 998 of 1000
+    assert scores["balanced_recall"] == pytest.approx((0.998 + 1.0) / 2)
+    assert scores["selection"] == pytest.approx((0.998 + 0.0) / 2)
 
 
 def test_temperature_calibrates_overconfident_outputs():

@@ -172,7 +172,8 @@ def _train_classes(args: argparse.Namespace) -> int:
     config = ClassesConfig(**settings | {"data": args.data or [], "out": args.output})
     result = train_classes(config, progress=not args.quiet, overwrite=args.overwrite,
                            resume=args.resume)
-    print(f"best val balanced recall {result.scores['balanced_recall']:.4f} at epoch "
+    print(f"best val selection score {result.scores['selection']:.4f} (infected recall "
+          f"{result.scores['infected_at_budget']:.3f} at the false-call budget) at epoch "
           f"{result.best_epoch}, infected threshold {result.infected_threshold}: "
           f"{result.run_dir / 'best.pt'} (ship it with: bloomseg export MODEL --classifier "
           f"{result.run_dir} -o FOLDER)")
@@ -190,8 +191,8 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
         "white cell, platelet. Each root's classes.txt names its box classes; a class a root "
         "does not name is unknown there, not absent. The probabilities are calibrated on the "
         "validation cells, and the infected threshold is the lowest that calls at most "
-        "--max-false-calls of their uninfected red cells infected. Everything goes into the "
-        "run folder -o/--output.")
+        "--max-false-calls of each dataset's uninfected red cells infected. Everything goes "
+        "into the run folder -o/--output.")
     p.add_argument("--model", default="default", help="the segmentation model whose cells are "
                    "named (default: the shipped one)")
     p.add_argument("--data", action="append", metavar="ROOT", help="dataset root with "
@@ -207,7 +208,7 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
     for name, text in (("epochs", "epochs"), ("batch_size", "cells per step"),
                        ("lr", "AdamW learning rate"), ("weight_decay", "AdamW weight decay"),
                        ("early_stopping", "stop after this many epochs without a better "
-                        "balanced recall (0: off)"),
+                        "selection score (0: off)"),
                        ("items_per_epoch", "cells per epoch, the same number of each class"),
                        ("views", "augmented views of each training image (other stains, "
                         "contrast, blur, noise, cell size)"),
@@ -215,8 +216,8 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
                        ("val_fraction", "share of a root's train images held out where it has "
                         "no val/ (its splits.json)"),
                        ("seed", "seed of every random draw"),
-                       ("max_false_calls", "share of the validation's uninfected red cells "
-                        "that may be called infected: the infected threshold is the lowest "
+                       ("max_false_calls", "share of each validation dataset's uninfected red "
+                        "cells that may be called infected: the infected threshold is the lowest "
                         "that keeps to it (specificity first)")):
         add_setting(p, ClassesConfig, name, text)
     p.set_defaults(func=_train_classes)

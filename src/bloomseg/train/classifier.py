@@ -8,13 +8,16 @@ no box are left out: their class is unknown). Each training image is also seen t
 tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 
 Every epoch draws the same number of windows of each class (infected cells are about 3%
-of red cells); a red cell of a dataset whose ``classes.txt`` names no infections teaches
+of red cells), and within a class the same number from each dataset; a red cell of a
+dataset whose ``classes.txt`` names no infections teaches
 "red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`), unless the root is
-one of normal blood (``uninfected``: its red cells are uninfected). The epoch with the
-best balanced recall on the validation cells is kept. Its probabilities are then calibrated
+one of normal blood (``uninfected``: its red cells are uninfected). The epoch kept is the
+one with the best mean recall of the kinds on the validation cells, infected cells counted
+at the false-call budget (:func:`selection_scores`). Its probabilities are then calibrated
 on them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
-specificity first: the lowest at which at most ``max_false_calls`` of the uninfected red
-cells are called infected (:func:`tune_infected`); the recall is what that leaves.
+specificity first: the lowest at which at most ``max_false_calls`` of each dataset's
+uninfected red cells are called infected (:func:`tune_infected`); the recall is what that
+leaves.
 
 A root of single-cell crops (:mod:`bloomseg.data.crops`, such as ``mpidb_pf``) gives its
 cells on smear background, each of its class, at its session's cell diameter.
@@ -257,10 +260,18 @@ def masked_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def balanced_draw(windows: Windows, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` window indices, the same number of each class present."""
+    """``count`` window indices, the same number of each class present and, within a
+    class, the same number from each dataset that holds it: a microscope with few cells of
+    a class (BBBC041's infected cells beside thousands of MP-IDB crops, its crowded red
+    cells beside txlpbc's) weighs as much as one with many."""
     present = [c for c in range(len(CLASSES)) if (windows.y == c).any()]
     per = int(np.ceil(count / max(1, len(present))))
-    chosen = [rng.choice(np.flatnonzero(windows.y == c), per) for c in present]
+    chosen = []
+    for c in present:
+        sets = np.unique(windows.dataset[windows.y == c])
+        each = int(np.ceil(per / len(sets)))
+        chosen += [rng.choice(np.flatnonzero((windows.y == c) & (windows.dataset == d)), each)
+                   for d in sets]
     return rng.permutation(np.concatenate(chosen))[:count]
 
 
@@ -312,37 +323,72 @@ def fit_temperature(logits: np.ndarray, allowed: np.ndarray) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
-def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002
-                  ) -> tuple[float, list[dict]]:
+MIN_RED_FOR_RATE = 100
+"""A dataset's false-call rate counts towards the threshold once its validation holds at
+least this many uninfected red cells (below it one cell is more than 1%)."""
+THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.99, 0.01),
+                                      [0.99, 0.995, 0.998, 0.999]]), 3)
+"""The infected thresholds tried, finer where a strict false-call budget puts them."""
+
+
+def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002,
+                  dataset: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The infected threshold (on the stages' summed probability, see
     :func:`~bloomseg.cells.types.infected_calls`): specificity first, the lowest one at
     which at most ``max_false`` of the validation's uninfected red cells are called
-    infected; the recall is what that leaves.
+    infected, pooled and **in every dataset** with at least :data:`MIN_RED_FOR_RATE` of
+    them: a rate
+    pooled over datasets lets a microscope of easy red cells hide one whose crowded cells
+    are called infected three times as often. The recall is what that leaves.
 
     Args:
         p: (N, len(CLASSES)) calibrated probabilities; y: (N,) true classes.
         max_false: the false-call rate allowed on uninfected red cells.
+        dataset: (N,) which dataset each cell comes from; None: one dataset.
 
     Returns:
-        (threshold, one row per threshold tried: red cells and infected cells, calls,
-        false-call rate, precision, recall); the highest tried where none keeps the rate.
+        (threshold, one row per threshold tried: red cells and infected cells, calls, the
+        worst dataset's false-call rate, the pooled one, precision, recall); the highest
+        tried where none keeps the rate.
     """
     from bloomseg.cells.types import infected_calls
 
+    dataset = np.zeros(len(y), int) if dataset is None else np.asarray(dataset)
     red = np.isin(y, [CLASSES.index("red_blood_cell")] + STAGE_INDEX)
     truth = np.isin(y[red], STAGE_INDEX)
+    sets = [d for d in np.unique(dataset[red])
+            if ((dataset[red] == d) & ~truth).sum() >= MIN_RED_FOR_RATE]
     rows = []
-    for t in np.round(np.concatenate([np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.995, 0.01)]),
-                      2):
+    for t in THRESHOLDS:
         called = infected_calls(p[red], float(t))
+        false = called & ~truth
         tp = int((called & truth).sum())
+        pooled = false.sum() / max(1, (~truth).sum())
+        worst = max([pooled] + [false[dataset[red] == d].sum() / (~truth[dataset[red] == d]).sum()
+                                for d in sets])
         rows.append({"threshold": float(t), "red": int((~truth).sum()), "infected": int(truth.sum()),
-                     "called": int(called.sum()),
-                     "false_call_rate": float((called & ~truth).sum() / max(1, (~truth).sum())),
-                     "precision": tp / called.sum() if called.sum() else 1.0,
-                     "recall": tp / truth.sum() if truth.sum() else 1.0})
+                     "called": int(called.sum()), "false_call_rate": float(worst),
+                     "false_call_rate_pooled": float(pooled),
+                     "precision": float(tp / called.sum()) if called.sum() else 1.0,
+                     "recall": float(tp / truth.sum()) if truth.sum() else 1.0})
     kept = [r["threshold"] for r in rows if r["false_call_rate"] <= max_false]
     return (kept[0] if kept else rows[-1]["threshold"]), rows
+
+
+def selection_scores(p: np.ndarray, windows: Windows, max_false: float) -> dict:
+    """An epoch's validation scores: the recall of each kind (:func:`balanced_recall`),
+    the infected recall at the threshold that keeps ``max_false`` in every dataset
+    (:func:`tune_infected`), and ``selection``, the kinds' mean recall with infected
+    counted at that threshold: the epoch kept is the one that finds infected cells
+    without false calls, not the one whose likeliest class is most often right."""
+    scores = balanced_recall(p, windows.y)
+    threshold, rows = tune_infected(p, windows.y, max_false, windows.dataset)
+    at_budget = next(r for r in rows if r["threshold"] == threshold)["recall"]
+    kinds = {k: v for k, v in scores.items() if k.startswith("recall_")}
+    if "recall_infected" in kinds:
+        kinds["recall_infected"] = at_budget
+    return {**scores, "infected_at_budget": at_budget,
+            "selection": float(np.mean(list(kinds.values()))) if kinds else 0.0}
 
 
 @dataclass
@@ -419,7 +465,7 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
                 epoch - 1 - _best(history)["epoch"] >= cfg.early_stopping:
-            log(f"early stop: no better balanced recall for {cfg.early_stopping} epochs")
+            log(f"early stop: no better selection score for {cfg.early_stopping} epochs")
             break
         start, losses = time.perf_counter(), []
         model.train()
@@ -433,7 +479,7 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
             optimiser.step()
             losses.append(loss.item())
         schedule.step()
-        scores = balanced_recall(probabilities(model, val), val.y)
+        scores = selection_scores(probabilities(model, val), val, cfg.max_false_calls)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **scores,
                         "lr": optimiser.param_groups[0]["lr"],
                         "seconds": round(time.perf_counter() - start, 1)})
@@ -450,12 +496,13 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     model.load_state_dict(payload["state"])
     temperature = fit_temperature(logits_of(model, val), allowed_classes(val.y, val.known))
     p = probabilities(model, val, temperature)
-    threshold, rows = tune_infected(p, val.y, cfg.max_false_calls)
+    threshold, rows = tune_infected(p, val.y, cfg.max_false_calls, val.dataset)
     save_csv(run / "infected_tuning.csv", rows, list(rows[0]))
     chosen = next(r for r in rows if r["threshold"] == threshold)
     log(f"temperature {temperature:g}; infected threshold {threshold}: val infected recall "
-        f"{chosen['recall']:.3f}, {chosen['false_call_rate']:.2%} of {chosen['red']} uninfected "
-        f"red cells called infected (at most {cfg.max_false_calls:.2%}), precision "
+        f"{chosen['recall']:.3f}, at most {chosen['false_call_rate']:.2%} of a dataset's "
+        f"uninfected red cells called infected (allowed {cfg.max_false_calls:.2%}; "
+        f"{chosen['false_call_rate_pooled']:.2%} of all {chosen['red']}), precision "
         f"{chosen['precision']:.3f} ({chosen['infected']} infected cells)")
     config = ClassifierConfig(**{**config.as_dict(), "classes": CLASSES,
                                  "infected_threshold": threshold, "temperature": temperature})
@@ -465,14 +512,16 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     np.add.at(confusion, (val.y, p.argmax(axis=1)), 1)
     save_json(run / "val_confusion.json", {"classes": list(CLASSES), "rows_true_columns_predicted":
                                            confusion.tolist()})
-    log(f"done: best balanced recall {best['balanced_recall']:.4f} at epoch {best['epoch']} "
+    log(f"done: best selection score {best['selection']:.4f} at epoch {best['epoch']} "
         f"-> {run / 'best.pt'}")
-    return ClassesResult(run, best["epoch"], {k: v for k, v in best.items()
-                                              if k.startswith(("recall", "balanced"))}, threshold)
+    scores = {k: v for k, v in best.items()
+              if k.startswith(("recall", "balanced", "selection", "infected"))}
+    return ClassesResult(run, best["epoch"], scores, threshold)
 
 
 def _best(history: list[dict]) -> dict:
-    return max(history, key=lambda r: r["balanced_recall"])
+    # a run resumed from before the selection score existed is still chosen as it was
+    return max(history, key=lambda r: r.get("selection", r["balanced_recall"]))
 
 
 def _windows(segmenter, cfg: ClassesConfig, config: ClassifierConfig, run: Path, log,

@@ -171,7 +171,7 @@ class ClassesConfig:
         width: the classifier's first stage width.
         val_fraction, seed: the held-out share of a root without ``val`` (its
             ``splits.json``, as segmentation training uses).
-        max_false_calls: the share of uninfected red cells of the validation that may be
+        max_false_calls: the share of uninfected red cells of each validation dataset that may be
             called infected: the infected threshold is the lowest that keeps to it.
         uninfected: ``data`` roots whose smears hold no malaria (normal blood): their red
             cells are taught as uninfected, where otherwise a root that labels no
