@@ -9,7 +9,8 @@ that kind matched (recall over every box: a cell the segmentation missed is miss
 cells called that kind among the matched ones and their precision; infected-cell recall
 with its 95% Wilson interval (the counts are small), and the mean absolute error of each
 image's parasitemia in percentage points. For the matched cells of each true kind, the
-share called infected (for red cells: the false-call rate) and called white; and each
+share called infected (for red cells: the false-call rate) and called white; the cells
+called white that hold two true boxes' centres or more (cells merged into one); and each
 domain's confusion of the coarse kinds (true rows, called columns). Seconds per image
 with classes and without are measured side by side on the same images (medians). Printed
 as a table and written as CSV.
@@ -40,7 +41,7 @@ from bloomseg.inference.segmenter import Segmenter
 
 COLUMNS = ("domain", "kind", "boxes", "found", "recall_all_boxes", "called", "precision",
            "f1", "recall_95_interval", "parasitemia_mae_points", "called_infected",
-           "called_white", "seconds_classes", "seconds_plain")
+           "called_white", "white_over_several_boxes", "seconds_classes", "seconds_plain")
 
 
 def main() -> None:
@@ -90,6 +91,8 @@ def main() -> None:
                    "recall_all_boxes": _f(v["recall_of_all_boxes"]), "called": v["called"],
                    "precision": _f(v["precision"]), "f1": _f(v["f1"]),
                    "seconds_classes": f"{timing[0]:.2f}", "seconds_plain": f"{timing[1]:.2f}"}
+            if kind == "white_blood_cell":
+                row["white_over_several_boxes"] = summary["white_cells_over_several_boxes"]
             if kind == "infected" and "infected" in summary:
                 low, high = summary["infected"]["recall_95_interval"]
                 row["recall_95_interval"] = f"{low:.3f}-{high:.3f}"

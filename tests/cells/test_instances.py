@@ -226,3 +226,27 @@ def test_the_settings_tried_follow_the_model_cell_size():
     assert half["min_height"] == GRIDS["centres"]["min_height"]  # probabilities stay
     assert grid_for("distance", 2 * GRID_DIAMETER)["min_height"] == (4.0, 10.0, 20.0, 30.0)
     assert edge_grid_for(GRID_DIAMETER / 2)[:3] == (0, 125, 250)
+
+
+def test_pieces_are_joined_only_where_they_were_cut_apart():
+    from bloomseg.cells.instances import fits_one_cell, regroup
+
+    yy, xx = np.mgrid[:200, :400]
+    disk = lambda cy, cx, d: (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= (d / 2) ** 2  # noqa: E731
+    pieces = np.zeros((200, 400), np.int32)
+    # 1, 2: a 120 px white cell cut in two halves
+    cut = disk(100, 80, 120)
+    pieces[cut & (xx < 80)], pieces[cut & (xx >= 80)] = 1, 2
+    # 3, 4: two 100 px cells side by side, touching along 11 px
+    pieces[disk(100, 200, 100)] = 3
+    pieces[disk(100, 299, 100) & (pieces == 0)] = 4
+    assert fits_one_cell(pieces, [[1, 2], [3, 4]], diameter=80).tolist() == [True, False]
+    # a shape smaller than one red cell at the image's diameter is not a white cell
+    assert fits_one_cell(pieces, [[1, 2]], diameter=140).tolist() == [False]
+    # each piece must share the cut: a piece apart from the others spoils the group
+    assert fits_one_cell(pieces, [[1, 2, 3]], diameter=80).tolist() == [False]
+    # the halves with a small cap cut off one of them: all three were cut apart
+    pieces[(pieces == 2) & (xx >= 125)] = 5
+    assert fits_one_cell(pieces, [[1, 2, 5]], diameter=80).tolist() == [True]
+    assert regroup(pieces, [[1, 2], [4]])[100, 80] == 1 and regroup(pieces, [[1, 2], [4]])[
+        100, 200] == 0

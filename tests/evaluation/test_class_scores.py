@@ -12,7 +12,7 @@ from bloomseg.cells.types import cell_types
 from bloomseg.data.boxes import read_boxes
 from bloomseg.data.synthetic import TYPED_CLASSES, write_typed_dataset
 from bloomseg.data.vocabulary import CLASSES
-from bloomseg.evaluation.class_scores import CONFUSION_PLOT, PARASITEMIA_PLOT
+from bloomseg.evaluation.class_scores import CONFUSION_PLOT, PARASITEMIA_PLOT, ClassTally
 from bloomseg.evaluation.evaluate import evaluate
 from bloomseg.inference.segmenter import Prediction
 from conftest import Components
@@ -61,6 +61,7 @@ def test_perfect_classes_score_perfectly(typed, tmp_path):
     assert all(v["f1"] == 1.0 for v in c["per_class"].values())
     assert c["infected"]["recall_of_all_boxes"] == 1.0 and c["infected"]["boxes"] == ring
     assert c["parasitemia"]["mean_absolute_error_points"] == 0.0
+    assert c["white_cells_over_several_boxes"] == 0
     assert (tmp_path / "ev" / CONFUSION_PLOT).is_file()
     assert (tmp_path / "ev" / PARASITEMIA_PLOT).is_file()
     per_image = json.loads((tmp_path / "ev" / "per_image_metrics.json").read_text())
@@ -92,3 +93,21 @@ def test_a_dataset_without_classes_txt_is_scored_without_classes(typed, tmp_path
     (plain / "classes.txt").unlink()
     metrics = evaluate(Sees(), plain, tmp_path / "ev", progress=False)
     assert "classes" not in metrics and metrics["instances"]["boxes"]["f1"] == 1.0
+
+
+def test_cells_merged_into_one_white_cell_are_counted():
+    labels = np.zeros((40, 100), np.int32)
+    labels[5:35, 5:35], labels[5:35, 40:95] = 1, 2
+    white, red = np.eye(len(CLASSES))[[CLASSES.index("white_blood_cell"),
+                                       CLASSES.index("red_blood_cell")]]
+    # cell 2 covers two true red boxes
+    boxes = np.array([[5, 5, 35, 35], [40, 5, 65, 35], [70, 5, 95, 35]], float)
+    targets = np.full(3, CLASSES.index("red_blood_cell"))
+    called_white = ClassTally()
+    called_white.add("a", labels, cell_types(np.array([red, white]), 0.5), boxes, targets)
+    assert called_white.white_over_several == 1
+    # called red, the same merge is not a white cell's
+    called_red = ClassTally()
+    called_red.add("a", labels, cell_types(np.array([red, red]), 0.5), boxes, targets)
+    assert called_red.white_over_several == 0
+    assert called_white.summary(np.ones(4, bool))["white_cells_over_several_boxes"] == 1

@@ -272,26 +272,30 @@ def test_block_wise_at_a_diameter_equals_in_memory(tmp_path, diameter, normalise
 
 def test_classes_join_a_white_cell_cut_in_pieces_and_keep_small_platelets(monkeypatch):
     monkeypatch.setattr("bloomseg.inference.segmenter.classify", by_colour)
-    yy, xx = np.mgrid[:300, :400]
-    image = np.full((300, 400, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:300, :600]
+    image = np.full((300, 600, 3), 235, np.uint8)
     disk = lambda cy, cx, d: (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= (d / 2) ** 2  # noqa: E731
-    white = disk(80, 80, 100) | disk(80, 170, 100)  # a waist: two distance peaks
+    white = disk(80, 80, 100) | disk(80, 150, 100)  # a waist: two distance peaks
     image[white] = (60, 40, 150)
     image[disk(220, 300, 100)] = (150, 50, 60)  # a red cell
     image[disk(240, 60, 22)] = (60, 40, 150)  # a platelet, under the size limit
     image[disk(240, 150, 22)] = (150, 50, 60)  # red debris of the same size
+    pair = disk(80, 400, 100) | disk(80, 498, 100)  # two white cells side by side
+    image[pair] = (60, 40, 150)
     plain = segmenter(diameter="model").predict(image, instances=True)
-    assert plain.labels.max() == 3 and plain.classes is None  # white in two; small ones gone
+    assert plain.labels.max() == 5 and plain.classes is None  # white in two; small ones gone
     named = segmenter(diameter="model", classifier=Dummy()).predict(image, instances=True)
     kinds = sorted(t["class"] for t in named.classes)
-    assert kinds == ["platelet", "red_blood_cell", "white_blood_cell"]
-    assert len(named.classes) == named.labels.max() == 3
+    assert kinds == ["platelet", "red_blood_cell"] + ["white_blood_cell"] * 3
+    assert len(named.classes) == named.labels.max() == 5
     whites = [i + 1 for i, t in enumerate(named.classes) if t["class"] == "white_blood_cell"]
     assert ((named.labels == whites[0]) == (white & named.mask)).all()
+    # the two touching white cells are not joined: they were never cut apart
+    assert named.labels[80, 400] != named.labels[80, 498] and named.labels[80, 498] > 0
     assert named.labels[240, 150] == 0 and named.labels[240, 60] > 0
     # classes can be left off per call
     assert segmenter(diameter="model", classifier=Dummy()).predict(
-        image, instances=True, classes=False).labels.max() == 3
+        image, instances=True, classes=False).labels.max() == 5
 
 
 def test_cells_found_at_another_size_than_the_diameter_are_noted():

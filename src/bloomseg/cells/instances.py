@@ -365,9 +365,66 @@ def merge_touching(labels: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, 
                        shape=(count, count))
     _, group = connected_components(graph, directed=False)
     order = {g: i + 1 for i, g in enumerate(dict.fromkeys(group.tolist()))}
-    lookup = np.zeros(count + 1, np.int32)
-    lookup[1:] = [order[g] for g in group.tolist()]
     members: list[list[int]] = [[] for _ in order]
-    for old, new in enumerate(lookup[1:], start=1):
-        members[new - 1].append(old)
-    return lookup[labels], members
+    for old, g in enumerate(group.tolist(), start=1):
+        members[order[g] - 1].append(old)
+    return regroup(labels, members), members
+
+
+JOIN_MIN_CUT = 0.6
+"""Pieces are one white cell only where they were cut apart, not where they touch: each
+piece's border with the rest of its group must be at least this share of the narrower
+side's width (the diameter of a disk of its area). Two halves of a disk share 1.4 of a
+half's width, two disks side by side next to nothing. On the txlpbc val smears the 12
+joins of pieces of one white cell shared 1.1 to 2.6, the one of two white cells 0.36;
+0.6 lies between, nearer the latter (about their geometric mean)."""
+JOIN_MIN_SOLIDITY = 0.8
+"""...the joined shape this convex (area over its convex hull's): a white cell with a
+platelet or a red cell beside it leaves a waist (txlpbc val: it refuses a white cell and
+platelet joined, 0.77, and one single white cell, 0.76)."""
+JOIN_MIN_AREA = 1.0
+"""...and at least this many red cells' area at the image's cell diameter (white cells are
+larger than red cells: a small joined shape is more likely red cells called white)."""
+
+
+def fits_one_cell(pieces: np.ndarray, groups: list[list[int]], diameter: float) -> np.ndarray:
+    """Whether each group of touching pieces has the shape of one cell cut apart.
+
+    Args:
+        pieces: (H, W) cells 1..N; groups: cells of ``pieces`` to be joined, each group
+            one joined cell.
+        diameter: px, a red cell's diameter in this image.
+
+    Returns:
+        (len(groups),) bool: cut apart (:data:`JOIN_MIN_CUT`), convex
+        (:data:`JOIN_MIN_SOLIDITY`) and large (:data:`JOIN_MIN_AREA`).
+    """
+    from skimage.measure import regionprops
+
+    count = int(pieces.max(initial=0))
+    areas = np.bincount(pieces.ravel(), minlength=count + 1)
+    border = np.zeros((count + 1, count + 1), np.int64)  # 4-connected pixel pairs
+    for a, b in ((pieces[:-1], pieces[1:]), (pieces[:, :-1], pieces[:, 1:])):
+        touch = (a != b) & (a > 0) & (b > 0)
+        np.add.at(border, (a[touch], b[touch]), 1)
+    border += border.T
+    props = regionprops(regroup(pieces, groups))  # the groups alone, 1..K
+    red_area = np.pi / 4 * diameter ** 2
+    fits = []
+    for k, group in enumerate(groups):
+        total = int(areas[group].sum())
+        cut = all(border[c, [o for o in group if o != c]].sum()
+                  >= JOIN_MIN_CUT * np.sqrt(4 * min(areas[c], total - areas[c]) / np.pi)
+                  for c in group)
+        fits.append(cut and props[k].solidity >= JOIN_MIN_SOLIDITY
+                    and props[k].area >= JOIN_MIN_AREA * red_area)
+    return np.array(fits, bool)
+
+
+def regroup(labels: np.ndarray, members: list[list[int]]) -> np.ndarray:
+    """(H, W) labels whose cell k+1 is the union of the old cells ``members[k]`` (each old
+    cell in one group at most; cells in none, and the background, become 0)."""
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, np.int32)
+    for new, group in enumerate(members, start=1):
+        lookup[group] = new
+    return lookup[labels]

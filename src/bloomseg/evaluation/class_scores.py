@@ -36,11 +36,14 @@ class ClassTally:
         boxes: (4,) int, true boxes of each kind, matched or not (a cell the
             segmentation missed is a cell of its kind not found).
         parasitemia: per image (true %, predicted %), where the image has red boxes.
+        white_over_several: cells called white that hold the centres of two true boxes
+            or more (cells merged into one "white cell").
     """
 
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(KINDS),) * 2, int))
     boxes: np.ndarray = field(default_factory=lambda: np.zeros(len(KINDS), int))
     parasitemia: list[tuple[str, float, float]] = field(default_factory=list)
+    white_over_several: int = 0
 
     def add(self, stem: str, labels: np.ndarray, types: list[dict], boxes: np.ndarray,
             targets: np.ndarray) -> dict:
@@ -60,6 +63,13 @@ class ClassTally:
         for cell, box in box_pairs(cell_boxes(labels)[0], boxes):
             self.confusion[true_kinds[box], predicted[cell]] += 1
         self.boxes += np.bincount(true_kinds, minlength=len(KINDS))
+        if len(boxes):
+            h, w = labels.shape
+            cy = ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int).clip(0, h - 1)
+            cx = ((boxes[:, 0] + boxes[:, 2]) / 2).astype(int).clip(0, w - 1)
+            holding = np.bincount(labels[cy, cx], minlength=len(types) + 1)[1:]
+            self.white_over_several += int(((holding >= 2) & (predicted == KINDS.index(
+                "white_blood_cell"))).sum())
         infected = int((true_kinds == INFECTED).sum())
         red = infected + int((true_kinds == RED).sum())
         called = int((predicted == INFECTED).sum())
@@ -96,7 +106,8 @@ class ClassTally:
                               "boxes": boxes,
                               "recall_of_all_boxes": c[k, k] / boxes if boxes else None}
         out = {"kinds": list(KINDS), "labelled_kinds": [n for n, k in zip(KINDS, known) if k],
-               "confusion_rows_true_columns_predicted": c.tolist(), "per_class": per_kind}
+               "confusion_rows_true_columns_predicted": c.tolist(), "per_class": per_kind,
+               "white_cells_over_several_boxes": self.white_over_several}
         if known[INFECTED]:
             found, boxes = int(c[INFECTED, INFECTED]), int(self.boxes[INFECTED])
             low, high = wilson_interval(found, boxes)

@@ -373,7 +373,7 @@ class Segmenter:
         Returns:
             (labels 1..M, each cell's class row).
         """
-        from bloomseg.cells.instances import drop_small, merge_touching
+        from bloomseg.cells.instances import drop_small, fits_one_cell, merge_touching, regroup
 
         classifier = self.classifier
         p = classify(classifier, image, labels, diameter)
@@ -382,12 +382,23 @@ class Segmenter:
             merged, members = merge_touching(labels, white)
             joined = [i for i, m in enumerate(members) if len(m) > 1]
             if joined:
-                keep = np.array([m[0] - 1 for m in members])
-                p = p[keep]
+                # joined only where the shape is one white cell's and the classifier,
+                # shown the whole, still calls it white: never on a guess
                 only = np.zeros(len(members) + 1, np.int32)
                 only[[i + 1 for i in joined]] = np.arange(1, len(joined) + 1)
-                p[joined] = classify(classifier, image, only[merged], diameter)
-                labels = merged
+                whole = classify(classifier, image, only[merged], diameter)
+                kept = fits_one_cell(labels, [members[i] for i in joined], diameter) & (
+                    whole.argmax(axis=1) == CLASSES.index("white_blood_cell"))
+                accepted = {i: q for i, q, k in zip(joined, whole, kept) if k}
+                groups, rows = [], []
+                for i, m in enumerate(members):
+                    if i in accepted:
+                        groups.append(m)
+                        rows.append(accepted[i])
+                    else:
+                        groups += [[c] for c in m]
+                        rows += [p[c - 1] for c in m]
+                labels, p = regroup(labels, groups), np.array(rows)
         types = cell_types(p, classifier.config.infected_threshold)
         areas = np.bincount(labels.ravel(), minlength=len(types) + 1)[1:]
         small = (areas < min_area) & np.array([t["class"] != "platelet" for t in types], bool)
