@@ -68,6 +68,11 @@ class Prediction:
             whole cells found are not the size they were segmented at, that too.
         classes: per cell (label order), its class, stage and probabilities
             (:func:`bloomseg.cells.types.cell_types`), where a classifier named the cells.
+        estimate: the size step's record (with an estimated diameter: the classical
+            estimate, the network's readings).
+        qc: the image's quality verdict (:class:`bloomseg.quality.Verdict`), once
+            :func:`bloomseg.quality.judge` has judged it (the command line, the viewer and
+            ``evaluate`` always do).
     """
 
     probability: np.ndarray
@@ -79,10 +84,15 @@ class Prediction:
     diameter_source: str = OWN
     diameter_note: str = ""
     classes: list[dict] | None = None
+    estimate: Scale | None = None
+    qc: object | None = None  # a bloomseg.quality.Verdict: that layer is above this one
 
     @property
     def scale(self) -> Scale:
-        """The cell diameter it was made at, its source and note."""
+        """The cell diameter it was made at, its source and note (with the size step's
+        record where it estimated the diameter)."""
+        if self.estimate is not None:
+            return replace(self.estimate, note=self.diameter_note)
         return Scale(self.diameter, self.diameter_source, self.diameter_note)
 
 
@@ -295,7 +305,7 @@ class Segmenter:
             note = "; ".join(n for n in (note, found_size_note(labels, scale.diameter)) if n)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
-                          note, types)
+                          note, types, scale)
 
     def cells_scale(self, image: np.ndarray, labels: np.ndarray,
                     diameter: float | str | None = None) -> Scale:

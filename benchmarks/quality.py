@@ -1,0 +1,152 @@
+"""The quality verdict measured as a classifier of failures.
+
+    python benchmarks/quality.py [--split val|test] [--made 30] [--model default]
+                                 [--out out/quality-val.csv]
+
+Every image of a split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart) is segmented as
+``predict --cells`` does (``--diameter auto``, classes) and judged
+(:func:`bloomseg.quality.judge`). An image **failed** where its cell F1 against its boxes
+(one to one, IoU >= 0.5) is under 0.8, its count is off by more than 25% (every cell
+against every box: txlpbc boxes the cells cut by a crop's border; BBBC041's whole cells
+against its boxes), or its pixel Dice is under 0.85 where it has a mask. A field with
+fewer than 3 boxes has failed too: it is not a field to count on.
+
+With ``--made N`` (val only), the first N images of each domain are also made to fail on
+purpose, each way on its own: a wrong ``--diameter`` (0.3x and 3x the boxes' median
+size), heavy blur (Gaussian, sigma a tenth of a cell), a strong orange tint (40%), JPEG
+at quality 10, and a near-empty field (all but the cells of one small window painted
+with the background). They are judged and scored as the rest: a made image that still
+scores well counts as good.
+
+Printed per dataset and way: images, failed, the verdict's recall of failed images and
+the share of good images flagged, and how often each reason was given; every image's
+signals, scores and verdict go to the CSV (the limits of
+:data:`bloomseg.quality.verdict.REASONS` were chosen on it, on val).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+from domains import count_error, domains  # noqa: E402 (the benchmarks folder is the script's own)
+
+from bloomseg.cells.matching import match_boxes
+from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+from bloomseg.data.dataset import read_mask
+from bloomseg.data.images import read_image
+from bloomseg.evaluation.pixels import PixelCounts
+from bloomseg.files import save_csv
+from bloomseg.inference.segmenter import Segmenter
+from bloomseg.quality import CHECK, REASONS, judge
+
+WAYS = ("as is", "diameter 0.3x", "diameter 3x", "blur", "tint", "jpeg 10", "near empty")
+
+
+def made(image: np.ndarray, boxes: np.ndarray, way: str, size: float, rng: np.random.Generator
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """The image made to fail one way, and the boxes still true of it."""
+    from PIL import Image
+    from scipy import ndimage
+
+    if way == "blur":
+        sigma = size / 10
+        return np.stack([ndimage.gaussian_filter(image[..., c].astype(np.float32), sigma)
+                         for c in range(3)], axis=2).round().astype(np.uint8), boxes
+    if way == "tint":
+        return (0.6 * image + 0.4 * np.array([255, 120, 40])).round().astype(np.uint8), boxes
+    if way == "jpeg 10":
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=10)
+        return np.asarray(Image.open(buffer).convert("RGB")), boxes
+    if way == "near empty":
+        h, w = image.shape[:2]
+        grey = image.mean(axis=2)
+        background = np.median(image[grey > np.percentile(grey, 80)], axis=0)
+        centre = boxes[rng.integers(len(boxes))] if len(boxes) else np.array([0, 0, w, h])
+        cx, cy = (centre[0] + centre[2]) / 2, (centre[1] + centre[3]) / 2
+        x0, x1 = int(max(0, cx - size)), int(min(w, cx + size))
+        y0, y1 = int(max(0, cy - size)), int(min(h, cy + size))
+        out = np.empty_like(image)
+        out[:] = background.astype(np.uint8)
+        out[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+        inside = (boxes[:, 0] >= x0) & (boxes[:, 2] <= x1) & (boxes[:, 1] >= y0) & (boxes[:, 3] <= y1)
+        return out, boxes[inside]
+    return image, boxes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data", type=Path)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--split", default="val", choices=("val", "test"),
+                        help="val: to choose the limits (never choose by test)")
+    parser.add_argument("--made", type=int, default=0, metavar="N",
+                        help="make the first N images of each domain fail on purpose (val)")
+    parser.add_argument("--limit", type=int, default=0, metavar="N",
+                        help="the first N images of each domain only (0: all)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.made and args.split != "val":
+        parser.error("--made: failures are made from val images only")
+    out = args.out or Path(f"out/quality-{args.split}.csv")
+    segmenter = Segmenter.load(args.model)
+    rng = np.random.default_rng(0)
+    rows, seen = [], {}
+    for domain, path, box_path, mask_path in domains(args.data, args.split):
+        if args.limit and seen.get(domain, 0) >= args.limit:
+            continue
+        image = read_image(path)
+        h, w = image.shape[:2]
+        true = yolo_to_xyxy(read_boxes(box_path), h, w)
+        size = float(np.median((true[:, 2] - true[:, 0] + true[:, 3] - true[:, 1]) / 2)) \
+            if len(true) else 50.0
+        seen[domain] = seen.get(domain, 0) + 1
+        ways = WAYS if seen[domain] <= args.made else WAYS[:1]
+        for way in ways:
+            shown, boxes = made(image, true, way, size, rng)
+            diameter = {"diameter 0.3x": 0.3 * size, "diameter 3x": 3 * size}.get(way, "auto")
+            result = segmenter.predict(shown, instances=True, diameter=diameter)
+            verdict = judge(shown, result)
+            match = match_boxes(result.labels, boxes)
+            error = match.relative_count_error if domain == "bbbc041" else count_error(match)
+            row = {"domain": domain, "way": way, "image": path.stem, "boxes": len(boxes),
+                   "f1": round(match.f1, 4), "count_error": round(error, 4), "dice": ""}
+            failed = match.f1 < 0.8 or error > 0.25 or len(boxes) < 3
+            if mask_path is not None and way in ("as is", "diameter 0.3x", "diameter 3x",
+                                                 "blur", "tint", "jpeg 10"):
+                dice = PixelCounts.of(result.labels > 0, read_mask(mask_path)).dice
+                row["dice"] = round(dice, 4)
+                failed = failed or dice < 0.85
+            rows.append(row | {"failed": int(failed), "verdict": verdict.status,
+                               "reasons": " ".join(verdict.reasons),
+                               **{k: round(v, 4) for k, v in verdict.signals.items()}})
+        print(f"{domain} {path.stem}: {rows[-1]['verdict']} {rows[-1]['reasons']}", flush=True)
+    save_csv(out, rows, list(rows[0]))
+    table(rows)
+    print(f"-> {out}")
+
+
+def table(rows: list[dict]) -> None:
+    """Per dataset and way: failed images, recall of the failed, good flagged, reasons."""
+    print("| dataset | way | images | failed | failed flagged | good flagged | reasons |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["domain"], r["way"]), []).append(r)
+        groups.setdefault(("all", r["way"] if r["way"] == "as is" else "made"), []).append(r)
+    for (domain, way), chosen in groups.items():
+        failed = [r for r in chosen if r["failed"]]
+        good = [r for r in chosen if not r["failed"]]
+        caught = sum(r["verdict"] == CHECK for r in failed)
+        flagged = sum(r["verdict"] == CHECK for r in good)
+        counts = {n.name: sum(n.name in r["reasons"].split() for r in chosen) for n in REASONS}
+        print(f"| {domain} | {way} | {len(chosen)} | {len(failed)} | "
+              f"{caught}/{len(failed)} | {flagged}/{len(good)} | "
+              + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + " |")
+
+
+if __name__ == "__main__":
+    main()

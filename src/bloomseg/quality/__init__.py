@@ -1,0 +1,11 @@
+"""The quality verdict: whether a segmented image can be trusted or needs a look.
+
+It reads a :class:`~bloomseg.inference.segmenter.Prediction` (and the size step's record)
+and returns a :class:`Verdict`, ``ok`` or ``check`` with named reasons, computed here once
+for the summary table, the report, the command line, napari and ``evaluate``."""
+
+from __future__ import annotations
+
+from bloomseg.quality.verdict import CHECK, OK, REASONS, Verdict, judge
+
+__all__ = ["CHECK", "OK", "REASONS", "Verdict", "judge"]

@@ -1,0 +1,95 @@
+"""What a run already knows about an image that says whether to trust it.
+
+Each signal is a number per image, computed from the prediction alone (no truth): how far
+the size methods and the cells found disagree with the diameter used, how many cells are
+fragments, how many pixels the network is unsure of, how much of the field holds cells,
+and what the classes look like. :mod:`bloomseg.quality.verdict` turns them into reasons.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bloomseg.cells.size import FEW, labelled_diameter
+from bloomseg.data.boxes import touches_border
+from bloomseg.data.vocabulary import KINDS
+
+UNSURE = (0.2, 0.8)
+"""Probabilities between these are pixels the network is unsure of."""
+FRAGMENT = 0.3
+"""A whole cell under this share of a red cell's area at the image's diameter is a
+fragment, unless it is called a platelet."""
+
+
+def log_ratio(a: float | None, b: float | None) -> float:
+    """|log(a / b)|: how far apart two sizes are (0 where either is unknown)."""
+    if not a or not b:
+        return 0.0
+    return abs(math.log(a / b))
+
+
+def signals(image: np.ndarray, prediction) -> dict[str, float]:
+    """The image's quality signals.
+
+    Args:
+        image: (H, W, 3) uint8, the image as read.
+        prediction: a :class:`~bloomseg.inference.segmenter.Prediction` with cells
+            (``instances=True``).
+
+    Returns:
+        ``size_methods``: |log| of the classical estimate over the diameter used (0 where
+        the diameter was not estimated or there is no classical estimate);
+        ``size_unsettled``: 1 where the network's size reading did not settle, else 0;
+        ``size_found``: |log| of the whole cells' median size over the diameter used
+        (0 under :data:`~bloomseg.cells.size.FEW` whole cells);
+        ``cell_fraction``: the share of the image that is cell;
+        ``cells``: the cells found; ``whole_cells``: those not cut by the border;
+        ``fragments``: the share of whole cells under :data:`FRAGMENT` of a red cell's
+        area (platelets apart);
+        ``cells_per_area``: cells per red cell's area of cell pixels (about 1 for red
+        cells; far above where cells are shredded, far below where they are merged);
+        ``unsure``: the share of cell pixels whose probability is within :data:`UNSURE`;
+        ``clipped``: the share of image pixels at 0 or 255 in every channel;
+        ``white_share``, ``uncertain_share``: the cells called white, and those whose
+        class is uncertain, among the named cells (0 without classes).
+    """
+    labels = prediction.labels
+    scale = prediction.scale
+    diameter = scale.diameter or 0.0
+    p = prediction.probability
+    cell_pixels = max(1, int(prediction.mask.sum()))
+    out = {"size_methods": log_ratio(scale.classical, scale.diameter)
+           if scale.source == "estimated" else 0.0,
+           "size_unsettled": float(scale.settled is False),
+           "cell_fraction": float(prediction.mask.mean()),
+           "unsure": float(((p > UNSURE[0]) & (p < UNSURE[1])).sum() / cell_pixels),
+           "clipped": float(((image.min(axis=2) >= 255) | (image.max(axis=2) <= 0)).mean())}
+    found = labelled_diameter(labels)
+    out["size_found"] = log_ratio(found.diameter, diameter) if found.cells >= FEW else 0.0
+    from scipy import ndimage
+
+    h, w = labels.shape
+    boxes = ndimage.find_objects(labels)
+    areas = np.bincount(labels.ravel(), minlength=len(boxes) + 1)[1:]
+    whole = np.array([b is not None and not touches_border(b[1].start, b[0].start, b[1].stop,
+                                                          b[0].stop, h, w) for b in boxes], bool)
+    kinds = [t["class"] for t in prediction.classes] if prediction.classes else []
+    platelet = np.array([k == "platelet" for k in kinds], bool) if kinds else \
+        np.zeros(len(boxes), bool)
+    red_area = math.pi / 4 * diameter ** 2 if diameter else float(np.median(areas[whole])
+                                                                   if whole.any() else 1.0)
+    counted = whole & ~platelet
+    out |= {"cells": float(len(boxes)), "whole_cells": float(whole.sum()),
+            "fragments": float((areas[counted] < FRAGMENT * red_area).mean())
+            if counted.any() else 0.0,
+            "cells_per_area": float((~platelet).sum() / max(1e-9, areas[~platelet].sum()
+                                                             / red_area)) if boxes else 0.0}
+    if kinds:
+        out["white_share"] = float(np.mean([k == KINDS[2] for k in kinds]))
+        out["uncertain_share"] = float(np.mean([bool(t.get("uncertain")) for t in
+                                                prediction.classes]))
+    else:
+        out["white_share"] = out["uncertain_share"] = 0.0
+    return out

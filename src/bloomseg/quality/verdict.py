@@ -1,0 +1,95 @@
+"""The verdict: ``ok`` or ``check``, with the reasons an image needs a look.
+
+Each reason is one signal (:func:`bloomseg.quality.signals.signals`) past a limit. The
+limits were chosen on the val splits and on failures made from val images on purpose
+(``python benchmarks/quality.py --split val``): each one flags few good images and
+catches failures the others miss. Nothing was chosen by a test figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bloomseg.quality.signals import signals
+
+OK = "ok"
+CHECK = "check"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A reason to check an image: ``signal`` above ``limit`` (below, with ``below``)."""
+
+    name: str
+    signal: str
+    limit: float
+    text: str
+    below: bool = False
+
+    def applies(self, values: dict[str, float]) -> bool:
+        v = values[self.signal]
+        return v < self.limit if self.below else v > self.limit
+
+
+REASONS = (
+    Reason("empty", "whole_cells", 3, "next to no cells found", below=True),
+    Reason("size_methods", "size_methods", 0.47, "the size methods disagree"),
+    Reason("size_found", "size_found", 0.26, "the cells found are not the size they were "
+           "segmented at"),
+    Reason("fragments", "fragments", 0.2, "many fragments (cells under a third of a red "
+           "cell's area)"),
+    Reason("crowded", "cells_per_area", 1.6, "more cells than the cell area holds (shredded "
+           "cells)"),
+    Reason("merged", "cells_per_area", 0.4, "fewer cells than the cell area holds (merged "
+           "cells)", below=True),
+    Reason("unsure", "unsure", 0.25, "the network is unsure of many pixels (blur, an "
+           "unfamiliar stain)"),
+    Reason("clipped", "clipped", 0.05, "over- or under-exposed"),
+    Reason("white_cells", "white_share", 0.3, "many cells called white"),
+    Reason("uncertain_classes", "uncertain_share", 0.2, "many cells of uncertain class"),
+)
+"""Every reason, in the order they are reported."""
+
+
+@dataclass
+class Verdict:
+    """An image's quality verdict.
+
+    Attributes:
+        status: ``ok`` or ``check``.
+        reasons: the names of the reasons that apply (:data:`REASONS`), in order.
+        signals: the signals it was judged on.
+    """
+
+    status: str
+    reasons: tuple[str, ...] = ()
+    signals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The reasons for a person ('' where there are none)."""
+        texts = {r.name: r.text for r in REASONS}
+        return "; ".join(texts[n] for n in self.reasons)
+
+
+def judge(image: np.ndarray, prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
+    """Judge a segmented image, and keep the verdict on the prediction (``qc``).
+
+    Args:
+        image: (H, W, 3) uint8, the image as read.
+        prediction: a :class:`~bloomseg.inference.segmenter.Prediction` with cells.
+        reasons: the reasons to look for (default: all).
+
+    Returns:
+        The verdict, also set as ``prediction.qc``.
+    """
+    values = signals(image, prediction)
+    found = tuple(r.name for r in reasons if r.applies(values))
+    # an empty field gives no other reason a meaning
+    if "empty" in found:
+        found = ("empty",)
+    verdict = Verdict(CHECK if found else OK, found, values)
+    prediction.qc = verdict
+    return verdict
