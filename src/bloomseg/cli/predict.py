@@ -35,7 +35,8 @@ def _predict(args: argparse.Namespace) -> int:
     from bloomseg.outputs.summary import SUMMARY_FILE
 
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
-                            True if args.large else None, args.block, args.halo, args.max_pixels)
+                            True if args.large else None, args.block, args.halo, args.max_pixels,
+                            args.qc_strict)
     outputs.check()
     spec = _spec(args, ("strategy", "overlap", "sigma", "context", "tta", "batch_size"))
     on_cluster = bool(args.workers or args.scheduler)
@@ -62,7 +63,14 @@ def _predict(args: argparse.Namespace) -> int:
                              progress=not args.quiet, resume=args.resume)
     done = sum(r["status"] == "ok" for r in rows)
     print(f"{done} of {len(rows)} images segmented -> {Path(args.output) / SUMMARY_FILE}")
-    print(f"report: {(Path(args.output) / 'report.html').resolve()}")
+    report = (Path(args.output) / "report.html").resolve()
+    judged = [r for r in rows if r["status"] == "ok" and r.get("qc")]
+    if judged:
+        flagged = sum(r["qc"] == "check" for r in judged)
+        print(f"{flagged} of {len(judged)} images need a look" + (
+            f" (left out of the totals: --qc-strict): see {report}" if flagged and
+            args.qc_strict else f": see {report}" if flagged else ""))
+    print(f"report: {report}")
     return EXIT_OK if done == len(rows) else EXIT_SKIPPED
 
 
@@ -117,6 +125,10 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
                       "<stem>.geojson (QuPath), cell counts in summary.csv")
     pred.add_argument("--coco", action="store_true",
                       help="also cells_coco.json (COCO, RLE masks); implies --instances")
+    pred.add_argument("--qc-strict", action="store_true",
+                      help="leave the images whose quality verdict is 'check' out of the "
+                      "run's totals and parasitemia (with --cells; they are still written, "
+                      "and listed first in the report)")
     large = pred.add_argument_group(
         "large images", f"images over {LARGE_PIXELS / 1e6:.0f} Mpx are predicted block by block "
         "in bounded memory: TIFF and zarr read lazily, cells merged across block borders, "

@@ -27,6 +27,8 @@ class OutputOptions:
         halo: context around each block, px; more than the largest cell.
         max_pixels: larger images are refused (None: no limit), see
             :func:`bloomseg.data.images.read_image`.
+        qc_strict: leave the images whose quality verdict is ``check`` out of the run's
+            totals and parasitemia (they are still written and listed).
     """
 
     save_prob: bool = False
@@ -36,6 +38,7 @@ class OutputOptions:
     block: int = setting(2048, Range(int, TILE))
     halo: int = setting(256, Range(int, 0))
     max_pixels: int | None = setting(MAX_PIXELS, POSITIVE_INT)
+    qc_strict: bool = False
 
     def __post_init__(self) -> None:
         if self.coco and not self.cells:  # the COCO file is made of the cells

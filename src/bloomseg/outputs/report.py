@@ -114,9 +114,14 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
     if instances and ok:
         summary += [("cells", sum(int(r["cells"]) for r in ok)),
                     ("cells not cut by the border", sum(int(r["complete_cells"]) for r in ok))]
+    flagged = [r for r in ok if r.get("qc") == "check"]
+    if any(r.get("qc") for r in ok):
+        summary.append(("to check (quality verdict)", len(flagged)))
     lines = [table(["", ""], summary)]
     lines.append("<p>" + " · ".join(_link(f) for f in files) + "</p>")
     sections = [("Summary", "".join(lines))]
+    if flagged:
+        sections.append(("Check these first", _check_section(flagged, instances)))
     named = [r for r in ok if r.get("infected", "") != ""]
     if named:
         sections.append(("Cell classes", _classes_section(named, total)))
@@ -131,11 +136,11 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
             diameter += f"; {r['diameter_note']}"
         image_rows.append([_e(Path(r["image"]).name), _e(f"{r['width']}x{r['height']}"),
                            _e(r["cell_fraction"]), _e(r["cells"]), _e(r["complete_cells"]),
-                           _e(diameter), _e(r["seconds"]), links])
+                           _e(diameter), _e(r["seconds"]), _e(r.get("qc", "")), links])
     if image_rows:
         sections.append(("Images", table(["image", "size", "cell fraction", "cells",
                                           "not cut by border", "cell diameter", "seconds",
-                                          "files"], image_rows, raw=True)))
+                                          "quality", "files"], image_rows, raw=True)))
         gallery = "".join(
             figure(r["files"]["overlay"],
                    f"{Path(r['image']).name}: " + (f"{r['cells']} cells ({r['complete_cells']} "
@@ -149,6 +154,23 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         sections.append(("Not segmented", table(["image", "reason"], [
             [Path(r["image"]).name, r["status"]] for r in problems])))
     return write_page(out_dir, "bloomseg predict", f"model: {model}", sections)
+
+
+def _check_section(flagged: list[dict], instances: bool) -> str:
+    """The images whose quality verdict is ``check``, each with its reasons and overlay."""
+    from bloomseg.quality import REASONS
+
+    texts = {r.name: r.text for r in REASONS}
+    note = ("<p class=\"note\">The quality verdict found something unusual in these "
+            "images: look at each before you count on it (summary.csv: <code>qc</code>, "
+            "<code>qc_reasons</code>).</p>")
+    rows = [[_e(Path(r["image"]).name),
+             _e("; ".join(texts.get(n, n) for n in r["qc_reasons"].split(";") if n))]
+            for r in flagged]
+    gallery = "".join(figure(r["files"]["overlay"], f"{Path(r['image']).name}: "
+                             + ", ".join(r["qc_reasons"].split(";")))
+                      for r in flagged if "overlay" in r.get("files", {}))
+    return note + table(["image", "why"], rows, raw=True) + f'<div class="gallery">{gallery}</div>'
 
 
 def _classes_section(named: list[dict], total: dict | None) -> str:

@@ -23,9 +23,11 @@ from bloomseg.outputs.summary import (
     SUMMARY_FILE,
     class_fields,
     diameter_fields,
+    qc_fields,
     save_cell_table,
     total_row,
 )
+from bloomseg.quality import judge
 
 COCO_FILE = "cells_coco.json"
 LABELS_END = "_labels.tif"
@@ -241,6 +243,7 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
            **diameter_fields(result.scale)}
     annotations = None
     if result.labels is not None:
+        row.update(qc_fields(judge(image, result)))
         row.update(save_cells(image, result.labels, result.classes, diameter_fields(result.scale),
                               outputs, gallery_path(outputs["labels"].parent, path.stem)))
         if options.coco:
@@ -316,7 +319,7 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
     remove_stale_temporaries(out_dir, [p.name for stem in stems
                                        for p in possible_outputs(out_dir, stem, options)])
     remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
-    total = total_row(rows)
+    total = total_row(rows, options.qc_strict)
     save_csv(out_dir / SUMMARY_FILE, rows + ([total] if total else []), SUMMARY_COLUMNS)
     if options.coco:
         save_json(out_dir / COCO_FILE, _coco(out_dir, rows))

@@ -15,7 +15,7 @@ and the parasitemia (infected per 100 red cells, with its 95% Wilson interval), 
 classifier named the cells."""
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    *CLASS_COLUMNS, "diameter", "diameter_source", "diameter_note", "seconds",
-                   "status")
+                   "qc", "qc_reasons", "status")
 TOTAL = "(all images)"
 """The ``image`` of summary.csv's last row where cells were classified: the run's counts
 and its parasitemia over every image's red cells."""
@@ -23,7 +23,10 @@ and its parasitemia over every image's red cells."""
 image border, the count to compare between fields; ``diameter``: the cell diameter (px)
 the image was segmented at, ``diameter_source`` whether it was ``given``,
 ``estimated`` or the ``model``'s own, ``diameter_note`` what to know about it (no cells
-to estimate from, an estimate from few cells). A row also carries ``files`` (kind ->
+to estimate from, an estimate from few cells); ``qc`` the quality verdict, ``ok`` or
+``check`` (:func:`bloomseg.quality.judge`; '' where the image was not judged: without
+cells, or a large image), ``qc_reasons`` its reasons' names, separated by ``;``. A row
+also carries ``files`` (kind ->
 file name of what was written), which summary.csv leaves out."""
 
 
@@ -81,15 +84,24 @@ def uncertain_counts(types: list[dict]) -> dict[str, int]:
             "infected_uncertain": sum(t["class"] == "infected" for t in doubtful)}
 
 
-def total_row(rows: list[dict]) -> dict | None:
+def qc_fields(verdict) -> dict:
+    """The summary fields of an image's quality verdict (a :class:`bloomseg.quality.Verdict`)."""
+    return {"qc": verdict.status, "qc_reasons": ";".join(verdict.reasons)}
+
+
+def total_row(rows: list[dict], strict: bool = False) -> dict | None:
     """The run's :data:`TOTAL` row: cells of each class summed over the images whose
     cells were classified, and the parasitemia of all their red cells (None where no
-    image's cells were)."""
-    named = [r for r in rows if r.get("status") == "ok" and r.get("infected", "") != ""]
+    image's cells were). ``strict`` leaves out the images whose verdict is ``check``."""
+    named = [r for r in rows if r.get("status") == "ok" and r.get("infected", "") != ""
+             and not (strict and r.get("qc") == "check")]
     if not named:
         return None
+    left_out = sum(r.get("status") == "ok" and r.get("qc") == "check" for r in rows) \
+        if strict else 0
     counts = {k: sum(int(r[k] or 0) for r in named)
               for k in KINDS + ("uncertain", "infected_uncertain")}
     return (dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": TOTAL, "cells": sum(
-        int(r["cells"]) for r in named), "status": f"total of {len(named)} images"}
+        int(r["cells"]) for r in named), "status": f"total of {len(named)} images" + (
+            f" ({left_out} to check left out: --qc-strict)" if left_out else "")}
             | counts | parasitemia(counts["infected"], counts["red_blood_cell"]))
