@@ -54,6 +54,10 @@ def test_the_widget_finds_the_cells_the_command_line_finds(make_napari_viewer, q
     assert "parasitemia" in widget.counts.text()
     assert widget.progress.value() == widget.progress.maximum()
     assert f"at a cell diameter of {rows[0]['image_diameter']} px (estimated)" in widget.status.text()
+    # the same quality verdict as the command line's
+    qc = _table(cli_outputs / "summary.csv")[1][0]["qc"]
+    assert qc in ("ok", "check")
+    assert ("quality: ok" if qc == "ok" else "quality: check it") in widget.status.text()
 
 
 def test_cancel_stops_a_run_and_changes_nothing(make_napari_viewer, qtbot, smear_file):

@@ -55,6 +55,7 @@ class Segmented:
     diameter: dict
     seconds: float
     cells: bool
+    qc: object | None = None  # the image's quality verdict (bloomseg.quality.Verdict)
 
 
 class _Signals(QObject):
@@ -259,6 +260,7 @@ class SegmentWidget(QWidget):
                    seconds: float) -> Segmented:
         from bloomseg.cells.measure import measure_cells
         from bloomseg.outputs.summary import cell_table, diameter_fields
+        from bloomseg.quality import judge
 
         diameter = diameter_fields(result.scale)
         if not cells:
@@ -268,7 +270,8 @@ class SegmentWidget(QWidget):
         if result.classes is not None:
             rows = [r | t for r, t in zip(rows, result.classes)]
         features = table_frame(*cell_table(rows, diameter, result.classes is not None))
-        return Segmented(name, result.labels, features, diameter, seconds, True)
+        return Segmented(name, result.labels, features, diameter, seconds, True,
+                         judge(image, result))
 
     def _segment_large(self, segmenter, source, name: str, cells: bool, folder: str,
                        overwrite: bool, start: float) -> Segmented:
@@ -340,8 +343,10 @@ class SegmentWidget(QWidget):
         size = done.diameter.get("diameter")
         at = f" at a cell diameter of {size} px ({done.diameter.get('diameter_source')})" if size else ""
         note = done.diameter.get("diameter_note")
+        verdict = (f"\nquality: check it: {done.qc.text}" if done.qc.status == "check"
+                   else "\nquality: ok") if done.qc is not None else ""
         self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
-                            (f"\n{note}" if note else ""))
+                            (f"\n{note}" if note else "") + verdict)
         self.counts.setText(counts_text(done.features) if done.cells else
                             f"cell pixels: {100 * float(np.mean(done.labels > 0)):.1f}%")
 
