@@ -5,11 +5,12 @@
 
 Every image of a split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart) is segmented as
 ``predict --cells`` does (``--diameter auto``, classes) and judged
-(:func:`bloomseg.quality.judge`). An image **failed** where its cell F1 against its boxes
-(one to one, IoU >= 0.5) is under 0.8, its count is off by more than 25% (every cell
-against every box: txlpbc boxes the cells cut by a crop's border; BBBC041's whole cells
-against its boxes), or its pixel Dice is under 0.85 where it has a mask. A field with
-fewer than 3 boxes has failed too: it is not a field to count on.
+(:func:`bloomseg.quality.judge`). An image **failed**
+(:func:`bloomseg.evaluation.verdicts.failed`) where its cell F1 against its boxes (one to
+one, IoU >= 0.5) is under 0.8, its count is off by more than 25% (every cell against
+every box: txlpbc boxes the cells cut by a crop's border; BBBC041's whole cells against
+its boxes), or its pixel Dice is under 0.85 where it has a mask. A field with fewer than
+3 boxes has failed too: it is not a field to count on.
 
 With ``--made N`` (val only), the first N images of each domain are also made to fail on
 purpose, each way on its own: a wrong ``--diameter`` (0.3x and 3x the boxes' median
@@ -38,6 +39,7 @@ from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
 from bloomseg.data.dataset import read_mask
 from bloomseg.data.images import read_image
 from bloomseg.evaluation.pixels import PixelCounts
+from bloomseg.evaluation.verdicts import failed
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
 from bloomseg.quality import CHECK, REASONS, judge
@@ -114,13 +116,12 @@ def main() -> None:
             error = match.relative_count_error if domain == "bbbc041" else count_error(match)
             row = {"domain": domain, "way": way, "image": path.stem, "boxes": len(boxes),
                    "f1": round(match.f1, 4), "count_error": round(error, 4), "dice": ""}
-            failed = match.f1 < 0.8 or error > 0.25 or len(boxes) < 3
-            if mask_path is not None and way in ("as is", "diameter 0.3x", "diameter 3x",
-                                                 "blur", "tint", "jpeg 10"):
+            dice = None
+            if mask_path is not None and way != "near empty":  # the painted field has none
                 dice = PixelCounts.of(result.labels > 0, read_mask(mask_path)).dice
                 row["dice"] = round(dice, 4)
-                failed = failed or dice < 0.85
-            rows.append(row | {"failed": int(failed), "verdict": verdict.status,
+            bad = failed(match.f1, error, dice, len(boxes))
+            rows.append(row | {"failed": int(bad), "verdict": verdict.status,
                                "reasons": " ".join(verdict.reasons),
                                **{k: round(v, 4) for k, v in verdict.signals.items()}})
         print(f"{domain} {path.stem}: {rows[-1]['verdict']} {rows[-1]['reasons']}", flush=True)

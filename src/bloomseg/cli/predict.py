@@ -222,6 +222,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if masks:
         print(f"cells against label masks: F1 {masks['f1']:.4f}, panoptic quality "
               f"{masks['panoptic_quality']:.4f}")
+    qc = m.get("quality")
+    if qc:
+        print(f"quality verdict: {qc['failed_flagged']} of {qc['failed']} failed images "
+              f"flagged, {qc['good_flagged']} of {qc['images'] - qc['failed']} good ones "
+              f"({qc['definition']})")
     print(f"-> {Path(args.output) / 'metrics.json'}")
     print(f"report: {(Path(args.output) / 'report.html').resolve()}")
     if m["skipped"]:

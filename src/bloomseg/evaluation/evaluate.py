@@ -23,10 +23,12 @@ from bloomseg.evaluation.class_scores import (
     parasitemia_plot,
 )
 from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
+from bloomseg.evaluation.verdicts import failed, verdict_scores
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure, truth_scatter
 from bloomseg.files import refuse_existing, save_json, save_png
 from bloomseg.outputs.report import evaluate_report
-from bloomseg.outputs.summary import diameter_fields
+from bloomseg.outputs.summary import diameter_fields, qc_fields
+from bloomseg.quality import judge
 from bloomseg.settings import Range
 
 if TYPE_CHECKING:  # the model loads with the first image, not with the command line
@@ -137,6 +139,12 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
     if true_labels is not None:
         mask_match = match_masks(result.labels, true_labels)
         row |= {"mask_f1": mask_match.f1, "panoptic_quality": mask_match.panoptic_quality}
+    if result.labels is not None and (box_match is not None or counts is not None):
+        truth = {} if box_match is None else {
+            "f1": box_match.f1, "count_error": box_match.relative_count_error,
+            "boxes": box_match.true}
+        row |= qc_fields(judge(image, result)) | {"failed": failed(
+            dice=None if counts is None else counts.dice, **truth)}
     return counts, row, box_match, mask_match, result
 
 
@@ -255,6 +263,8 @@ def evaluate(segmenter: Segmenter, data: str | Path, out_dir: str | Path, split:
             "fp": mask_total.fp, "fn": mask_total.fn, "precision": mask_total.precision,
             "recall": mask_total.recall, "f1": mask_total.f1,
             "panoptic_quality": mask_total.panoptic_quality}
+    if any("qc" in r for r in per_image):
+        metrics["quality"] = verdict_scores(per_image)
     class_plots = []
     if tally.confusion.sum() or tally.parasitemia:
         metrics["classes"] = tally.summary(dataset_kinds(names))

@@ -269,6 +269,16 @@ def evaluate_report(out_dir: str | Path, metrics: dict, per_image: list[dict], m
             ["panoptic quality", m["panoptic_quality"]]])))
     if "classes" in metrics:
         sections.append(("Cell classes", _class_scores(metrics["classes"])))
+    if "quality" in metrics:
+        q = metrics["quality"]
+        flagged = [[_e(r["image"]), _e("failed" if r["failed"] else "good"),
+                    _e(r["qc_reasons"].replace(";", ", "))] for r in per_image
+                   if r.get("qc") == "check"]
+        sections.append(("Quality verdict", table(["", ""], [
+            ("failed images flagged", f"{q['failed_flagged']} of {q['failed']}"),
+            ("good images flagged", f"{q['good_flagged']} of {q['images'] - q['failed']}")])
+            + f"<p class=\"note\">{_e(q['definition'])}.</p>"
+            + (table(["image flagged", "truth", "reasons"], flagged, raw=True) if flagged else "")))
     sections.append(("Plots", '<div class="gallery plots">' + "".join(
         figure(p, p.rsplit(".", 1)[0].replace("_", " ")) for p in plots) + "</div>"))
     if pictures:

@@ -1,0 +1,51 @@
+"""Scoring the quality verdict against the truth: a verdict is a classifier of failed
+images, and is measured as one (how many failed images it flags, how many good ones)."""
+
+from __future__ import annotations
+
+FAILED_F1 = 0.8
+"""An image whose cell F1 against its boxes is under this has failed..."""
+FAILED_COUNT = 0.25
+"""...or whose count is off by more than this share of its boxes..."""
+FAILED_DICE = 0.85
+"""...or whose pixel Dice is under this, where it has a mask..."""
+FEW_BOXES = 3
+"""...or that holds fewer boxes than this (not a field to count on)."""
+
+
+def failed(f1: float | None = None, count_error: float | None = None,
+           dice: float | None = None, boxes: int | None = None) -> bool:
+    """Whether an image failed, by what its truth says (None: not known).
+
+    Args:
+        f1: cell F1 against the boxes; count_error: |cells - boxes| / boxes;
+        dice: pixel Dice against the mask; boxes: the true boxes.
+    """
+    return bool((f1 is not None and f1 < FAILED_F1)
+                or (count_error is not None and count_error > FAILED_COUNT)
+                or (dice is not None and dice < FAILED_DICE)
+                or (boxes is not None and boxes < FEW_BOXES))
+
+
+def verdict_scores(rows: list[dict]) -> dict:
+    """The verdicts of judged images against their failures.
+
+    Args:
+        rows: per image, ``failed`` (bool) and ``qc`` (``ok`` or ``check``).
+
+    Returns:
+        images, failed, failed_flagged (failed images whose verdict is ``check``),
+        good_flagged, and the shares: ``recall`` (of the failed, flagged) and
+        ``false_flags`` (of the good, flagged); None where there are none.
+    """
+    judged = [r for r in rows if r.get("qc") in ("ok", "check")]
+    bad = [r for r in judged if r["failed"]]
+    good = [r for r in judged if not r["failed"]]
+    caught = sum(r["qc"] == "check" for r in bad)
+    flagged = sum(r["qc"] == "check" for r in good)
+    return {"images": len(judged), "failed": len(bad), "failed_flagged": caught,
+            "good_flagged": flagged, "recall": caught / len(bad) if bad else None,
+            "false_flags": flagged / len(good) if good else None,
+            "definition": f"failed: cell F1 < {FAILED_F1}, count off by more than "
+                          f"{FAILED_COUNT:.0%}, Dice < {FAILED_DICE} or fewer than "
+                          f"{FEW_BOXES} boxes"}
