@@ -466,3 +466,30 @@ def test_classify_names_the_cells_predict_found_with_the_same_counts(tmp_path, c
     Image.fromarray(image).save(tmp_path / "other.png")
     assert main(["classify", str(tmp_path / "field.png"), str(tmp_path / "other.png"),
                  "--labels", str(tmp_path / "pred"), "-o", str(tmp_path / "two"), "-q"]) == EXIT_SKIPPED
+
+
+def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flagged_out(
+        tmp_path, capsys):
+    from bloomseg.data.synthetic import smear
+
+    image, _ = smear(np.random.default_rng(1), 300, 400, radius=(40, 50), density=1 / 12000)
+    Image.fromarray(image).save(tmp_path / "field.png")
+    Image.fromarray(np.full((300, 400, 3), 235, np.uint8)).save(tmp_path / "empty.png")
+    totals = {}
+    for strict in (False, True):
+        out = tmp_path / f"out{strict}"
+        capsys.readouterr()
+        assert main(["predict", "default", str(tmp_path / "field.png"), str(tmp_path / "empty.png"),
+                     "-o", str(out), "--cells", "-q"] + ["--qc-strict"] * strict) == EXIT_OK
+        printed = capsys.readouterr().out
+        with open(out / "summary.csv", encoding="utf-8") as f:
+            rows = {Path(r["image"]).name: r for r in csv.DictReader(f)}
+        assert (rows["field.png"]["qc"], rows["field.png"]["qc_reasons"]) == ("ok", "")
+        assert (rows["empty.png"]["qc"], rows["empty.png"]["qc_reasons"]) == ("check", "empty")
+        assert "1 of 2 images need a look" in printed and "report.html" in printed
+        report = (out / "report.html").read_text(encoding="utf-8")
+        assert "Check these first" in report and "next to no cells found" in report
+        totals[strict] = rows["(all images)"]
+    assert totals[False]["status"] == "total of 2 images"
+    assert totals[True]["status"] == "total of 1 images (1 to check left out: --qc-strict)"
+    assert totals[True]["cells"] == totals[False]["cells"]  # the empty field had none
