@@ -3,7 +3,8 @@
 The pipeline, in the order data flows: ``data`` (images, datasets, boxes) ->
 ``backbone`` (the frozen ViT) -> ``model`` (network, heads, inputs, model files) ->
 ``inference`` (whole images) -> ``cells`` (one label per cell, measurements, formats) ->
-``outputs`` (a run over many files, large images, Dask, the report) ->
+``quality`` (the verdict per image) -> ``outputs`` (a run over many files, large
+images, Dask, the report) ->
 ``evaluation``, ``train``, ``tools`` -> ``cli``. Importing it does not import torch."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _NAMES = {
     "load_backbone": "bloomseg.backbone",
     "Segmenter": "bloomseg.inference.segmenter",
     "read_image": "bloomseg.data.images",
+    "judge": "bloomseg.quality",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Segmenter",
     "WeightsError",
     "__version__",
+    "judge",
     "load_backbone",
     "read_image",
 ]
