@@ -19,3 +19,19 @@ def test_verdicts_are_scored_as_a_classifier_of_failures():
     assert (s["images"], s["failed"], s["failed_flagged"], s["good_flagged"]) == (5, 2, 1, 1)
     assert s["recall"] == 0.5 and s["false_flags"] == 1 / 3
     assert verdict_scores([])["recall"] is None
+
+
+def test_the_count_leaves_out_slivers_at_the_border_that_match_no_box():
+    import numpy as np
+
+    from bloomseg.cells.matching import match_boxes
+    from bloomseg.evaluation.verdicts import counted_error
+
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 5:15], labels[5:15, 20:30] = 1, 2
+    labels[20:30, 0:3] = 3  # a sliver cut by the border, boxed by no one
+    labels[25:35, 40:50] = 4  # a cell no box holds
+    match = match_boxes(labels, np.array([[5, 5, 15, 15], [20, 5, 30, 15]], float))
+    assert (match.tp, match.fp, match.ignored) == (2, 1, 1)
+    assert counted_error(match) == 0.5  # 3 cells counted against 2 boxes
+    assert counted_error(match_boxes(np.zeros((5, 5), np.int32), np.zeros((0, 4)))) == 0.0

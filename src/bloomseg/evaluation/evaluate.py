@@ -23,7 +23,7 @@ from bloomseg.evaluation.class_scores import (
     parasitemia_plot,
 )
 from bloomseg.evaluation.pixels import PixelCounts, pixel_scores
-from bloomseg.evaluation.verdicts import failed, verdict_scores
+from bloomseg.evaluation.verdicts import counted_error, failed, verdict_scores
 from bloomseg.figures import error_map, label_overlay, pyplot, save_figure, truth_scatter
 from bloomseg.files import refuse_existing, save_json, save_png
 from bloomseg.outputs.report import evaluate_report
@@ -141,7 +141,7 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
         row |= {"mask_f1": mask_match.f1, "panoptic_quality": mask_match.panoptic_quality}
     if result.labels is not None and (box_match is not None or counts is not None):
         truth = {} if box_match is None else {
-            "f1": box_match.f1, "count_error": box_match.relative_count_error,
+            "f1": box_match.f1, "count_error": counted_error(box_match),
             "boxes": box_match.true}
         row |= qc_fields(judge(image, result)) | {"failed": failed(
             dice=None if counts is None else counts.dice, **truth)}

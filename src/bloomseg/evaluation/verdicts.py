@@ -3,6 +3,8 @@ images, and is measured as one (how many failed images it flags, how many good o
 
 from __future__ import annotations
 
+from bloomseg.cells.matching import BoxMatch
+
 FAILED_F1 = 0.8
 """An image whose cell F1 against its boxes is under this has failed..."""
 FAILED_COUNT = 0.25
@@ -13,12 +15,21 @@ FEW_BOXES = 3
 """...or that holds fewer boxes than this (not a field to count on)."""
 
 
+def counted_error(match: BoxMatch) -> float:
+    """|cells - boxes| / boxes of an image, the cells counted as its F1 counts them: a
+    cell cut by the border that matches no box is neither (a crop's boxes leave out
+    some of the slivers its border cuts, a smear's masks others), every other cell is.
+    0 where there are no boxes and no cells."""
+    cells = match.tp + match.fp
+    return abs(cells - match.true) / match.true if match.true else float(cells > 0)
+
+
 def failed(f1: float | None = None, count_error: float | None = None,
            dice: float | None = None, boxes: int | None = None) -> bool:
     """Whether an image failed, by what its truth says (None: not known).
 
     Args:
-        f1: cell F1 against the boxes; count_error: |cells - boxes| / boxes;
+        f1: cell F1 against the boxes; count_error: :func:`counted_error`;
         dice: pixel Dice against the mask; boxes: the true boxes.
     """
     return bool((f1 is not None and f1 < FAILED_F1)
