@@ -117,7 +117,7 @@ def main() -> None:
             start = time.perf_counter()
             result = segmenter.predict(shown, instances=True, diameter=diameter)
             middle = time.perf_counter()
-            verdict = judge(shown, result)
+            verdict = judge(result)
             if way == "as is":
                 seconds.setdefault(domain, []).append((middle - start,
                                                        time.perf_counter() - middle))

@@ -143,7 +143,7 @@ def _score(segmenter: Segmenter, sample: Sample, max_pixels: int | None, cells: 
         truth = {} if box_match is None else {
             "f1": box_match.f1, "count_error": counted_error(box_match),
             "boxes": box_match.true}
-        row |= qc_fields(judge(image, result)) | {"failed": failed(
+        row |= qc_fields(judge(result)) | {"failed": failed(
             dice=None if counts is None else counts.dice, **truth)}
     return counts, row, box_match, mask_match, result
 

@@ -243,7 +243,7 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
            **diameter_fields(result.scale)}
     annotations = None
     if result.labels is not None:
-        row.update(qc_fields(judge(image, result)))
+        row.update(qc_fields(judge(result)))
         row.update(save_cells(image, result.labels, result.classes, diameter_fields(result.scale),
                               outputs, gallery_path(outputs["labels"].parent, path.stem)))
         if options.coco:

@@ -30,11 +30,10 @@ def log_ratio(a: float | None, b: float | None) -> float:
     return abs(math.log(a / b))
 
 
-def signals(image: np.ndarray, prediction) -> dict[str, float]:
+def signals(prediction) -> dict[str, float]:
     """The image's quality signals.
 
     Args:
-        image: (H, W, 3) uint8, the image as read.
         prediction: a :class:`~bloomseg.inference.segmenter.Prediction` with cells
             (``instances=True``).
 
@@ -51,7 +50,6 @@ def signals(image: np.ndarray, prediction) -> dict[str, float]:
         ``cells_per_area``: cells per red cell's area of cell pixels (about 1 for red
         cells; far above where cells are shredded, far below where they are merged);
         ``unsure``: the share of cell pixels whose probability is within :data:`UNSURE`;
-        ``clipped``: the share of image pixels at 0 or 255 in every channel;
         ``white_share``, ``uncertain_share``: the cells called white, and those whose
         class is uncertain, among the named cells (0 without classes).
     """
@@ -64,8 +62,7 @@ def signals(image: np.ndarray, prediction) -> dict[str, float]:
            if scale.source == "estimated" else 0.0,
            "size_unsettled": float(scale.settled is False),
            "cell_fraction": float(prediction.mask.mean()),
-           "unsure": float(((p > UNSURE[0]) & (p < UNSURE[1])).sum() / cell_pixels),
-           "clipped": float(((image.min(axis=2) >= 255) | (image.max(axis=2) <= 0)).mean())}
+           "unsure": float(((p > UNSURE[0]) & (p < UNSURE[1])).sum() / cell_pixels)}
     found = labelled_diameter(labels)
     out["size_found"] = log_ratio(found.diameter, diameter) if found.cells >= FEW else 0.0
     from scipy import ndimage

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from bloomseg.quality.signals import signals
 
 OK = "ok"
@@ -35,18 +33,17 @@ class Reason:
 
 REASONS = (
     Reason("empty", "whole_cells", 3, "next to no cells found", below=True),
-    Reason("size_methods", "size_methods", 0.47, "the size methods disagree"),
+    Reason("size_methods", "size_methods", 0.6, "the size methods disagree"),
     Reason("size_found", "size_found", 0.26, "the cells found are not the size they were "
            "segmented at"),
     Reason("fragments", "fragments", 0.2, "many fragments (cells under a third of a red "
            "cell's area)"),
     Reason("crowded", "cells_per_area", 1.6, "more cells than the cell area holds (shredded "
            "cells)"),
-    Reason("merged", "cells_per_area", 0.4, "fewer cells than the cell area holds (merged "
+    Reason("merged", "cells_per_area", 0.6, "fewer cells than the cell area holds (merged "
            "cells)", below=True),
-    Reason("unsure", "unsure", 0.25, "the network is unsure of many pixels (blur, an "
+    Reason("unsure", "unsure", 0.15, "the network is unsure of many pixels (blur, an "
            "unfamiliar stain)"),
-    Reason("clipped", "clipped", 0.05, "over- or under-exposed"),
     Reason("white_cells", "white_share", 0.3, "many cells called white"),
     Reason("uncertain_classes", "uncertain_share", 0.2, "many cells of uncertain class"),
 )
@@ -74,18 +71,17 @@ class Verdict:
         return "; ".join(texts[n] for n in self.reasons)
 
 
-def judge(image: np.ndarray, prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
+def judge(prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
     """Judge a segmented image, and keep the verdict on the prediction (``qc``).
 
     Args:
-        image: (H, W, 3) uint8, the image as read.
         prediction: a :class:`~bloomseg.inference.segmenter.Prediction` with cells.
         reasons: the reasons to look for (default: all).
 
     Returns:
         The verdict, also set as ``prediction.qc``.
     """
-    values = signals(image, prediction)
+    values = signals(prediction)
     found = tuple(r.name for r in reasons if r.applies(values))
     # an empty field gives no other reason a meaning
     if "empty" in found:

@@ -271,7 +271,7 @@ class SegmentWidget(QWidget):
             rows = [r | t for r, t in zip(rows, result.classes)]
         features = table_frame(*cell_table(rows, diameter, result.classes is not None))
         return Segmented(name, result.labels, features, diameter, seconds, True,
-                         judge(image, result))
+                         judge(result))
 
     def _segment_large(self, segmenter, source, name: str, cells: bool, folder: str,
                        overwrite: bool, start: float) -> Segmented:
