@@ -2,8 +2,10 @@
 
 Each signal is a number per image, computed from the prediction alone (no truth): how far
 the size methods and the cells found disagree with the diameter used, how many cells are
-fragments, how many pixels the network is unsure of, how much of the field holds cells,
-and what the classes look like. :mod:`bloomseg.quality.verdict` turns them into reasons.
+fragments, how many cells the cell area holds, how many pixels the network is unsure of,
+and what the classes look like. (The size reading that did not settle, and over-exposed
+pixels, were measured too and dropped: on val the first flagged only images flagged
+already, the second only good ones.) :mod:`bloomseg.quality.verdict` turns them into reasons.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import numpy as np
 
 from bloomseg.cells.size import FEW, labelled_diameter
 from bloomseg.data.boxes import touches_border
-from bloomseg.data.vocabulary import KINDS
 
 UNSURE = (0.2, 0.8)
 """Probabilities between these are pixels the network is unsure of."""
@@ -40,10 +41,8 @@ def signals(prediction) -> dict[str, float]:
     Returns:
         ``size_methods``: |log| of the classical estimate over the diameter used (0 where
         the diameter was not estimated or there is no classical estimate);
-        ``size_unsettled``: 1 where the network's size reading did not settle, else 0;
         ``size_found``: |log| of the whole cells' median size over the diameter used
         (0 under :data:`~bloomseg.cells.size.FEW` whole cells);
-        ``cell_fraction``: the share of the image that is cell;
         ``cells``: the cells found; ``whole_cells``: those not cut by the border;
         ``fragments``: the share of whole cells under :data:`FRAGMENT` of a red cell's
         area (platelets apart);
@@ -53,6 +52,8 @@ def signals(prediction) -> dict[str, float]:
         ``white_share``, ``uncertain_share``: the cells called white, and those whose
         class is uncertain, among the named cells (0 without classes).
     """
+    from scipy import ndimage
+
     labels = prediction.labels
     scale = prediction.scale
     diameter = scale.diameter or 0.0
@@ -60,13 +61,9 @@ def signals(prediction) -> dict[str, float]:
     cell_pixels = max(1, int(prediction.mask.sum()))
     out = {"size_methods": log_ratio(scale.classical, scale.diameter)
            if scale.source == "estimated" else 0.0,
-           "size_unsettled": float(scale.settled is False),
-           "cell_fraction": float(prediction.mask.mean()),
            "unsure": float(((p > UNSURE[0]) & (p < UNSURE[1])).sum() / cell_pixels)}
     found = labelled_diameter(labels)
     out["size_found"] = log_ratio(found.diameter, diameter) if found.cells >= FEW else 0.0
-    from scipy import ndimage
-
     h, w = labels.shape
     boxes = ndimage.find_objects(labels)
     areas = np.bincount(labels.ravel(), minlength=len(boxes) + 1)[1:]
@@ -84,7 +81,7 @@ def signals(prediction) -> dict[str, float]:
             "cells_per_area": float((~platelet).sum() / max(1e-9, areas[~platelet].sum()
                                                              / red_area)) if boxes else 0.0}
     if kinds:
-        out["white_share"] = float(np.mean([k == KINDS[2] for k in kinds]))
+        out["white_share"] = float(np.mean([k == "white_blood_cell" for k in kinds]))
         out["uncertain_share"] = float(np.mean([bool(t.get("uncertain")) for t in
                                                 prediction.classes]))
     else:
