@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py [--split val|test] [--made 30] [--model default]
                                  [--out out/quality-val.csv]
+    python benchmarks/quality.py --rescore out/quality-val.csv
 
 Every image of a split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart) is segmented as
 ``predict --cells`` does (``--diameter auto``, classes) and judged
@@ -47,6 +48,8 @@ from bloomseg.evaluation.verdicts import counted_error, failed
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
 from bloomseg.quality import CHECK, REASONS, judge
+
+SIGNALS = {r.signal for r in REASONS}
 
 WAYS = ("as is", "diameter 0.3x", "diameter 3x", "blur", "tint", "jpeg 10", "near empty")
 
@@ -94,7 +97,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="the first N images of each domain only (0: all)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--rescore", type=Path, metavar="CSV", help="judge a run's stored "
+                        "signals again with today's reasons and limits (no image is segmented)")
     args = parser.parse_args()
+    if args.rescore is not None:
+        table(rescored(args.rescore))
+        return
     if args.made and args.split != "val":
         parser.error("--made: failures are made from val images only")
     out = args.out or Path(f"out/quality-{args.split}.csv")
@@ -141,6 +149,21 @@ def main() -> None:
         print(f"{domain}: predict {np.median(t[:, 0]):.3f} s, verdict {np.median(t[:, 1]):.4f} s "
               f"(median of {len(t)}): with the verdict {np.median(t.sum(axis=1) / t[:, 0]):.3f}x")
     print(f"-> {out}")
+
+
+def rescored(path: Path) -> list[dict]:
+    """A run's rows, each judged again from its stored signals."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        values = {k: float(v) for k, v in r.items() if k in SIGNALS and v != ""}
+        found = [x.name for x in REASONS if x.applies(values)]
+        r["failed"] = int(r["failed"])
+        r["reasons"] = " ".join(["empty"] if "empty" in found else found)
+        r["verdict"] = CHECK if found else "ok"
+    return rows
 
 
 def table(rows: list[dict]) -> None:

@@ -488,7 +488,7 @@ def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flag
         assert (rows["empty.png"]["qc"], rows["empty.png"]["qc_reasons"]) == ("check", "empty")
         assert "1 of 2 images need a look" in printed and "report.html" in printed
         report = (out / "report.html").read_text(encoding="utf-8")
-        assert "Check these first" in report and "next to no cells found" in report
+        assert "Check these first" in report and "fewer than 5 cells found" in report
         totals[strict] = rows["(all images)"]
     assert totals[False]["status"] == "total of 2 images"
     assert totals[True]["status"] == "total of 1 images (1 to check left out: --qc-strict)"

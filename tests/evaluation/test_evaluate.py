@@ -85,13 +85,13 @@ def test_instance_metrics_with_known_matches(tmp_path):
     assert [(r["cells"], r["true_cells"], r["cell_tp"]) for r in per_image] == [(3, 4, 3), (1, 2, 1)]
     assert per_image[1]["panoptic_quality"] == pytest.approx(0.6 / 1.5)
     assert (tmp_path / "eval" / COUNT_PLOT).stat().st_size > 1000
-    # the quality verdict against the truth: b failed (F1 2/3) and, with one cell found,
-    # is flagged; a (F1 6/7, count off by 25%) is good and is not
+    # the quality verdict against the truth: a (F1 6/7, count off by 25%) is good, b
+    # (F1 2/3) failed; with 3 and 1 cells found both are flagged as next to empty
     assert [(r["failed"], r["qc"], r["qc_reasons"]) for r in per_image] == [
-        (False, "ok", ""), (True, "check", "empty")]
+        (False, "check", "empty"), (True, "check", "empty")]
     q = m["quality"]
-    assert (q["images"], q["failed"], q["failed_flagged"], q["good_flagged"]) == (2, 1, 1, 0)
-    assert (q["recall"], q["false_flags"]) == (1.0, 0.0)
+    assert (q["images"], q["failed"], q["failed_flagged"], q["good_flagged"]) == (2, 1, 1, 1)
+    assert (q["recall"], q["false_flags"]) == (1.0, 1.0)
     assert "Quality verdict" in (tmp_path / "eval" / "report.html").read_text()
 
 

@@ -94,7 +94,7 @@ def test_shredded_cells_are_fragments_and_too_many():
 
 
 def test_merged_cells_are_too_few():
-    labels = grid()
+    labels = grid(rows=6)
     rows = np.where(labels > 0, (labels - 1) // 5 + 1, 0)  # each row of 5 disks one cell
     verdict = judge(prediction(rows))
     assert verdict.signals["cells_per_area"] == pytest.approx(0.2, abs=0.02)

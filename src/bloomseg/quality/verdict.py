@@ -32,7 +32,7 @@ class Reason:
 
 
 REASONS = (
-    Reason("empty", "whole_cells", 3, "next to no cells found", below=True),
+    Reason("empty", "cells", 5, "fewer than 5 cells found", below=True),
     Reason("size_methods", "size_methods", 0.6, "the size methods disagree"),
     Reason("size_found", "size_found", 0.26, "the cells found are not the size they were "
            "segmented at"),
