@@ -9,12 +9,12 @@ tint, blur, noise, JPEG, cell size), normalised as the model normalises.
 
 Every epoch draws the same number of windows of each class (infected cells are about 3%
 of red cells), and within a class the same number from each dataset; a red cell of a
-dataset whose ``classes.txt`` names no infections teaches
-"red or infected" (:func:`~bloomseg.data.vocabulary.allowed_classes`), unless the root is
-one of normal blood (``uninfected``: its red cells are uninfected). The epoch kept is the
-one with the best mean recall of the kinds on the validation cells, infected cells counted
-at the false-call budget (:func:`selection_scores`). Its probabilities are then calibrated
-on them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
+dataset whose ``classes.txt`` names no infections teaches "red or infected"
+(:func:`~bloomseg.data.vocabulary.allowed_classes`), unless the root is one of normal
+blood (``uninfected``: its red cells are uninfected). The epoch kept is the one with the
+best mean recall of the kinds on the validation cells, infected cells counted at the
+false-call budget (:func:`selection_scores`). Its probabilities are then calibrated on
+them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
 specificity first: the lowest at which at most ``max_false_calls`` of each dataset's
 uninfected red cells are called infected (:func:`tune_infected`); the recall is what that
 leaves.
@@ -337,9 +337,9 @@ def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002,
     :func:`~bloomseg.cells.types.infected_calls`): specificity first, the lowest one at
     which at most ``max_false`` of the validation's uninfected red cells are called
     infected, pooled and **in every dataset** with at least :data:`MIN_RED_FOR_RATE` of
-    them: a rate
-    pooled over datasets lets a microscope of easy red cells hide one whose crowded cells
-    are called infected three times as often. The recall is what that leaves.
+    them: a rate pooled over datasets lets a microscope of easy red cells hide one whose
+    crowded cells are called infected three times as often. The recall is what that
+    leaves.
 
     Args:
         p: (N, len(CLASSES)) calibrated probabilities; y: (N,) true classes.
