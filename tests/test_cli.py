@@ -493,3 +493,25 @@ def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flag
     assert totals[False]["status"] == "total of 2 images"
     assert totals[True]["status"] == "total of 1 images (1 to check left out: --qc-strict)"
     assert totals[True]["cells"] == totals[False]["cells"]  # the empty field had none
+
+
+def test_train_takes_a_folder_of_images_and_their_labels(tmp_path, bloomseg_home):
+    from scipy import ndimage
+
+    from bloomseg.cells.formats import save_labels
+    from bloomseg.data.dataset import read_mask
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "data")
+    saved = tmp_path / "saved"  # images with the <stem>_labels.tif that Save writes
+    saved.mkdir()
+    for image in (data / "train" / "original").iterdir():
+        (saved / image.name).write_bytes(image.read_bytes())
+        mask = read_mask(data / "train" / "mask" / f"{image.stem}.png")
+        save_labels(saved / f"{image.stem}_labels.tif", ndimage.label(mask)[0])
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(saved), "--out", str(run), "--backbone", "unet",
+                 "--tile", "42", "--epochs", "1", "--tiles_per_image", "1", "-q"]) == EXIT_OK
+    [record] = json.loads((run / "config.json").read_text())["data"]["datasets"]
+    assert record["with_masks"] == 6 and record["boxes_only"] == 0
+    assert (run / "best.pt").is_file()

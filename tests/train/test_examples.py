@@ -14,6 +14,7 @@ import pytest
 from bloomseg.data.boxes import box_diameters, yolo_to_cxcywh
 from bloomseg.data.dataset import load_sample, pooled_median
 from bloomseg.data.synthetic import write_dataset
+from bloomseg.errors import DataError
 from bloomseg.model.inputs import View
 from bloomseg.train.augment import Microscope
 from bloomseg.train.cache import ImageStore
@@ -207,3 +208,42 @@ def test_a_size_head_is_learned_only_where_sizes_are_drawn(tmp_path):
         cfg = TrainConfig(data="d", out=str(tmp_path), **settings)
         cfg.check()  # not an error: the run records its size head off
         assert not cfg.sizes_drawn()
+
+
+def test_a_folder_of_images_and_their_labels_trains_as_masks_and_boxes(masked_and_boxed, tmp_path):
+    from PIL import Image
+    from scipy import ndimage
+
+    from bloomseg.cells.formats import save_labels
+    from bloomseg.data.dataset import read_mask, scan_split
+
+    masked, _ = masked_and_boxed
+    flat = tmp_path / "saved"  # as napari's Save and predict --cells leave it, with the images
+    flat.mkdir()
+    cells = {}
+    for image in sorted((masked / "train" / "original").iterdir()):
+        shutil.copy(image, flat / image.name)
+        labels = ndimage.label(read_mask(masked / "train" / "mask" / f"{image.stem}.png"))[0]
+        save_labels(flat / f"{image.stem}_labels.tif", labels)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(flat / f"{image.stem}_overlay.png")
+        cells[image.stem] = labels
+    scan = scan_split(flat, "train", need_mask=False)
+    assert [s.stem for s in scan.samples] == sorted(cells) and scan.problems() == ""
+    cfg = TrainConfig(data=str(flat), out=str(tmp_path / "run"), tile=56)
+    [d] = read_datasets(cfg, ImageStore(tmp_path / "store"), tmp_path / "run")
+    assert len(d.train) + len(d.val) == len(cells)
+    assert d.record(10, 1.0)["with_masks"] == len(cells)
+    for item in d.train + d.val:
+        labels = cells[item.sample.stem]
+        _, mask = load_sample(item.sample)
+        assert np.array_equal(mask, labels > 0)  # the mask is the labels' cells
+        assert len(item.boxes) == labels.max()  # a box, so a centre, per labelled cell
+        cx, cy, bw, bh = yolo_to_cxcywh(item.boxes[:1], *labels.shape)[0]
+        ys, xs = np.nonzero(labels == 1)  # the first box is cell 1's, to its pixel edges
+        assert (cx, cy) == pytest.approx(((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2))
+        assert (bw, bh) == pytest.approx((xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()))
+    # a labels file without its image is named; the folder has no val or test split
+    (flat / "lost_labels.tif").write_bytes((flat / f"{sorted(cells)[0]}_labels.tif").read_bytes())
+    assert "lost_labels.tif" in scan_split(flat, "train", need_mask=False).problems()
+    with pytest.raises(DataError, match="no test/ split"):
+        scan_split(flat, "test")

@@ -57,6 +57,18 @@ def yolo_to_xyxy(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).reshape(-1, 4)
 
 
+def labels_to_yolo(labels: np.ndarray) -> np.ndarray:
+    """Instance labels (H, W), cells 1..N -> (M, 5) YOLO rows of class 0, each cell's
+    bounding box (pixel edges), in label order (numbers without a cell skipped)."""
+    from scipy import ndimage
+
+    h, w = labels.shape
+    rows = [(0, (b[1].start + b[1].stop) / 2 / w, (b[0].start + b[0].stop) / 2 / h,
+             (b[1].stop - b[1].start) / w, (b[0].stop - b[0].start) / h)
+            for b in ndimage.find_objects(np.asarray(labels, np.int64)) if b is not None]
+    return np.array(rows, np.float64).reshape(-1, 5)
+
+
 def yolo_to_cxcywh(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """YOLO rows -> (N, 4) centre x, y and width, height in pixels."""
     scale = np.array([width, height, width, height], np.float64)

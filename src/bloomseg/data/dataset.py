@@ -7,9 +7,15 @@ Layout (the Kaggle "BCCD dataset with mask" download and ../shared/data/bbbc041s
     ROOT/{train,val,test}/boxes/<stem>.txt         YOLO "class cx cy w h" per cell
     ROOT/{train,val,test}/labels/<stem>.{tif,png}  optional instance labels (0 background)
 
-Evaluation needs masks; training takes an image with a mask, its boxes, or both
-(../shared/data/txlpbc has boxes only). ``val`` is optional: without it, a seeded share
-of ``train`` is held out (``splits.json``).
+or, as ``predict --cells`` and napari's Save write cells, one flat folder of training
+images, each with its instance labels beside it::
+
+    ROOT/<stem>.{png,jpg,jpeg,tif,tiff}  and  ROOT/<stem>_labels.tif
+
+(other files there, such as ``<stem>_overlay.png``, are left alone). Evaluation needs
+masks; training takes an image with a mask, its boxes, its instance labels (mask and boxes
+both come from them), or several (../shared/data/txlpbc has boxes only). ``val`` is
+optional: without it, a seeded share of ``train`` is held out (``splits.json``).
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.data.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image
+from bloomseg.data.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image, read_labels
 from bloomseg.errors import DataError, OutputError
 from bloomseg.files import save_json
 
 SPLITS_FILE = "splits.json"
+LABELS_END = "_labels.tif"
+"""How an image's instance label file is named beside it (``<stem>_labels.tif``)."""
 CLASS_NAMES = {0: "red blood cell", 1: "trophozoite", 2: "ring", 3: "schizont", 4: "gametocyte",
                5: "leukocyte"}
 """Box classes of BBBC041 (../shared/data); other datasets show as "class N"."""
@@ -40,6 +48,11 @@ class Sample:
     mask: Path | None = None
     boxes: Path | None = None
     labels: Path | None = None
+
+    @property
+    def masked(self) -> bool:
+        """Its cells' pixels are known: from a mask, or from instance labels."""
+        return self.mask is not None or self.labels is not None
 
 
 @dataclass
@@ -96,17 +109,20 @@ def scan_split(root: str | Path, split: str = "train", need_mask: bool = True) -
     Raises:
         DataError: the folder is missing or holds no images.
     """
+    if is_flat(root):
+        return _scan_flat(Path(root), split)
     folder = Path(root) / split
     originals = folder / "original"
     if not originals.is_dir():
-        raise DataError(f"{originals}: no such folder (expected ROOT/{{train,test}}/original/)")
+        raise DataError(f"{originals}: no such folder (expected ROOT/{{train,test}}/original/, "
+                        f"or images with their <stem>{LABELS_END} in ROOT)")
     images = _by_stem(originals, IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{originals}: no images ({', '.join(IMAGE_SUFFIXES)})")
     masks = _by_stem(folder / "mask", IMAGE_SUFFIXES)
     boxes = _by_stem(folder / "boxes", (".txt",))
     labels = _by_stem(folder / "labels", (".tif", ".tiff", ".png"))
-    labelled = masks.keys() if need_mask else masks.keys() | boxes.keys()
+    labelled = masks.keys() if need_mask else masks.keys() | boxes.keys() | labels.keys()
     return Scan(
         samples=[Sample(s, images[s], masks.get(s), boxes.get(s), labels.get(s))
                  for s in images if s in labelled],
@@ -114,6 +130,27 @@ def scan_split(root: str | Path, split: str = "train", need_mask: bool = True) -
         masks_without_images=[s for s in masks if s not in images],
         need_mask=need_mask,
     )
+
+
+def is_flat(root: str | Path) -> bool:
+    """Whether ``root`` is one flat folder of images and their ``<stem>_labels.tif`` (no
+    ``train/original`` folder)."""
+    root = Path(root)
+    return (root.is_dir() and not (root / "train" / "original").is_dir()
+            and any(root.glob(f"*{LABELS_END}")))
+
+
+def _scan_flat(root: Path, split: str) -> Scan:
+    """A flat folder's samples: every image with a ``<stem>_labels.tif`` beside it (the
+    folder is all ``train``; other images there are outputs, not orphans)."""
+    if split != "train":
+        raise DataError(f"{root}: a folder of images and their labels holds only training "
+                        f"images, no {split}/ split")
+    labels = {p.name[: -len(LABELS_END)]: p for p in sorted(root.glob(f"*{LABELS_END}"))}
+    images = {s: p for s, p in _by_stem(root, IMAGE_SUFFIXES).items() if s in labels}
+    return Scan(samples=[Sample(s, images[s], labels=labels[s]) for s in images],
+                masks_without_images=[f"{s}{LABELS_END}" for s in labels if s not in images],
+                need_mask=False)
 
 
 def read_mask(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
@@ -151,13 +188,15 @@ def load_sample(sample: Sample, max_pixels: int | None = MAX_PIXELS) -> tuple[np
     Raises:
         DataError: the mask's size differs from the image's (both files named).
     """
-    if sample.mask is None:
+    if not sample.masked:
         raise DataError(f"{sample.image}: no mask")
     image = read_image(sample.image, max_pixels)
-    mask = read_mask(sample.mask, max_pixels)
+    source = sample.mask if sample.mask is not None else sample.labels
+    mask = read_mask(source, max_pixels) if sample.mask is not None else \
+        read_labels(source) > 0
     if mask.shape != image.shape[:2]:
         raise DataError(
-            f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{source}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
             f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
         )
     return image, mask
@@ -202,7 +241,7 @@ def median_diameter(samples: list[Sample], max_pixels: int | None = MAX_PIXELS) 
     Raises:
         DataError, ImageError: a file cannot be read (named).
     """
-    from bloomseg.data.boxes import read_boxes
+    from bloomseg.data.boxes import labels_to_yolo, read_boxes
     from bloomseg.data.images import header_shape
 
     found = []
@@ -212,6 +251,9 @@ def median_diameter(samples: list[Sample], max_pixels: int | None = MAX_PIXELS) 
         elif s.mask is not None:
             mask = read_mask(s.mask, max_pixels)
             found.append(cell_diameters(None, mask, mask.shape))
+        elif s.labels is not None:
+            found.append(cell_diameters(labels_to_yolo(read_labels(s.labels)), None,
+                                        header_shape(s.image)))
     return pooled_median(found)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bloomseg.data.dataset import LABELS_END
 from bloomseg.errors import BloomsegError
 from bloomseg.files import existing
 from bloomseg.outputs.options import LARGE_PIXELS, OutputOptions
@@ -30,7 +31,6 @@ from bloomseg.outputs.summary import (
 from bloomseg.quality import judge
 
 COCO_FILE = "cells_coco.json"
-LABELS_END = "_labels.tif"
 """How an image's label image is named: ``<stem>_labels.tif``."""
 RECORDS = ".bloomseg"
 """Folder in the output folder holding ``<stem>.json`` for each image whose outputs are

@@ -42,10 +42,12 @@ def content_key(sample: Sample) -> str:
     Raises:
         ImageError: naming a file that is missing or a link that leads nowhere.
     """
-    for path in (sample.image, sample.mask):
+    # the labels stand for the mask where there is none (a mask file keeps its old key)
+    cells = sample.mask if sample.mask is not None else sample.labels
+    for path in (sample.image, cells):
         if path is not None:
             check_file(path)
-    parts = [sha256sum(sample.image), sha256sum(sample.mask) if sample.mask else "-"]
+    parts = [sha256sum(sample.image), sha256sum(cells) if cells else "-"]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:20]
 
 
@@ -101,7 +103,7 @@ class ImageStore:
         key = scaled_key(key or content_key(sample), factor)
         if key not in self._checked:  # checksums read once per process
             rgb_path, mask_path = self.root / f"{key}.rgb.npy", self.root / f"{key}.mask.npy"
-            masked = sample.mask is not None
+            masked = sample.masked
             rgb = load_checked(rgb_path, mmap=True)
             mask = load_checked(mask_path, mmap=True) if masked else None
             if rgb is None or (masked and mask is None):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloomseg.data.boxes import read_boxes, yolo_to_cxcywh
+from bloomseg.data.boxes import labels_to_yolo, read_boxes, yolo_to_cxcywh
 from bloomseg.data.dataset import (
     Sample,
     cell_diameters,
@@ -23,6 +23,7 @@ from bloomseg.data.dataset import (
     pooled_median,
     scan_split,
 )
+from bloomseg.data.images import read_labels
 from bloomseg.errors import BloomsegError, DataError
 from bloomseg.model.inputs import (
     View,
@@ -118,8 +119,8 @@ class Dataset:
         every = self.train + self.val
         return {"name": self.name, "root": self.root, "train_images": len(self.train),
                 "val_images": len(self.val), "val_from": self.val_from,
-                "with_masks": sum(i.sample.mask is not None for i in every),
-                "boxes_only": sum(i.sample.mask is None for i in every),
+                "with_masks": sum(i.sample.masked for i in every),
+                "boxes_only": sum(not i.sample.masked for i in every),
                 "exhaustive_boxes": self.exhaustive, "items_per_epoch": items_per_epoch,
                 "share": round(share, 4)}
 
@@ -176,15 +177,17 @@ def _read_split(cfg: TrainConfig, store: ImageStore, root: str, split: str, name
     for sample in tqdm(scan.samples, desc=f"reading {name}/{split}", unit="image",
                        disable=not progress, leave=False):
         if ignore:
-            sample = replace(sample, mask=None)
-        if sample.mask is None and sample.boxes is None:
+            sample = replace(sample, mask=None, labels=None)
+        if not sample.masked and sample.boxes is None:
             errors.append(f"{sample.image}: no boxes to learn its mask from (its mask is "
                           "ignored)")
             continue
         try:
             key = content_key(sample)
             image, _ = store.load(sample, key)
-            boxes = read_boxes(sample.boxes) if sample.boxes is not None else None
+            # instance labels give the boxes (and so the centre targets) too
+            boxes = read_boxes(sample.boxes) if sample.boxes is not None else \
+                labels_to_yolo(read_labels(sample.labels)) if sample.labels is not None else None
         except BloomsegError as e:
             errors.append(str(e))
             continue
