@@ -169,8 +169,9 @@ def _read_split(cfg: TrainConfig, store: ImageStore, root: str, split: str, name
     scan = scan_split(root, split, need_mask=False)
     if scan.problems():
         raise DataError(f"{Path(root) / split}: {scan.problems()} (every image needs a mask "
-                        "<stem>.png in mask/ or boxes <stem>.txt in boxes/, and every mask "
-                        "an image)")
+                        "<stem>.png in mask/, boxes <stem>.txt in boxes/ or labels in labels/ "
+                        "(in a flat folder, <stem>_labels.tif beside it), and every mask an "
+                        "image)")
     ignore = root in cfg.ignore_masks
     exhaustive = root not in cfg.partial_boxes
     images, errors = {}, []
