@@ -47,7 +47,7 @@ from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.evaluation.verdicts import counted_error, failed
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
-from bloomseg.quality import CHECK, REASONS, judge
+from bloomseg.quality import CHECK, REASONS, judge, verdict_of
 
 SIGNALS = {r.signal for r in REASONS}
 
@@ -158,11 +158,9 @@ def rescored(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        values = {k: float(v) for k, v in r.items() if k in SIGNALS and v != ""}
-        found = [x.name for x in REASONS if x.applies(values)]
-        r["failed"] = int(r["failed"])
-        r["reasons"] = " ".join(["empty"] if "empty" in found else found)
-        r["verdict"] = CHECK if found else "ok"
+        verdict = verdict_of({k: float(v) for k, v in r.items() if k in SIGNALS and v != ""})
+        r |= {"failed": int(r["failed"]), "reasons": " ".join(verdict.reasons),
+              "verdict": verdict.status}
     return rows
 
 

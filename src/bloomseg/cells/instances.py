@@ -339,6 +339,15 @@ def tune_edges(cases: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | Non
     return replace(params, edge_min_area=best), rows
 
 
+def touching_pairs(labels: np.ndarray) -> np.ndarray:
+    """(2, K) the labels of every pair of 4-connected neighbouring pixels of two cells (a
+    pair of cells once per pixel pair they share: its count is the length of their border)."""
+    pairs = [np.stack([a[touch], b[touch]]) for a, b in
+             ((labels[:-1], labels[1:]), (labels[:, :-1], labels[:, 1:]))
+             for touch in [(a != b) & (a > 0) & (b > 0)]]
+    return np.concatenate(pairs, axis=1)
+
+
 def merge_touching(labels: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
     """Join chosen cells that touch each other (4-connected) into one cell each.
 
@@ -357,9 +366,7 @@ def merge_touching(labels: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, 
     from scipy.sparse.csgraph import connected_components
 
     count = int(labels.max(initial=0))
-    pairs = [np.stack([a[(a != b) & (a > 0) & (b > 0)], b[(a != b) & (a > 0) & (b > 0)]])
-             for a, b in ((labels[:-1], labels[1:]), (labels[:, :-1], labels[:, 1:]))]
-    pairs = np.concatenate(pairs, axis=1)
+    pairs = touching_pairs(labels)
     keep = chosen[pairs[0] - 1] & chosen[pairs[1] - 1] if pairs.size else np.zeros(0, bool)
     graph = coo_matrix((np.ones(int(keep.sum())), (pairs[0][keep] - 1, pairs[1][keep] - 1)),
                        shape=(count, count))
@@ -401,20 +408,20 @@ def fits_one_cell(pieces: np.ndarray, groups: list[list[int]], diameter: float) 
     """
     from skimage.measure import regionprops
 
-    count = int(pieces.max(initial=0))
-    areas = np.bincount(pieces.ravel(), minlength=count + 1)
-    border = np.zeros((count + 1, count + 1), np.int64)  # 4-connected pixel pairs
-    for a, b in ((pieces[:-1], pieces[1:]), (pieces[:, :-1], pieces[:, 1:])):
-        touch = (a != b) & (a > 0) & (b > 0)
-        np.add.at(border, (a[touch], b[touch]), 1)
-    border += border.T
+    areas = np.bincount(pieces.ravel(), minlength=int(pieces.max(initial=0)) + 1)
+    group_of = np.zeros(len(areas), int)  # 0: in no group
+    for k, group in enumerate(groups, start=1):
+        group_of[group] = k
+    a, b = touching_pairs(pieces)
+    inside = (group_of[a] > 0) & (group_of[a] == group_of[b])
+    # each piece's border with the rest of its group, in pixel pairs
+    shared = np.bincount(np.concatenate([a[inside], b[inside]]), minlength=len(areas))
     props = regionprops(regroup(pieces, groups))  # the groups alone, 1..K
     red_area = np.pi / 4 * diameter ** 2
     fits = []
     for k, group in enumerate(groups):
         total = int(areas[group].sum())
-        cut = all(border[c, [o for o in group if o != c]].sum()
-                  >= JOIN_MIN_CUT * np.sqrt(4 * min(areas[c], total - areas[c]) / np.pi)
+        cut = all(shared[c] >= JOIN_MIN_CUT * np.sqrt(4 * min(areas[c], total - areas[c]) / np.pi)
                   for c in group)
         fits.append(cut and props[k].solidity >= JOIN_MIN_SOLIDITY
                     and props[k].area >= JOIN_MIN_AREA * red_area)

@@ -121,7 +121,7 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
     lines.append("<p>" + " · ".join(_link(f) for f in files) + "</p>")
     sections = [("Summary", "".join(lines))]
     if flagged:
-        sections.append(("Check these first", _check_section(flagged, instances)))
+        sections.append(("Check these first", _check_section(flagged)))
     named = [r for r in ok if r.get("infected", "") != ""]
     if named:
         sections.append(("Cell classes", _classes_section(named, total)))
@@ -156,16 +156,14 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
     return write_page(out_dir, "bloomseg predict", f"model: {model}", sections)
 
 
-def _check_section(flagged: list[dict], instances: bool) -> str:
+def _check_section(flagged: list[dict]) -> str:
     """The images whose quality verdict is ``check``, each with its reasons and overlay."""
-    from bloomseg.quality import REASONS
+    from bloomseg.quality import reasons_text
 
-    texts = {r.name: r.text for r in REASONS}
     note = ("<p class=\"note\">The quality verdict found something unusual in these "
             "images: look at each before you count on it (summary.csv: <code>qc</code>, "
             "<code>qc_reasons</code>).</p>")
-    rows = [[_e(Path(r["image"]).name),
-             _e("; ".join(texts.get(n, n) for n in r["qc_reasons"].split(";") if n))]
+    rows = [[_e(Path(r["image"]).name), _e(reasons_text(r["qc_reasons"].split(";")))]
             for r in flagged]
     gallery = "".join(figure(r["files"]["overlay"], f"{Path(r['image']).name}: "
                              + ", ".join(r["qc_reasons"].split(";")))

@@ -26,8 +26,8 @@ the image was segmented at, ``diameter_source`` whether it was ``given``,
 to estimate from, an estimate from few cells); ``qc`` the quality verdict, ``ok`` or
 ``check`` (:func:`bloomseg.quality.judge`; '' where the image was not judged: without
 cells, or a large image), ``qc_reasons`` its reasons' names, separated by ``;``. A row
-also carries ``files`` (kind ->
-file name of what was written), which summary.csv leaves out."""
+also carries ``files`` (kind -> file name of what was written), which summary.csv leaves
+out."""
 
 
 CELL_DIAMETER_COLUMNS = {"diameter": "image_diameter", "diameter_source": "image_diameter_source"}

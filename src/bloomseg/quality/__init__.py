@@ -6,6 +6,6 @@ for the summary table, the report, the command line, napari and ``evaluate``."""
 
 from __future__ import annotations
 
-from bloomseg.quality.verdict import CHECK, OK, REASONS, Verdict, judge
+from bloomseg.quality.verdict import CHECK, OK, REASONS, Verdict, judge, reasons_text, verdict_of
 
-__all__ = ["CHECK", "OK", "REASONS", "Verdict", "judge"]
+__all__ = ["CHECK", "OK", "REASONS", "Verdict", "judge", "reasons_text", "verdict_of"]

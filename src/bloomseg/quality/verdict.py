@@ -67,8 +67,21 @@ class Verdict:
     @property
     def text(self) -> str:
         """The reasons for a person ('' where there are none)."""
-        texts = {r.name: r.text for r in REASONS}
-        return "; ".join(texts[n] for n in self.reasons)
+        return reasons_text(self.reasons)
+
+
+def reasons_text(names: list[str] | tuple[str, ...]) -> str:
+    """Reasons' names (:data:`REASONS`) as a person reads them, ``;``-separated."""
+    texts = {r.name: r.text for r in REASONS}
+    return "; ".join(texts.get(n, n) for n in names)
+
+
+def verdict_of(values: dict[str, float], reasons: tuple[Reason, ...] = REASONS) -> Verdict:
+    """The verdict of an image's signals (:func:`~bloomseg.quality.signals.signals`)."""
+    found = tuple(r.name for r in reasons if r.applies(values))
+    if "empty" in found:  # an empty field gives no other reason a meaning
+        found = ("empty",)
+    return Verdict(CHECK if found else OK, found, values)
 
 
 def judge(prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
@@ -81,11 +94,6 @@ def judge(prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
     Returns:
         The verdict, also set as ``prediction.qc``.
     """
-    values = signals(prediction)
-    found = tuple(r.name for r in reasons if r.applies(values))
-    # an empty field gives no other reason a meaning
-    if "empty" in found:
-        found = ("empty",)
-    verdict = Verdict(CHECK if found else OK, found, values)
+    verdict = verdict_of(signals(prediction), reasons)
     prediction.qc = verdict
     return verdict
