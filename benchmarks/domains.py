@@ -95,6 +95,54 @@ def count_error(match) -> float:
     return abs(match.tp + match.strict_fp - match.true) / match.true if match.true else 0.0
 
 
+def score(segment, items) -> dict[str, dict]:
+    """Score one method on images.
+
+    Args:
+        segment: (H, W, 3) image -> (H, W) cell labels.
+        items: (domain, image path, boxes path, mask path or None), as :func:`domains`.
+
+    Returns:
+        By domain: its matches against every box, pixel counts, matches per kind of cell
+        and seconds per image (what :func:`row_of` reports).
+    """
+    results: dict[str, dict] = {}
+    for domain, path, box_path, mask_path in items:
+        image = read_image(path)
+        h, w = image.shape[:2]
+        boxes = read_boxes(box_path)
+        start = time.perf_counter()
+        labels = segment(image)
+        r = results.setdefault(domain, {"matches": [], "pixels": PixelCounts(), "groups": {},
+                                        "seconds": []})
+        r["seconds"].append(time.perf_counter() - start)
+        r["matches"].append(match_boxes(labels, yolo_to_xyxy(boxes, h, w)))
+        if mask_path is not None:
+            r["pixels"] = r["pixels"] + PixelCounts.of(labels > 0, read_mask(mask_path))
+        for group, classes in GROUPS[domain].items():
+            chosen = boxes[np.isin(boxes[:, 0], classes)]
+            r["groups"].setdefault(group, []).append(match_boxes(labels, yolo_to_xyxy(chosen, h, w)))
+    return results
+
+
+def row_of(domain: str, method: str, r: dict) -> dict:
+    """A table row (:data:`COLUMNS`) of one method's scores on one domain."""
+    total = total_boxes(r["matches"])
+    row = {"domain": domain, "method": method, "images": len(r["matches"]),
+           "dice": f"{r['pixels'].dice:.4f}" if domain == "bbbc041" else "",
+           "f1": f"{total.f1:.3f}", "precision": f"{total.precision:.3f}",
+           "recall": f"{total.recall:.3f}",
+           "count_error_whole": f"{np.mean([m.relative_count_error for m in r['matches']]):.1%}",
+           "count_error_all": f"{np.mean([count_error(m) for m in r['matches']]):.1%}",
+           "seconds": f"{np.median(r['seconds']):.2f}"}
+    for group in ("red", "white", "platelet"):
+        matches = r["groups"].get(group)
+        row[f"{group}_recall"] = f"{total_boxes(matches).recall:.3f}" if matches else ""
+    red = total_boxes(r["groups"]["red"])
+    row["red_f1"] = f"{2 * red.tp / max(1, 2 * red.tp + total.fp + red.fn):.3f}"
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data", type=Path)
@@ -122,39 +170,11 @@ def main() -> None:
     if args.no_keep_edges:
         del methods["model, --keep-edges"]
     results: dict[tuple[str, str], dict] = {}
-    for domain, path, box_path, mask_path in domains(args.data, args.split):
-        image = read_image(path)
-        h, w = image.shape[:2]
-        boxes = read_boxes(box_path)
-        for method, segment in methods.items():
-            start = time.perf_counter()
-            labels = segment(image)
-            r = results.setdefault((domain, method), {"matches": [], "pixels": PixelCounts(),
-                                                      "groups": {}, "seconds": []})
-            r["seconds"].append(time.perf_counter() - start)
-            r["matches"].append(match_boxes(labels, yolo_to_xyxy(boxes, h, w)))
-            if mask_path is not None:
-                r["pixels"] = r["pixels"] + PixelCounts.of(labels > 0, read_mask(mask_path))
-            for group, classes in GROUPS[domain].items():
-                chosen = boxes[np.isin(boxes[:, 0], classes)]
-                r["groups"].setdefault(group, []).append(
-                    match_boxes(labels, yolo_to_xyxy(chosen, h, w)))
-    rows = []
-    for (domain, method), r in results.items():
-        total = total_boxes(r["matches"])
-        row = {"domain": domain, "method": method, "images": len(r["matches"]),
-               "dice": f"{r['pixels'].dice:.4f}" if domain == "bbbc041" else "",
-               "f1": f"{total.f1:.3f}", "precision": f"{total.precision:.3f}",
-               "recall": f"{total.recall:.3f}",
-               "count_error_whole": f"{np.mean([m.relative_count_error for m in r['matches']]):.1%}",
-               "count_error_all": f"{np.mean([count_error(m) for m in r['matches']]):.1%}",
-               "seconds": f"{np.median(r['seconds']):.2f}"}
-        for group in ("red", "white", "platelet"):
-            matches = r["groups"].get(group)
-            row[f"{group}_recall"] = f"{total_boxes(matches).recall:.3f}" if matches else ""
-        red = total_boxes(r["groups"]["red"])
-        row["red_f1"] = f"{2 * red.tp / max(1, 2 * red.tp + total.fp + red.fn):.3f}"
-        rows.append(row)
+    for method, segment in methods.items():
+        for domain, scores in score(segment, domains(args.data, args.split)).items():
+            results[(domain, method)] = scores
+    rows = [row_of(domain, method, r) for (domain, method), r in
+            sorted(results.items(), key=lambda kv: list(GROUPS).index(kv[0][0]))]
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))
     for row in rows:

@@ -146,3 +146,60 @@ def test_classes_are_offered_only_for_a_model_with_a_classifier(make_napari_view
     assert "parasitemia" not in widget.counts.text()
     widget.model.setCurrentText("default")
     assert widget.classes.isEnabled()
+
+
+def test_train_on_corrected_images_then_run_the_adapted_model(make_napari_viewer, qtbot,
+                                                              smear_file, tmp_path):
+    """Correct, Save, train on the saved image, and Run the adapted model."""
+    from pathlib import Path
+
+    from bloomseg.data.dataset import is_flat
+
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    _run(widget, qtbot)
+    layer = viewer.layers[f"{smear_file.stem} cells"]
+    layer.data = np.where(layer.data == 1, 0, layer.data)  # a correction: a cell erased
+    saved = tmp_path / "saved"
+    widget.folder.setText(str(saved))
+    written = widget.save()
+    # the image is saved beside its cells, so the folder is one training reads
+    assert written["image"] == saved / f"{smear_file.stem}.png" and is_flat(saved)
+    np.testing.assert_array_equal(read_image(written["image"]), read_image(smear_file))
+    training = widget.training
+    assert [training.images.item(i).text() for i in range(training.images.count())] == [
+        f"{smear_file.stem}.png"]
+    training.settings = dict(epochs=1, items_per_epoch=4, batch_size=4)  # the recipe, shorter
+    assert training.start() is not None, training.status.text()
+    qtbot.waitUntil(lambda: training.worker is None, timeout=WAIT_MS)
+    assert training.status.text().startswith("adapted model ready"), training.status.text()
+    model = Path(widget.model.currentText())
+    assert model.parent.parent == saved and model.name == "model"
+    assert f"`{smear_file.stem}.png`" in (model / "MODEL_CARD.md").read_text()
+    np.testing.assert_array_equal(read_labels(model.parent / "images" / written["labels"].name),
+                                  read_labels(written["labels"]))  # what it learned from
+    _run(widget, qtbot)  # the next Run uses the adapted model
+    assert widget.status.text().startswith(f"{smear_file.stem}: done"), widget.status.text()
+    assert viewer.layers[f"{smear_file.stem} cells"].data.max() > 0
+    # a run folder in use is refused by name; nothing ticked is said
+    training.run_folder.setText(str(model.parent))
+    assert training.start() is None and "holds a training run already" in training.status.text()
+    training.images.item(0).setCheckState(0)
+    training.run_folder.setText("")
+    assert training.start() is None and "no saved image is ticked" in training.status.text()
+
+
+def test_cancel_stops_training_and_keeps_the_model(make_napari_viewer, qtbot, smear_file,
+                                                  tmp_path):
+    viewer, widget = _widget(make_napari_viewer, smear_file)
+    _run(widget, qtbot)
+    widget.folder.setText(str(tmp_path))
+    widget.save()
+    training = widget.training
+    training.settings = dict(epochs=50, items_per_epoch=4, batch_size=1)
+    assert training.start() is not None
+    qtbot.waitUntil(lambda: training.progress.value() > 0, timeout=WAIT_MS)
+    training.cancel()
+    qtbot.waitUntil(lambda: training.worker is None, timeout=WAIT_MS)
+    assert training.status.text().startswith("cancelled: go on with `bloomseg train --resume")
+    assert widget.model.currentText() == "default"
+    assert training.train_button.isEnabled() and not training.cancel_button.isEnabled()

@@ -10,7 +10,7 @@ from dataclasses import fields
 from bloomseg.cli import EXIT_OK, EXIT_USAGE, add_output, add_setting
 from bloomseg.model.config import HEADS, MODES, NORMALISATIONS
 from bloomseg.train.augment import AUGMENTATIONS
-from bloomseg.train.config import LOSSES, SCHEDULERS, TrainConfig
+from bloomseg.train.config import ADAPT, FREEZE, LOSSES, SCHEDULERS, TrainConfig
 
 
 def _augmentations(text: str) -> list[str]:
@@ -53,6 +53,9 @@ def _train(args: argparse.Namespace) -> int:
     score = ("no validation images, last epoch" if result.best_score is None
              else f"best val score {result.best_score:.4f} at epoch")
     print(f"{score} {result.best_epoch}: {result.run_dir / 'best.pt'}")
+    if result.model_dir is not None:
+        print(f"adapted model: {result.model_dir} (bloomseg predict --model {result.model_dir} "
+              "IMAGES -o OUT)")
     return EXIT_OK
 
 
@@ -82,6 +85,16 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                     help="start from this model's weights instead of random ones: fine-tune "
                     "`default`, a run folder or a model file on your smears (same backbone, "
                     "head and settings)")
+    io.add_argument("--adapt", action="store_true",
+                    help="fine-tune --init (default: the default model) on a few corrected "
+                    "images of your microscope, in minutes: every image trains, "
+                    f"{ADAPT['items_per_epoch']} tiles per epoch for {ADAPT['epochs']} epochs "
+                    f"at lr {ADAPT['lr']}, the encoder frozen, the cell separation tuned on "
+                    "the images; options you give replace these. The model goes to "
+                    "RUN/model with a model card")
+    io.add_argument("--hold-out", action="append", default=[], metavar="NAME",
+                    help="an image (file name without extension) held out to validate on "
+                    "instead of val/ or --val-fraction's share (repeatable)")
     io.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
     add_setting(io, TrainConfig, "max_pixels", "refuse images of more pixels, read from the "
                 "header before decoding: a guard against decompression bombs", metavar="N")
@@ -116,6 +129,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
             ("epochs", "epochs"), ("batch_size", "tiles per step"),
             ("lr", "AdamW learning rate of the head"), ("weight_decay", "AdamW weight decay"),
             ("tiles_per_image", "training tiles per image per epoch"),
+            ("items_per_epoch", "training tiles per epoch, the images in turn (default: "
+             "--tiles-per-image of each)"),
             ("val_fraction", "share of the train folder held out for validation (0: a final "
              "fit on every image; the last epoch is kept, and the cell-separation settings "
              "come from --init's model)"),
@@ -127,6 +142,9 @@ def add_train(commands: argparse._SubParsersAction) -> None:
             ("step_gamma", "learning-rate factor per step (--scheduler step)")):
         add_setting(t, TrainConfig, name, text)
     add_setting(t, TrainConfig, "loss", "the loss", "--loss", choices=LOSSES)
+    add_setting(t, TrainConfig, "freeze", "what fine-tuning leaves as it was: the batch-norm "
+                "statistics (norms), the encoder that reads the image (encoder), or none",
+                "--freeze", choices=FREEZE)
     add_setting(t, TrainConfig, "scheduler", "learning-rate schedule", "--scheduler",
                 choices=SCHEDULERS)
 

@@ -36,6 +36,7 @@ class SegmentationModel(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         self.size_head: SizeHead | None = None
+        self.fixed: list[nn.Module] = []  # kept in eval mode (see freeze)
         if head == "unet":
             if backbone is not None or unfreeze_blocks:
                 raise ValueError("the unet model has no backbone to pass or unfreeze")
@@ -76,7 +77,30 @@ class SegmentationModel(nn.Module):
         super().train(mode)
         if self.backbone is not None:
             self.backbone.eval()
+        for module in self.fixed:
+            module.eval()
         return self
+
+    def freeze(self, part: str) -> None:
+        """Leave part of the model as it is while the rest trains (fine-tuning on a few
+        images without forgetting the rest).
+
+        Args:
+            part: ``norms``: every batch norm keeps its statistics (its scale and shift
+                still train); ``encoder``: the U-Net's down path keeps its weights and
+                statistics (a ViT backbone is frozen already); ``none``.
+        """
+        if part == "none":
+            return
+        if part == "norms":
+            self.fixed = [m for m in self.head.modules() if isinstance(m, nn.BatchNorm2d)]
+        elif part == "encoder":
+            if self.backbone is None:
+                self.head.down.requires_grad_(False)
+                self.fixed = [self.head.down]
+        else:
+            raise ValueError(f"freeze {part!r}: not one of none, norms, encoder")
+        self.train(self.training)
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Backbone feature maps the head reads: ``len(self.layers)`` x (B, D, H/14, W/14).
@@ -129,7 +153,7 @@ class SegmentationModel(nn.Module):
 
     def parameter_groups(self, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
         """Optimizer groups: the head at ``lr``, fine-tuned backbone parts at a lower rate."""
-        own = list(self.head.parameters())
+        own = [p for p in self.head.parameters() if p.requires_grad]
         if self.size_head is not None:
             own += list(self.size_head.parameters())
         groups = [{"params": own, "lr": lr}]

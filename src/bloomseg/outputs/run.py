@@ -183,7 +183,8 @@ def write_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
 
 def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
                    diameter: dict, out_dir: str | Path, stem: str,
-                   overwrite: bool = False, refusal: str | None = None) -> dict[str, Path]:
+                   overwrite: bool = False, refusal: str | None = None,
+                   image_too: bool = False) -> dict[str, Path]:
     """Write an image's outputs from cells a person corrected (a viewer's Save): the
     files ``predict`` writes for it with cells (:func:`output_paths`), the mask being the
     cells' pixels.
@@ -197,6 +198,9 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
         overwrite: replace outputs that exist.
         refusal: what to say where they exist and ``overwrite`` is False (default: the
             command line's words).
+        image_too: also write the image as ``<stem>.png`` where the folder holds no image
+            of that name, so the folder is one ``bloomseg train --data`` learns from (its
+            images beside their ``<stem>_labels.tif``).
 
     Returns:
         The files written, by kind.
@@ -211,6 +215,15 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
     refuse_existing(possible_outputs(out_dir, stem, CELL_OUTPUTS), overwrite, refusal)
     fields = write_cells(image, labels, types, diameter, out_dir, stem)
     paths, gallery = output_paths(out_dir, stem, CELL_OUTPUTS), gallery_path(out_dir, stem)
+    if image_too:
+        from bloomseg.data.images import IMAGE_SUFFIXES
+        from bloomseg.files import save_png
+
+        there = [f for f in out_dir.iterdir()
+                 if f.stem == stem and f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        paths["image"] = there[0] if there else out_dir / f"{stem}.png"
+        if not there:
+            save_png(paths["image"], image)
     record = read_record(out_dir, stem)
     if record is not None:  # predict's record of the image (--resume, summary) counts these
         record["row"] |= fields | {"cell_fraction": f"{(labels > 0).mean():.6f}"}

@@ -17,10 +17,17 @@ from bloomseg.train.augment import AUGMENTATIONS
 from bloomseg.train.centres import SIGMA_SCALE
 
 SCHEDULERS = ("cosine", "step", "none")
+FREEZE = ("none", "norms", "encoder")
+"""What fine-tuning leaves as it was (see :meth:`SegmentationModel.freeze`)."""
 LOSSES = ("bce_dice", "ce", "dice", "focal")
 RUN_FILES = ("config.json", "history.json", "history.csv", "best.pt", "last.pt",
              "training_curves.png", "train.log", "instance_tuning.csv")
 _NON_NEGATIVE = Range(float, 0)
+
+
+INHERITED = ("backbone", "head", "mode", "tile", "unet_levels", "normalise", "cell_diameter")
+"""Model settings a fine-tune takes from its ``init`` model where they are not given (its
+cell diameter too: fine-tuning keeps the scale the model learned)."""
 
 
 @dataclass
@@ -86,12 +93,42 @@ class TrainConfig:
     """Roots whose boxes do not hold every cell (nothing is taken as background there)."""
     ignore_masks: list[str] = field(default_factory=list)
     """Roots whose masks are not used: their masks are learned from their boxes."""
+    items_per_epoch: int | None = setting(None, POSITIVE_INT)
+    """Training tiles per epoch, drawn from the images in turn (None: ``tiles_per_image``
+    of each image): an epoch of the same length whatever the number of images."""
+    freeze: str = "none"
+    """What training leaves as it was: ``norms`` (batch-norm statistics), ``encoder``
+    (the part that reads the image, and its norms), or nothing."""
+    hold_out: list[str] = field(default_factory=list)
+    """Image names (stems) held out for validation, instead of ``val/`` or a share."""
+    adapt: bool = False
+    """A few-image fine-tune of ``init`` (the default model unless given): the settings
+    left at their defaults take :data:`ADAPT`'s values (see :meth:`apply_adapt`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
+        if self.adapt:
+            self.apply_adapt()
         if self.head is None:
             self.head = "unet" if self.backbone == "unet" else "fusion"
+
+    def apply_adapt(self) -> None:
+        """Give every setting still at its default the few-image recipe's value
+        (:data:`ADAPT`): a setting given explicitly is kept. Running it again changes
+        nothing, so a resumed run keeps its settings."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, value in ADAPT.items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+
+    def inherit(self, theirs: dict) -> None:
+        """Fine-tuning: take the start model's settings (``theirs``, its config) for every
+        model setting still at its default, so ``--init default`` needs nothing else."""
+        defaults = {f.name: f.default for f in fields(self)} | {"head": "fusion"}
+        for name in INHERITED:
+            if name in theirs and getattr(self, name) == defaults[name]:
+                setattr(self, name, theirs[name])
 
     def model_config(self) -> ModelConfig:
         """The settings of the model this run trains."""
@@ -103,6 +140,10 @@ class TrainConfig:
         self.model_config().check()
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.freeze not in FREEZE:
+            raise ConfigError(f"freeze {self.freeze!r} is not one of {', '.join(FREEZE)}")
+        if len(set(self.hold_out)) != len(self.hold_out):
+            raise ConfigError(f"hold_out: an image is named twice ({', '.join(self.hold_out)})")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if not self.data:
@@ -144,6 +185,28 @@ class TrainConfig:
         return cls(**values)
 
 
+ADAPT = {
+    "init": "default",
+    "val_fraction": 0.0,  # a few images are all needed to learn from
+    "epochs": 10,
+    "items_per_epoch": 96,  # ~1000 tiles whatever the number of images: a fixed time
+    "lr": 3e-4,
+    "early_stopping": 0,
+    "scheduler": "cosine",
+    "freeze": "encoder",
+    "hue_jitter": 0.5,
+}
+"""The few-image recipe (``--adapt``): from the default's weights, a short schedule of
+strongly augmented tiles, the encoder left as it was (so what the default learned of other
+microscopes stays), and the cell-separation settings tuned again on the training images
+(nothing is held out from so few). Chosen by ``benchmarks/adapt.py``."""
+
+
+ADAPT_MARGIN = 0.02
+"""How much better (instance F1 on the images) re-tuned cell-separation settings must be
+than the start model's to replace them in a few-image fine-tune (about one cell in fifty)."""
+
+
 @dataclass
 class TrainResult:
     """Where a run is and how it went."""
@@ -154,6 +217,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     best_score: float | None = None  # None: no validation images (the last epoch is kept)
+    model_dir: Path | None = None  # an adapted model's exported folder (``--adapt``)
 
 
 @dataclass

@@ -220,7 +220,10 @@ def read_datasets(cfg: TrainConfig, store: ImageStore, run_dir: str | Path,
     datasets = []
     for root, name in zip(cfg.data, dataset_names(cfg.data)):
         train = _read_split(cfg, store, root, "train", name, progress)
-        if not cfg.val_fraction:  # a final fit on every image
+        if cfg.hold_out:  # the images the user named, wherever they are
+            val = {s: train.pop(s) for s in cfg.hold_out if s in train}
+            val_from = "--hold-out"
+        elif not cfg.val_fraction:  # a final fit on every image
             val_images = (_read_split(cfg, store, root, "val", name, progress)
                           if has_split(root, "val") else {})
             train |= {f"val/{s}": img for s, img in val_images.items()}
@@ -234,8 +237,15 @@ def read_datasets(cfg: TrainConfig, store: ImageStore, run_dir: str | Path,
                                                cfg.val_fraction)
             val = {s: train.pop(s) for s in splits["val"]}
             val_from = str(path) if path else "a split written nowhere"
+        if not train:
+            raise DataError(f"{root}: no training image is left once --hold-out's are taken")
         datasets.append(Dataset(name, root, list(train.values()), list(val.values()), val_from,
                                 root not in cfg.partial_boxes))
+    found = {img.sample.stem for d in datasets for img in d.val}
+    missing = [s for s in cfg.hold_out if s not in found]
+    if missing:
+        raise DataError(f"--hold-out: no training image named {', '.join(missing)} in "
+                        f"{', '.join(cfg.data)}")
     _common_size(cfg, store, datasets)
     return datasets
 
@@ -389,13 +399,18 @@ def epoch_items(cfg: TrainConfig, datasets: list[list[TrainImage]], epoch: int, 
     variants = cfg.variants()
     fresh = not cached and cfg.mode == "tiling"  # nothing to reuse: fresh crops
     chosen: list[tuple[TrainImage, list[View]]] = []
-    if len(datasets) == 1:
+    if len(datasets) == 1 and cfg.items_per_epoch is None:
         for img in datasets[0]:
             chosen.append((img, [random_view(*img.size, cfg.tile, rng)
                                  for _ in range(cfg.tiles_per_image)] if fresh else img.views))
     else:
         for images, count in zip(datasets, items_per_dataset(cfg, datasets)):
-            for i in rng.choice(len(images), size=count):
+            if cfg.items_per_epoch is None:
+                picks = rng.choice(len(images), size=count)
+            else:  # each image in turn: a few images share the epoch evenly
+                rounds = -(-count // len(images))
+                picks = np.concatenate([rng.permutation(len(images)) for _ in range(rounds)])
+            for i in picks[:count]:
                 img = images[i]
                 view = (random_view(*img.size, cfg.tile, rng) if fresh
                         else img.views[int(rng.integers(len(img.views)))])
@@ -410,8 +425,10 @@ def epoch_items(cfg: TrainConfig, datasets: list[list[TrainImage]], epoch: int, 
 
 
 def items_per_dataset(cfg: TrainConfig, datasets: list[list[TrainImage]]) -> list[int]:
-    """Items per epoch of each dataset: its views alone, or an equal share of all."""
+    """Items per epoch of each dataset: its views alone, or an equal share of all (of
+    ``cfg.items_per_epoch`` where it is set)."""
     views = [sum(len(img.views) for img in images) for images in datasets]
+    total = cfg.items_per_epoch or sum(views)
     if len(datasets) == 1:
-        return views
-    return [max(1, round(sum(views) / len(datasets)))] * len(datasets)
+        return [total] if cfg.items_per_epoch else views
+    return [max(1, round(total / len(datasets)))] * len(datasets)

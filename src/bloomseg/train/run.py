@@ -17,6 +17,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +52,7 @@ from bloomseg.model.inputs import View, normalise, to_tensor
 from bloomseg.model.network import SegmentationModel
 from bloomseg.train.augment import ColourJitter, Microscope
 from bloomseg.train.cache import FeatureCache, ImageStore
-from bloomseg.train.config import RUN_FILES, TrainConfig, TrainResult
+from bloomseg.train.config import ADAPT_MARGIN, RUN_FILES, TrainConfig, TrainResult
 from bloomseg.train.examples import (
     Dataset,
     Example,
@@ -66,10 +67,20 @@ from bloomseg.train.history import plot_curves, score_of, write_history
 from bloomseg.train.losses import SegmentationLoss, box_loss
 from bloomseg.train.tuning import choose_separation
 
+Listener = Callable[[int, int], None]
+"""Called after every optimiser step with (steps done, steps in the run); raising
+KeyboardInterrupt in it stops the run as Ctrl-C does (napari's Cancel)."""
+
 SIZE_IMAGES = 16
 """Validation images per dataset the size head is scored on each epoch."""
 SIZE_TRIALS = (0.6, 1.0, 1.6)
 """The scales (times the cells' size) the size head is scored at in validation."""
+
+
+def _bar(**kwargs):
+    from tqdm import tqdm
+
+    return tqdm(**kwargs)
 
 
 class _Log:
@@ -100,8 +111,8 @@ class _Run:
     """One training run: data, model, cache and the epoch loop."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, backbone: DinoVisionTransformer | None,
-                 progress: bool, resuming: bool) -> None:
-        self.cfg, self.run_dir, self.progress = config, run_dir, progress
+                 progress: bool, resuming: bool, listener: Listener | None = None) -> None:
+        self.cfg, self.run_dir, self.progress, self.listener = config, run_dir, progress, listener
         self.datasets = self._read_data()
         self.train_images = [img for d in self.datasets for img in d.train]
         self.val_images = [img for d in self.datasets for img in d.val]
@@ -118,6 +129,7 @@ class _Run:
         self.model = SegmentationModel(config.head, backbone, out_channels=2 if config.centres else 1,
                                        unfreeze_blocks=config.unfreeze_blocks,
                                        unet_levels=config.unet_levels, size_head=config.size_head)
+        self.model.freeze(config.freeze)
         self.criterion = SegmentationLoss(config.loss, config.bce_weight, config.dice_weight)
         groups = self.model.parameter_groups(config.lr)
         self.base_lrs = [g["lr"] for g in groups]
@@ -214,17 +226,19 @@ class _Run:
             return cfg.step_gamma ** ((epoch - 1) // cfg.step_size)
         return 1.0
 
-    def _train_epoch(self, epoch: int) -> float:
-        from tqdm import tqdm
+    def batches_per_epoch(self) -> int:
+        """Optimiser steps of an epoch (one per batch; the run's progress counts them)."""
+        items = sum(items_per_dataset(self.cfg, [d.train for d in self.datasets]))
+        return -(-items // self.cfg.batch_size)
 
+    def _train_epoch(self, epoch: int, bar) -> float:
         cfg, model = self.cfg, self.model
         model.train()
         items = epoch_items(cfg, [d.train for d in self.datasets], epoch, self.cache is not None)
         batches = [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
         total, count = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not self.progress, leave=False)
-        for batch in bar:
+        bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+        for batch in batches:
             examples = [render_example(cfg, self.store, self.jitter, self.microscope, item)
                         for item in batch]
             # whole-image modes mix shapes: one optimiser step per shape
@@ -234,6 +248,10 @@ class _Run:
                 total += loss * len(group)
                 count += len(group)
             bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.update()
+            self.steps[0] += 1
+            if self.listener is not None:
+                self.listener(*self.steps)
         return total / count
 
     def _loss(self, logits: Tensor, examples: list[Example]) -> Tensor:
@@ -399,12 +417,18 @@ class _Run:
 
     def run(self, start_epoch: int) -> TrainResult:
         cfg = self.cfg
+        self.started = time.perf_counter()
         self.log(f"{f'resuming after epoch {start_epoch}' if start_epoch else 'starting'}: "
                  f"{cfg.backbone}/{cfg.head}, mode {cfg.mode}, {len(self.train_images)} train / "
                  f"{len(self.val_images)} val images, run folder {self.run_dir}")
         if self.cache is not None:
             self.log(f"feature cache: {self.cache.folder}")
         stopped = False
+        # one bar for the whole run: its rate gives the time left (validation aside)
+        per_epoch = self.batches_per_epoch()
+        self.steps = [per_epoch * start_epoch, per_epoch * cfg.epochs]  # done, in all
+        bar = _bar(total=self.steps[1], initial=self.steps[0], unit="batch",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             if self._patience_spent():
                 stopped = True
@@ -414,7 +438,7 @@ class _Run:
             factor = self._lr_factor(epoch)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
-            train_loss = self._train_epoch(epoch)
+            train_loss = self._train_epoch(epoch, bar)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_dice": None,
                    "val_iou": None, "lr": cfg.lr * factor}
             if self.val_images:
@@ -437,6 +461,7 @@ class _Run:
             if len(row.get("val_datasets", {})) > 1:
                 for name, values in row["val_datasets"].items():
                     self.log(f"  val {name}: {_dataset_scores(values)}")
+        bar.close()
         best_row = self._best()
         if stopped:
             self.log(f"early stop: no better val score for {cfg.early_stopping} epochs")
@@ -447,8 +472,15 @@ class _Run:
         else:
             self.log(f"done: no validation images, the last epoch ({best_row['epoch']}) kept -> "
                      f"{self.run_dir / 'best.pt'}")
+        model_dir = None
+        if cfg.adapt:
+            from bloomseg.train.adapted import write_adapted_model
+
+            model_dir = write_adapted_model(self.run_dir, cfg, self.train_images,
+                                            time.perf_counter() - self.started)
+            self.log(f"adapted model: {model_dir} (bloomseg predict --model {model_dir} ...)")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
-                           self.history, stopped, score_of(best_row))
+                           self.history, stopped, score_of(best_row), model_dir)
 
     def _best(self) -> dict:
         """The history row of the epoch in best.pt: best val score, or the last epoch when
@@ -467,18 +499,25 @@ class _Run:
         payload = read_checkpoint_file(path)
         self.model.load_state_dict(payload["state"], strict=False)
         self.model.eval()
+        # a few-image fine-tune holds nothing out: its own images are what there is
+        images = self.val_images or (self.train_images if self.cfg.adapt else [])
+        if images is self.train_images:
+            self.log(f"cell separation tuned on the {len(images)} training images (none held out)")
         cases = []  # (foreground, centres, true mask, boxes or None)
         with torch.no_grad():
-            for img in tqdm(self.val_images, desc="tuning cell separation", unit="image",
+            for img in tqdm(images, desc="tuning cell separation", unit="image",
                             disable=not self.progress, leave=False):
                 logits, mask, _ = self._predict(img)
                 centres = logits[1].sigmoid().numpy() if self.cfg.centres else None
                 boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
                 cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
-        inherited = self._init_instances() if not cases else None
+        # a few images' tuning must beat the start model's settings to replace them
+        margin = ADAPT_MARGIN if self.cfg.adapt else 0.0
+        inherited = self._init_instances() if not cases or margin else None
         params = choose_separation(cases, self.cfg.centres, inherited, self.run_dir, self.log,
                                    f"--init {self.cfg.init}",
-                                   [img.dataset for img in self.val_images], self.cfg.cell_diameter)
+                                   [img.dataset for img in images], self.cfg.cell_diameter,
+                                   margin)
         info = {k: v for k, v in payload.items() if k not in ("kind", "bloomseg", "state")}
         save_checkpoint(path, self.model, info | {"instances": params.as_dict()})
 
@@ -530,7 +569,8 @@ def _execute(run: _Run, start_epoch: int) -> TrainResult:
 
 
 def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
-          progress: bool = True, overwrite: bool = False) -> TrainResult:
+          progress: bool = True, overwrite: bool = False,
+          listener: Listener | None = None) -> TrainResult:
     """Train a model; everything goes into the run folder ``config.out``.
 
     Args:
@@ -540,6 +580,7 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
             checkpoints).
         progress: show progress bars and the per-epoch lines.
         overwrite: start afresh in a folder that holds a run (its files are replaced).
+        listener: told of every step (:data:`Listener`), e.g. a progress bar elsewhere.
 
     Returns:
         The run folder, best epoch and Dice, and the history.
@@ -560,14 +601,14 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
         config.weights = str(Path(config.weights).resolve())
     if config.init is not None:  # recorded as the file it was, and refused before any writing
         config.init = str(resolve_model(config.init).resolve())
-        if config.cell_diameter is None:  # fine-tuning keeps the scale the model learned
-            theirs = read_checkpoint_file(Path(config.init)).get("config", {})
-            config.cell_diameter = theirs.get("cell_diameter")
+        config.inherit(read_checkpoint_file(Path(config.init)).get("config", {}))
+        config.check()
     run_dir = Path(config.out)
     refuse_existing([run_dir / "config.json"], overwrite, f"{run_dir} holds a training run "
                     f"already; continue it with --resume {run_dir}, or pass --overwrite to "
                     "start again")
-    return _execute(_Run(config, run_dir, backbone, progress, resuming=False), 0)
+    return _execute(_Run(config, run_dir, backbone, progress, resuming=False, listener=listener),
+                    0)
 
 
 def resume(run_dir: str | Path, backbone: DinoVisionTransformer | None = None,

@@ -1,6 +1,7 @@
 """The **Segment cells** dock widget: run a model on an image layer in a worker thread
-(progress bar, Cancel), show its cells as a Labels layer with their table, and Save the
-layer, corrected by hand, as the files ``bloomseg predict`` writes."""
+(progress bar, Cancel), show its cells as a Labels layer with their table, Save the
+layer, corrected by hand, as the files ``bloomseg predict`` writes, and train the model
+on the saved corrections (:mod:`bloomseg.viewer.adapt`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
+from bloomseg.viewer.adapt import TrainSection
+from bloomseg.viewer.controls import row
 from bloomseg.viewer.layers import (
     LAYER_SUFFIX,
     META,
@@ -126,19 +128,22 @@ class SegmentWidget(QWidget):
         self.save_button.clicked.connect(self._save_clicked)
 
         form = QFormLayout()
-        form.addRow("model", _row(self.model, browse))
+        form.addRow("model", row(self.model, browse))
         form.addRow("diameter", self.diameter)
         form.addRow("threshold", self.threshold)
         form.addRow("cells", self.cells)
         form.addRow("classes", self.classes)
-        form.addRow("save to", _row(self.folder, choose))
+        form.addRow("save to", row(self.folder, choose))
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(_row(self.run_button, self.cancel_button))
+        layout.addWidget(row(self.run_button, self.cancel_button))
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.counts)
-        layout.addWidget(_row(self.save_button, self.overwrite))
+        layout.addWidget(row(self.save_button, self.overwrite))
+        self.training = TrainSection(self)
+        self.folder.editingFinished.connect(self.training.refresh)
+        layout.addWidget(self.training)
         layout.addStretch()
 
     # ---- settings -------------------------------------------------------------
@@ -439,9 +444,17 @@ class SegmentWidget(QWidget):
         stem = image_stem(name)
         written = save_corrected(image, labels, types, diameter, folder, stem,
                                  self.overwrite.isChecked() if overwrite is None else overwrite,
-                                 f"outputs of {stem} exist in {folder}; tick overwrite to replace them")
+                                 f"outputs of {stem} exist in {folder}; tick overwrite to replace them",
+                                 image_too=True)
         self.status.setText(f"saved {len(written)} files of {stem} in {folder}")
+        self.training.refresh()
         return written
+
+    def use_model(self, name: str) -> None:
+        """Make ``name`` the model the next Run uses (offered in the list from then on)."""
+        if self.model.findText(name) < 0:
+            self.model.addItem(name)
+        self.model.setCurrentText(name)
 
     def _save_clicked(self) -> None:
         try:
@@ -471,15 +484,7 @@ class SegmentWidget(QWidget):
         chosen = QFileDialog.getExistingDirectory(self, "output folder")
         if chosen:
             self.folder.setText(chosen)
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return row
+            self.training.refresh()
 
 
 def _image_data(layer):
