@@ -495,7 +495,7 @@ def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flag
     assert totals[True]["cells"] == totals[False]["cells"]  # the empty field had none
 
 
-def test_train_takes_a_folder_of_images_and_their_labels(tmp_path, bloomseg_home):
+def test_train_takes_a_folder_of_images_and_their_labels(tmp_path, bloomseg_home, capsys):
     from scipy import ndimage
 
     from bloomseg.cells.formats import save_labels
@@ -515,3 +515,12 @@ def test_train_takes_a_folder_of_images_and_their_labels(tmp_path, bloomseg_home
     [record] = json.loads((run / "config.json").read_text())["data"]["datasets"]
     assert record["with_masks"] == 6 and record["boxes_only"] == 0
     assert (run / "best.pt").is_file()
+    # --adapt: the default fine-tuned on the folder, its model exported with a card
+    adapted = tmp_path / "adapted"
+    capsys.readouterr()
+    assert main(["train", "--adapt", "--data", str(saved), "-o", str(adapted), "--epochs",
+                 "1", "--items-per-epoch", "2", "--batch-size", "2", "-q"]) == EXIT_OK
+    assert f"adapted model: {adapted / 'model'}" in capsys.readouterr().out
+    recorded = json.loads((adapted / "config.json").read_text())["config"]
+    assert (recorded["epochs"], recorded["freeze"], recorded["backbone"]) == (1, "encoder", "unet")
+    assert recorded["init"].endswith("default") and (adapted / "model" / "MODEL_CARD.md").is_file()

@@ -54,7 +54,7 @@ def _train(args: argparse.Namespace) -> int:
              else f"best val score {result.best_score:.4f} at epoch")
     print(f"{score} {result.best_epoch}: {result.run_dir / 'best.pt'}")
     if result.model_dir is not None:
-        print(f"adapted model: {result.model_dir} (bloomseg predict --model {result.model_dir} "
+        print(f"adapted model: {result.model_dir} (bloomseg predict {result.model_dir} "
               "IMAGES -o OUT)")
     return EXIT_OK
 

@@ -38,7 +38,7 @@ def write_adapted_model(run_dir: Path, cfg: TrainConfig, images: list[TrainImage
         seconds: how long the training took.
 
     Returns:
-        The exported folder, a model ``predict --model`` and napari take.
+        The exported folder, a model ``bloomseg predict`` and napari take.
     """
     folder = run_dir / MODEL_DIR
     start = Path(cfg.init)

@@ -478,7 +478,7 @@ class _Run:
 
             model_dir = write_adapted_model(self.run_dir, cfg, self.train_images,
                                             time.perf_counter() - self.started)
-            self.log(f"adapted model: {model_dir} (bloomseg predict --model {model_dir} ...)")
+            self.log(f"the adapted model and its MODEL_CARD.md: {model_dir}")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
                            self.history, stopped, score_of(best_row), model_dir)
 
