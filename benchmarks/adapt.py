@@ -110,8 +110,8 @@ def main() -> None:
             folder = dataset_of(pool[:n], args.work / "data" / f"{domain}-{n}")
             run = args.work / "runs" / f"{Path(args.model).name}-{domain}-{n}-{tag}"
             start = time.perf_counter()
-            result = train(TrainConfig(data=[str(folder)], out=str(run), adapt=True,
-                                       init=args.model, cache_dir="out/cache", **recipe),
+            result = train(TrainConfig.adapted(data=[str(folder)], out=str(run), init=args.model,
+                                               cache_dir="out/cache", **recipe),
                            progress=False, overwrite=True)
             minutes = (time.perf_counter() - start) / 60
             row = scored(result.model_dir, args.data, domain, args.split, "adapted")

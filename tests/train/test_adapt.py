@@ -28,14 +28,23 @@ def dataset(tmp_path, bloomseg_home):
     return write_dataset(tmp_path / "data", n_train=3, n_test=1, boxes=True)
 
 
-def test_the_recipe_fills_the_settings_left_at_their_defaults():
-    cfg = TrainConfig(data="d", out="o", adapt=True, epochs=3)
-    assert cfg.epochs == 3  # given: kept
-    for name in set(ADAPT) - {"epochs"}:
+def test_the_recipe_yields_to_the_settings_given():
+    cfg = TrainConfig.adapted(data="d", out="o", epochs=3, freeze="none")
+    assert (cfg.epochs, cfg.freeze, cfg.adapt) == (3, "none", True)  # given, a default too
+    for name in set(ADAPT) - {"epochs", "freeze"}:
         assert getattr(cfg, name) == ADAPT[name], name
     assert TrainConfig.from_dict(asdict(cfg)) == cfg  # a resumed run keeps its settings
     plain = TrainConfig(data="d", out="o")
     assert (plain.init, plain.freeze, plain.items_per_epoch) == (None, "none", None)
+
+
+def test_the_command_line_gives_the_recipe_only_what_was_not_given():
+    from bloomseg.cli import build_parser, explicit
+
+    parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    argv = ["train", "--adapt", "--data", "d", "-o", "o", "--freeze", "none", "--lr=1e-3"]
+    assert explicit(parser, argv) >= {"adapt", "data", "output", "freeze", "lr"}
+    assert not explicit(parser, argv) & {"epochs", "items_per_epoch", "init"}
 
 
 def test_a_fine_tune_takes_the_start_models_settings_where_none_are_given(dataset, tmp_path):
@@ -79,8 +88,8 @@ def test_hold_out_validates_on_the_named_images(dataset, tmp_path):
 def test_adapting_the_default_keeps_its_encoder_and_exports_a_model_with_a_card(dataset,
                                                                                tmp_path):
     steps = []
-    result = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), adapt=True,
-                               **QUICK), progress=False,
+    result = train(TrainConfig.adapted(data=str(dataset), out=str(tmp_path / "run"), **QUICK),
+                   progress=False,
                    listener=lambda done, total: steps.append((done, total)))
     assert steps == [(i, 2) for i in (1, 2)]  # one step per epoch: 4 tiles, batches of 4
     start = read_checkpoint_file(resolve_model("default"))["state"]
@@ -110,10 +119,9 @@ def test_cancelling_stops_the_run_where_it_can_resume(dataset, tmp_path):
             raise KeyboardInterrupt
 
     run = tmp_path / "run"
-    settings = dict(data=str(dataset), out=str(run), adapt=True, epochs=3, items_per_epoch=4,
-                    batch_size=2)
+    settings = dict(data=str(dataset), out=str(run), epochs=3, items_per_epoch=4, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(**settings), progress=False, listener=cancel)
+        train(TrainConfig.adapted(**settings), progress=False, listener=cancel)
     assert "interrupted in epoch 2" in (run / "train.log").read_text()
     assert not (run / "model").exists()
     result = resume(run, progress=False)

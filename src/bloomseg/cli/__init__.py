@@ -112,6 +112,19 @@ def _as_option(message: str, parser: argparse.ArgumentParser) -> str:
     return re.sub(r"^([a-z_]+)(?= (must|is|of|\d))", flag, message)
 
 
+def explicit(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The settings (dests) of a command's ``parser`` that ``argv`` gives, a default's
+    value given on purpose among them (a preset yields to them, and only to them)."""
+    import copy
+
+    bare = copy.deepcopy(parser)
+    for action in bare._actions:
+        action.default = argparse.SUPPRESS
+    bare._defaults = {}
+    found, _ = bare.parse_known_args(list(argv))
+    return set(vars(found))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     # file names that are not UTF-8 are printed with \x escapes rather than crash a run
@@ -120,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given (see explicit)
     try:
         return args.func(args)
     except ConfigError as e:  # a setting out of its range or not fitting the others

@@ -7,7 +7,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from bloomseg.cli import EXIT_OK, EXIT_USAGE, add_output, add_setting
+from bloomseg.cli import EXIT_OK, EXIT_USAGE, add_output, add_setting, explicit
 from bloomseg.model.config import HEADS, MODES, NORMALISATIONS
 from bloomseg.train.augment import AUGMENTATIONS
 from bloomseg.train.config import ADAPT, FREEZE, LOSSES, SCHEDULERS, TrainConfig
@@ -47,8 +47,13 @@ def _train(args: argparse.Namespace) -> int:
                   "RUN_DIR)", file=sys.stderr)
             return EXIT_USAGE
         settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                    if hasattr(args, f.name)}
-        config = TrainConfig(**settings | {"out": args.output})
+                    if hasattr(args, f.name)} | {"out": args.output}
+        if args.adapt:  # the recipe's settings, except those given on the command line
+            given = explicit(args.parser, args.argv)
+            settings = {k: v for k, v in settings.items() if k in given or k not in ADAPT}
+            config = TrainConfig.adapted(**settings)
+        else:
+            config = TrainConfig(**settings)
         result = train(config, progress=not args.quiet, overwrite=args.overwrite)
     score = ("no validation images, last epoch" if result.best_score is None
              else f"best val score {result.best_score:.4f} at epoch")
@@ -143,7 +148,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         add_setting(t, TrainConfig, name, text)
     add_setting(t, TrainConfig, "loss", "the loss", "--loss", choices=LOSSES)
     add_setting(t, TrainConfig, "freeze", "what fine-tuning leaves as it was: the batch-norm "
-                "statistics (norms), the encoder that reads the image (encoder), or none",
+                "statistics (norms), the encoder that reads the image (encoder), both, or none",
                 "--freeze", choices=FREEZE)
     add_setting(t, TrainConfig, "scheduler", "learning-rate schedule", "--scheduler",
                 choices=SCHEDULERS)
@@ -177,7 +182,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                    help="run the frozen backbone on every tile of every epoch")
     a.add_argument("--cache-dir", help="decoded images and features (default: "
                    "$BLOOMSEG_HOME/cache)")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, parser=p)
 
 
 def _train_classes(args: argparse.Namespace) -> int:

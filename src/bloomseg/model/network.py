@@ -88,18 +88,17 @@ class SegmentationModel(nn.Module):
         Args:
             part: ``norms``: every batch norm keeps its statistics (its scale and shift
                 still train); ``encoder``: the U-Net's down path keeps its weights and
-                statistics (a ViT backbone is frozen already); ``none``.
+                statistics (a ViT backbone is frozen already); ``encoder+norms``: both;
+                ``none``.
         """
-        if part == "none":
-            return
-        if part == "norms":
-            self.fixed = [m for m in self.head.modules() if isinstance(m, nn.BatchNorm2d)]
-        elif part == "encoder":
-            if self.backbone is None:
-                self.head.down.requires_grad_(False)
-                self.fixed = [self.head.down]
-        else:
-            raise ValueError(f"freeze {part!r}: not one of none, norms, encoder")
+        parts = set(part.split("+")) - {"none"}
+        if parts - {"norms", "encoder"}:
+            raise ValueError(f"freeze {part!r}: not one of none, norms, encoder, encoder+norms")
+        if "norms" in parts:
+            self.fixed += [m for m in self.head.modules() if isinstance(m, nn.BatchNorm2d)]
+        if "encoder" in parts and self.backbone is None:
+            self.head.down.requires_grad_(False)
+            self.fixed.append(self.head.down)
         self.train(self.training)
 
     def features(self, x: Tensor) -> list[Tensor]:

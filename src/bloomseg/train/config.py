@@ -17,7 +17,7 @@ from bloomseg.train.augment import AUGMENTATIONS
 from bloomseg.train.centres import SIGMA_SCALE
 
 SCHEDULERS = ("cosine", "step", "none")
-FREEZE = ("none", "norms", "encoder")
+FREEZE = ("none", "norms", "encoder", "encoder+norms")
 """What fine-tuning leaves as it was (see :meth:`SegmentationModel.freeze`)."""
 LOSSES = ("bce_dice", "ce", "dice", "focal")
 RUN_FILES = ("config.json", "history.json", "history.csv", "best.pt", "last.pt",
@@ -98,29 +98,24 @@ class TrainConfig:
     of each image): an epoch of the same length whatever the number of images."""
     freeze: str = "none"
     """What training leaves as it was: ``norms`` (batch-norm statistics), ``encoder``
-    (the part that reads the image, and its norms), or nothing."""
+    (the part that reads the image, and its norms), both, or nothing."""
     hold_out: list[str] = field(default_factory=list)
     """Image names (stems) held out for validation, instead of ``val/`` or a share."""
     adapt: bool = False
-    """A few-image fine-tune of ``init`` (the default model unless given): the settings
-    left at their defaults take :data:`ADAPT`'s values (see :meth:`apply_adapt`)."""
+    """A few-image fine-tune (:meth:`adapted`): the separation settings are tuned on the
+    training images where none are held out, and the model is exported with a card."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
-        if self.adapt:
-            self.apply_adapt()
         if self.head is None:
             self.head = "unet" if self.backbone == "unet" else "fusion"
 
-    def apply_adapt(self) -> None:
-        """Give every setting still at its default the few-image recipe's value
-        (:data:`ADAPT`): a setting given explicitly is kept. Running it again changes
-        nothing, so a resumed run keeps its settings."""
-        defaults = {f.name: f.default for f in fields(self)}
-        for name, value in ADAPT.items():
-            if getattr(self, name) == defaults[name]:
-                setattr(self, name, value)
+    @classmethod
+    def adapted(cls, **given) -> TrainConfig:
+        """The few-image recipe (``train --adapt``): :data:`ADAPT`'s settings, those
+        ``given`` replacing them."""
+        return cls(**(ADAPT | given | {"adapt": True}))
 
     def inherit(self, theirs: dict) -> None:
         """Fine-tuning: take the start model's settings (``theirs``, its config) for every

@@ -182,8 +182,8 @@ class TrainSection(QGroupBox):
                 raise KeyboardInterrupt
             self._signals.step.emit(done, total, time.perf_counter() - start)
 
-        config = TrainConfig(**{"data": [str(images)], "out": str(run), "adapt": True,
-                                "init": init} | settings)
+        config = TrainConfig.adapted(**{"data": [str(images)], "out": str(run), "init": init}
+                                     | settings)
         try:
             return train(config, progress=False, listener=step).model_dir
         except KeyboardInterrupt:
