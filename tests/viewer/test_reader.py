@@ -77,4 +77,4 @@ def test_bloomseg_view_opens_napari_on_an_output_folder(make_napari_viewer, monk
     assert main(["view", str(cli_outputs), smear_file.stem]) == 0
     (viewer,) = opened
     assert [layer.name for layer in viewer.layers] == [smear_file.stem, f"{smear_file.stem} cells"]
-    assert "Segment cells" in viewer.window._dock_widgets
+    assert "Segment cells" in viewer.window.dock_widgets

@@ -153,6 +153,8 @@ def test_train_on_corrected_images_then_run_the_adapted_model(make_napari_viewer
     """Correct, Save, train on the saved image, and Run the adapted model."""
     from pathlib import Path
 
+    from qtpy.QtCore import Qt
+
     from bloomseg.data.dataset import is_flat
 
     viewer, widget = _widget(make_napari_viewer, smear_file)
@@ -183,7 +185,7 @@ def test_train_on_corrected_images_then_run_the_adapted_model(make_napari_viewer
     # a run folder in use is refused by name; nothing ticked is said
     training.run_folder.setText(str(model.parent))
     assert training.start() is None and "holds a training run already" in training.status.text()
-    training.images.item(0).setCheckState(0)
+    training.images.item(0).setCheckState(Qt.Unchecked)
     training.run_folder.setText("")
     assert training.start() is None and "no saved image is ticked" in training.status.text()
 
@@ -203,3 +205,20 @@ def test_cancel_stops_training_and_keeps_the_model(make_napari_viewer, qtbot, sm
     assert training.status.text().startswith("cancelled: go on with `bloomseg train --resume")
     assert widget.model.currentText() == "default"
     assert training.train_button.isEnabled() and not training.cancel_button.isEnabled()
+
+
+def test_the_widget_opens_on_qt6_with_no_deprecation_warning(make_napari_viewer, qtbot):
+    import warnings
+
+    import qtpy
+
+    assert qtpy.API_NAME in ("PyQt6", "PySide6")  # napari's PyQt5 support is going away
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viewer = make_napari_viewer(show=True)
+        viewer.window.add_dock_widget(SegmentWidget(viewer))
+        qtbot.wait(100)
+    said = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+            if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+            and any(part in w.filename for part in ("bloomseg", "napari"))]
+    assert not said, said
