@@ -18,11 +18,13 @@ MACHINE_PATH = re.compile(r"(?<![\w.~])(/work/|/home/|/root/|/Users/|/tmp/|[A-Za
 
 def shipped_files() -> list[Path]:
     """Everything a user receives: the package's files (the default model's config and
-    card among them), the README and the notebook with its stored outputs."""
+    card among them), the README, the documentation's pages, the changelog and the
+    notebook with its stored outputs."""
     package = Path(bloomseg.__file__).resolve().parent
     return sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in
-                  (".py", ".json", ".md", ".txt")) + [ROOT / "README.md",
-                                                      ROOT / "examples" / "walkthrough.ipynb"]
+                  (".py", ".json", ".md", ".txt")) + sorted((ROOT / "docs").rglob("*.md")) + [
+        ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "RELIABILITY.md",
+        ROOT / "examples" / "walkthrough.ipynb"]
 
 
 def test_no_shipped_file_holds_a_machine_path():

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +150,7 @@ class Segmenter:
     def load(cls, name: str | Path, weights: str | Path | None = None,
              threshold: float = THRESHOLD, keep_edges: bool = False,
              diameter: float | str = AUTO, classes: bool = True,
-             classifier: str | Path | None = None, **options) -> Segmenter:
+             classifier: str | Path | None = None, **options: Any) -> Segmenter:
         """Load a trained model.
 
         Args:

@@ -9,8 +9,12 @@ catches failures the others miss. Nothing was chosen by a test figure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bloomseg.quality.signals import signals
+
+if TYPE_CHECKING:
+    from bloomseg.inference.segmenter import Prediction
 
 OK = "ok"
 CHECK = "check"
@@ -84,7 +88,7 @@ def verdict_of(values: dict[str, float], reasons: tuple[Reason, ...] = REASONS) 
     return Verdict(CHECK if found else OK, found, values)
 
 
-def judge(prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
+def judge(prediction: Prediction, reasons: tuple[Reason, ...] = REASONS) -> Verdict:
     """Judge a segmented image, and keep the verdict on the prediction (``qc``).
 
     Args:

@@ -586,9 +586,9 @@ def train(config: TrainConfig, backbone: DinoVisionTransformer | None = None,
         The run folder, best epoch and Dice, and the history.
 
     Raises:
-        ConfigError, DataError, ImageError, WeightsError, OutputExistsError: before
-        anything is written to the run folder, where the settings or the data allow it to
-        be known then.
+        BloomsegError: ConfigError, DataError, ImageError, WeightsError or
+            OutputExistsError, before anything is written to the run folder, where the
+            settings or the data allow it to be known then.
     """
     config = TrainConfig.from_dict(asdict(config))
     config.data = [str(Path(root).resolve()) for root in config.data]

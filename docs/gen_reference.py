@@ -1,0 +1,94 @@
+"""Build-time pages (mkdocs-gen-files), each from its one source so none can drift:
+
+- ``reference/cli.md``: the command-line reference, from the argparse parsers;
+- ``reference/benchmarks.md``: every benchmark script and what it measures, from its
+  docstring;
+- ``model-card.md``, ``reliability.md``, ``changelog.md``: the files that ship or sit at
+  the repository's root, their links made to work from the site;
+- ``index.md``: the README (the front page), with a real smear segmented by the default
+  model and the report it wrote (``example/``), where the smears are found (their licence
+  keeps them out of the repository; elsewhere a synthetic smear, said so).
+"""
+
+import ast
+import re
+import tempfile
+from pathlib import Path
+
+import mkdocs_gen_files
+
+from bloomseg.cli.reference import markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+with mkdocs_gen_files.open("reference/cli.md", "w") as f:
+    f.write(markdown())
+
+rows = []
+for script in sorted((ROOT / "benchmarks").glob("*.py")):
+    text = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+    summary, _, rest = text.partition("\n\n")
+    usage = rest.strip().split("\n\n")[0] if rest.strip().startswith("python") else ""
+    rows.append(f"## `{script.name}`\n\n{' '.join(summary.split())}\n")
+    if usage:
+        rows.append(f"```bash\n{usage.strip()}\n```\n")
+with mkdocs_gen_files.open("reference/benchmarks.md", "w") as f:
+    f.write("# Benchmarks\n\nThe scripts under `benchmarks/` (run from the repository's root), "
+            "each with the first lines of its own docstring: what it measures and how it "
+            "is called. Figures come from these, never from timed tests.\n\n" + "\n".join(rows))
+
+
+def shifted(text: str) -> str:
+    """A file's headings one level down, its title dropped (the page gives its own)."""
+    body = text.split("\n", 1)[1] if text.startswith("# ") else text
+    return re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)
+
+
+card = (ROOT / "src/bloomseg/model/packaged/default/MODEL_CARD.md").read_text(encoding="utf-8")
+card = card.replace("../../../../../docs/", "")  # its pictures live in docs/
+with mkdocs_gen_files.open("model-card.md", "w") as f:
+    f.write("# Model card\n\nThe default model's `MODEL_CARD.md`, as it ships in "
+            "`src/bloomseg/model/packaged/default/`.\n\n" + shifted(card))
+
+for name, title in (("RELIABILITY.md", "Reliability"), ("CHANGELOG.md", "Changelog")):
+    text = (ROOT / name).read_text(encoding="utf-8")
+    with mkdocs_gen_files.open(f"{name.lower()}", "w") as f:
+        f.write(f"# {title}\n" + shifted(text))
+
+
+def example() -> str:
+    """Segment one smear with the default model into ``example/`` of the site; the
+    Markdown that shows it."""
+    from bloomseg.cli import main
+    from bloomseg.tools.doctor import find_data
+
+    data = find_data()
+    real = data is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        if not real:
+            main(["synthetic", "-o", f"{tmp}/data", "--train", "0", "--test", "1"])
+            data = Path(tmp) / "data"
+        image = sorted((data / "test" / "original").iterdir())[0]
+        out = Path(tmp) / "out"
+        main(["predict", "default", str(image), "-o", str(out), "--cells", "-q"])
+        for path in out.iterdir():
+            if path.is_file():
+                with mkdocs_gen_files.open(f"example/{path.name}", "wb") as f:
+                    f.write(path.read_bytes())
+    what = (f"A BBBC041 malaria test smear (`{image.name}`, Ljosa et al., CC BY-NC-SA 3.0)"
+            if real else "A synthetic smear (the real smears were not found when this was built)")
+    return (f"![{what}, its cells outlined in their class colours](example/{image.stem}_overlay.png)"
+            f"\n\n*{what}, segmented by the default model: red cells, infected cells, white "
+            f"cells and platelets each in their class colour. [The report it "
+            f"wrote](example/report.html) has the counts, the parasitemia, the infected cells "
+            f"pictured and the quality verdict.*")
+
+
+readme = (ROOT / "README.md").read_text(encoding="utf-8")
+picture = re.search(r"^!\[.*?\n\n\*.*?\*\n", readme, flags=re.M | re.S)
+home = readme.replace(picture.group(0), example() + "\n") if picture else readme
+for source, target in (("](docs/", "]("), ("](RELIABILITY.md)", "](reliability.md)"),
+                       ("](CHANGELOG.md)", "](changelog.md)"), ("[CI](.ci/run)", "CI (`.ci/run`)")):
+    home = home.replace(source, target)
+with mkdocs_gen_files.open("index.md", "w") as f:
+    f.write(home)
