@@ -56,9 +56,35 @@ for name, title in (("RELIABILITY.md", "Reliability"), ("CHANGELOG.md", "Changel
         f.write(f"# {title}\n" + shifted(text))
 
 
-def example() -> str:
-    """Segment one smear with the default model into ``example/`` of the site; the
-    Markdown that shows it."""
+def _detail(overlay: Path, cells: Path, size: tuple[int, int] = (900, 520)) -> str:
+    """A window of the overlay at its own resolution (outlines vanish when a whole smear
+    is shrunk to a page), around an infected cell where there is one; its name."""
+    import csv
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(overlay)
+    with open(cells, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    chosen = next((r for r in rows if r["class"] == "infected"), rows[0] if rows else None)
+    cx, cy = ((float(chosen["centroid_x"]), float(chosen["centroid_y"])) if chosen
+              else (picture.width / 2, picture.height / 2))
+    w, h = min(size[0], picture.width), min(size[1], picture.height)
+    x0 = int(min(max(cx - w / 2, 0), picture.width - w))
+    y0 = int(min(max(cy - h / 2, 0), picture.height - h))
+    buffer = io.BytesIO()
+    picture.crop((x0, y0, x0 + w, y0 + h)).save(buffer, format="PNG")
+    with mkdocs_gen_files.open("example/detail.png", "wb") as f:
+        f.write(buffer.getvalue())
+    return "detail.png"
+
+
+def example(smears: int = 3) -> str:
+    """Segment a few smears with the default model into ``example/`` of the site; the
+    Markdown that shows the one with most infected cells, and the report."""
+    import csv
+
     from bloomseg.cli import main
     from bloomseg.tools.doctor import find_data
 
@@ -68,20 +94,27 @@ def example() -> str:
         if not real:
             main(["synthetic", "-o", f"{tmp}/data", "--train", "0", "--test", "1"])
             data = Path(tmp) / "data"
-        image = sorted((data / "test" / "original").iterdir())[0]
+        chosen = Path(tmp) / "smears"
+        chosen.mkdir()
+        for image in sorted((data / "test" / "original").iterdir())[:smears]:
+            (chosen / image.name).symlink_to(image)
         out = Path(tmp) / "out"
-        main(["predict", "default", str(image), "-o", str(out), "--cells", "-q"])
+        main(["predict", "default", str(chosen), "-o", str(out), "--cells", "-q"])
         for path in out.iterdir():
             if path.is_file():
                 with mkdocs_gen_files.open(f"example/{path.name}", "wb") as f:
                     f.write(path.read_bytes())
+        with open(out / "summary.csv", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+        image = Path(max(rows, key=lambda r: int(r["infected"] or 0))["image"])
+        picture = _detail(out / f"{image.stem}_overlay.png", out / f"{image.stem}_cells.csv")
     what = (f"A BBBC041 malaria test smear (`{image.name}`, Ljosa et al., CC BY-NC-SA 3.0)"
             if real else "A synthetic smear (the real smears were not found when this was built)")
-    return (f"![{what}, its cells outlined in their class colours](example/{image.stem}_overlay.png)"
-            f"\n\n*{what}, segmented by the default model: red cells, infected cells, white "
-            f"cells and platelets each in their class colour. [The report it "
-            f"wrote](example/report.html) has the counts, the parasitemia, the infected cells "
-            f"pictured and the quality verdict.*")
+    return (f"![{what}, its cells outlined in their class colours](example/{picture})"
+            f"\n\n*{what}, a window at full resolution, segmented by the default model: red "
+            f"cells, infected cells, white cells and platelets each in their class colour. "
+            f"[The report it wrote](example/report.html) for {len(rows)} smears has the "
+            f"counts, the parasitemia, the infected cells pictured and the quality verdict.*")
 
 
 readme = (ROOT / "README.md").read_text(encoding="utf-8")
