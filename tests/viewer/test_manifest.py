@@ -38,18 +38,23 @@ def test_the_sample_is_one_rgb_smear():
 
 def test_a_screenshot_of_the_viewer_is_not_blank(make_napari_viewer, qtbot, tmp_path):
     """Also writes the README's picture where BLOOMSEG_SCREENSHOT names a file (classes
-    off: bloomseg's drawn disks are no stain the classifier has seen)."""
+    off: bloomseg's drawn disks are no stain the classifier has seen), of the smear
+    BLOOMSEG_SCREENSHOT_IMAGE names where it does (classes on: a real smear)."""
+    from bloomseg.data.images import read_image
     from bloomseg.files import save_png
     from bloomseg.viewer.sample import synthetic_smear
     from bloomseg.viewer.widget import SegmentWidget
 
     viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1400, 760)
-    for data, settings, _ in synthetic_smear():
+    viewer.window.resize(1400, 1000)
+    real = os.environ.get("BLOOMSEG_SCREENSHOT_IMAGE")
+    images = [(read_image(real), {"name": Path(real).stem, "rgb": True}, "image")] if real \
+        else synthetic_smear()
+    for data, settings, _ in images:
         viewer.add_image(data, **settings)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment cells", area="right")
-    widget.classes.setChecked(False)
+    widget.classes.setChecked(bool(real))
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     viewer.reset_view()
