@@ -13,6 +13,17 @@ from bloomseg.model.files import PACKAGED, carries_classifier, export_model, rea
 from bloomseg.train.config import ADAPT, TrainConfig
 from bloomseg.train.examples import TrainImage
 
+FROZEN = {
+    "encoder": "The encoder (the part that reads the image) was left as it was, so what the "
+               "start model learned of other microscopes stays; the decoder and the size head "
+               "learned.",
+    "encoder+norms": "The encoder (the part that reads the image) and every batch norm's "
+                     "statistics were left as they were, so what the start model learned of "
+                     "other microscopes stays; the decoder's weights and the size head learned.",
+    "none": "Every layer learned.",
+}
+"""What the card says of each ``--freeze``."""
+
 MODEL_DIR = "model"
 """The adapted model's folder inside the run folder."""
 
@@ -63,9 +74,7 @@ cells, by `bloomseg train --adapt` (bloomseg {__version__}) on
 ## How
 
 - The settings: {recipe}; cells at {cfg.cell_diameter} px, as in the start model.
-- {"The encoder (the part that reads the image) was left as it was, so what the start "
-   "model learned of other microscopes stays; the decoder and the size head learned." if
-   cfg.freeze == "encoder" else f"Frozen: {cfg.freeze}."}
+- {FROZEN.get(cfg.freeze, f"Frozen: {cfg.freeze}.")}
 - Cell separation tuned again on {"the held-out images" if cfg.hold_out else
    "these images (nothing was held out)"}: {instances or "the start model's settings"}.
 - Cell classes: {"the start model's classifier, unchanged" if classifier else "none"}.
