@@ -201,7 +201,10 @@ it costs BBBC041)."""
 
 ADAPT_MARGIN = 0.02
 """How much better (instance F1 on the images) re-tuned cell-separation settings must be
-than the start model's to replace them in a few-image fine-tune (about one cell in fifty)."""
+than the start model's to replace them in a few-image fine-tune (about one cell in fifty)..."""
+ADAPT_MARGIN_CELLS = 2
+"""...and at least this many cells' worth of F1 (2 / the cells boxed): on one image of
+twenty cells, one cell is 0.05 of F1, and a grid's best there is chance."""
 
 
 @dataclass

@@ -52,7 +52,13 @@ from bloomseg.model.inputs import View, normalise, to_tensor
 from bloomseg.model.network import SegmentationModel
 from bloomseg.train.augment import ColourJitter, Microscope
 from bloomseg.train.cache import FeatureCache, ImageStore
-from bloomseg.train.config import ADAPT_MARGIN, RUN_FILES, TrainConfig, TrainResult
+from bloomseg.train.config import (
+    ADAPT_MARGIN,
+    ADAPT_MARGIN_CELLS,
+    RUN_FILES,
+    TrainConfig,
+    TrainResult,
+)
 from bloomseg.train.examples import (
     Dataset,
     Example,
@@ -512,7 +518,8 @@ class _Run:
                 boxes = None if img.boxes is None else yolo_to_xyxy(img.boxes, *img.size)
                 cases.append(((logits[0] > 0).numpy(), centres, mask, boxes))
         # a few images' tuning must beat the start model's settings to replace them
-        margin = ADAPT_MARGIN if self.cfg.adapt else 0.0
+        boxed = sum(len(img.boxes) for img in images if img.boxes is not None)
+        margin = max(ADAPT_MARGIN, ADAPT_MARGIN_CELLS / max(boxed, 1)) if self.cfg.adapt else 0.0
         inherited = self._init_instances() if not cases or margin else None
         params = choose_separation(cases, self.cfg.centres, inherited, self.run_dir, self.log,
                                    f"--init {self.cfg.init}",
