@@ -56,6 +56,7 @@ def write_adapted_model(run_dir: Path, cfg: TrainConfig, images: list[TrainImage
     classifier = start if carries_classifier(start) else None
     export_model(run_dir, folder, overwrite=True, classifier=classifier)
     instances = read_checkpoint_file(run_dir / "best.pt").get("instances") or {}
+    kept = instances == (read_checkpoint_file(start).get("instances") or {})
     cells = sum(0 if img.boxes is None else len(img.boxes) for img in images)
     listed = "\n".join(f"- `{img.sample.image.name}`"
                        f"{'' if img.boxes is None else f': {len(img.boxes)} cells'}"
@@ -76,7 +77,8 @@ cells, by `bloomseg train --adapt` (bloomseg {__version__}) on
 - The settings: {recipe}; cells at {cfg.cell_diameter} px, as in the start model.
 - {FROZEN.get(cfg.freeze, f"Frozen: {cfg.freeze}.")}
 - Cell separation tuned again on {"the held-out images" if cfg.hold_out else
-   "these images (nothing was held out)"}: {instances or "the start model's settings"}.
+   "these images (nothing was held out)"}: {"the start model's settings kept, as none "
+   "found the cells better by enough" if kept else "new settings"} ({instances}).
 - Cell classes: {"the start model's classifier, unchanged" if classifier else "none"}.
 
 ## What to keep in mind
