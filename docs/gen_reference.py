@@ -121,6 +121,7 @@ readme = (ROOT / "README.md").read_text(encoding="utf-8")
 picture = re.search(r"^!\[.*?\n\n\*.*?\*\n", readme, flags=re.M | re.S)
 home = readme.replace(picture.group(0), example() + "\n") if picture else readme
 for source, target in (("](docs/", "]("), ("](RELIABILITY.md)", "](reliability.md)"),
+                       ("](src/bloomseg/model/packaged/default/MODEL_CARD.md)", "](model-card.md)"),
                        ("](CHANGELOG.md)", "](changelog.md)"), ("[CI](.ci/run)", "CI (`.ci/run`)")):
     home = home.replace(source, target)
 with mkdocs_gen_files.open("index.md", "w") as f:
