@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from domains import domains, row_of, score  # noqa: E402 (the benchmarks folder is the script's own)
+from domains import domains, report, row_of, score  # noqa: E402 (the benchmarks folder is the script's own)
 
-from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
 from bloomseg.train import TrainConfig, train
 
@@ -125,13 +124,7 @@ def main() -> None:
             rows.append(row | {"model": args.model, "adapted_on": n, "minutes": f"{minutes:.1f}"})
             print(rows[-1], flush=True)
     print(f"\n{args.split}, {tag}:")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + " --- |" * len(COLUMNS))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_csv(args.out, rows, COLUMNS)
-    print(f"-> {args.out}")
+    report(rows, COLUMNS, args.out)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,17 @@ def row_of(domain: str, method: str, r: dict) -> dict:
     return row
 
 
+def report(rows: list[dict], columns: tuple[str, ...], out: Path) -> None:
+    """Print the rows as a Markdown table and write them as CSV to ``out``."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_csv(out, rows, columns)
+    print(f"-> {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data", type=Path)
@@ -175,13 +186,7 @@ def main() -> None:
             results[(domain, method)] = scores
     rows = [row_of(domain, method, r) for (domain, method), r in
             sorted(results.items(), key=lambda kv: list(GROUPS).index(kv[0][0]))]
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + " --- |" * len(COLUMNS))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_csv(args.out, rows, COLUMNS)
-    print(f"-> {args.out}")
+    report(rows, COLUMNS, args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from bloomseg.errors import BloomsegError, ConfigError
-from bloomseg.viewer.controls import row
+from bloomseg.viewer.controls import error_text, row, start_worker
 
 IMAGES = "images"
 """The run folder's copy of the images it learned from (and their labels)."""
@@ -126,7 +126,6 @@ class TrainSection(QGroupBox):
         Returns:
             The started worker, or None where nothing could start (the status says why).
         """
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             self.status.setText("training is going on: wait for it or Cancel it")
@@ -151,14 +150,10 @@ class TrainSection(QGroupBox):
         self.status.setText(f"training on {len(pairs)} image(s) from {init}…")
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        worker = create_worker(self._train, pairs, run, init, dict(self.settings),
-                               _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(self._trained)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = start_worker(self._train, pairs, run, init, dict(self.settings),
+                                   returned=self._trained, errored=self._failed,
+                                   finished=self._finished)
+        return self.worker
 
     def cancel(self) -> None:
         """Stop training at its next step (the run can be resumed from the command line)."""
@@ -202,13 +197,9 @@ class TrainSection(QGroupBox):
                             "was made); Run now uses it")
 
     def _failed(self, error: Exception) -> None:
-        if isinstance(error, Cancelled):
-            self.status.setText(f"cancelled: go on with `bloomseg train --resume {self.run_dir}`"
-                                " (the model Run uses is unchanged)")
-        elif isinstance(error, BloomsegError):
-            self.status.setText(f"error: {error}")
-        else:
-            self.status.setText(f"error: {type(error).__name__}: {error}")
+        self.status.setText(f"cancelled: go on with `bloomseg train --resume {self.run_dir}` (the "
+                            "model Run uses is unchanged)" if isinstance(error, Cancelled)
+                            else error_text(error))
         self.progress.setValue(0)
 
     def _finished(self) -> None:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
 from bloomseg.viewer.adapt import TrainSection
-from bloomseg.viewer.controls import row
+from bloomseg.viewer.controls import error_text, row, start_worker
 from bloomseg.viewer.layers import (
     LAYER_SUFFIX,
     META,
@@ -189,7 +189,6 @@ class SegmentWidget(QWidget):
             The started worker, or None where the settings or the layer were refused (the
             status line says why).
         """
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             self.status.setText("a run is going on: wait for it or Cancel it")
@@ -215,16 +214,10 @@ class SegmentWidget(QWidget):
         self.counts.setText("")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        # errors are the status line's (errored), not re-raised in the viewer's thread
-        worker = create_worker(self._segment, data, layer.name, spec, self.cells.isChecked(),
-                               folder, self.overwrite.isChecked(), _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(self._show)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self.worker = worker
-        worker.start()
-        return worker
+        self.worker = start_worker(self._segment, data, layer.name, spec, self.cells.isChecked(),
+                                   folder, self.overwrite.isChecked(), returned=self._show,
+                                   errored=self._failed, finished=self._finished)
+        return self.worker
 
     def cancel(self) -> None:
         """Stop the run at its next step (a block of a large image, or a stage)."""
@@ -356,12 +349,8 @@ class SegmentWidget(QWidget):
                             f"cell pixels: {100 * float(np.mean(done.labels > 0)):.1f}%")
 
     def _failed(self, error: Exception) -> None:
-        if isinstance(error, Cancelled):
-            self.status.setText("cancelled: nothing was changed")
-        elif isinstance(error, BloomsegError):
-            self.status.setText(f"error: {error}")
-        else:  # the message, not a traceback, in the widget; napari's console keeps it
-            self.status.setText(f"error: {type(error).__name__}: {error}")
+        self.status.setText("cancelled: nothing was changed" if isinstance(error, Cancelled)
+                            else error_text(error))
         self.progress.setValue(0)
 
     def _finished(self) -> None:
