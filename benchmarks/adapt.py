@@ -94,12 +94,14 @@ def main() -> None:
                         choices=("raabin", "pbc", "bbbc041"))
     parser.add_argument("--freeze", help="instead of the recipe's (none, norms, encoder)")
     parser.add_argument("--lr", type=float, help="instead of the recipe's")
+    parser.add_argument("--epochs", type=int, help="instead of the recipe's")
     parser.add_argument("--margin-cells", type=int, help="instead of ADAPT_MARGIN_CELLS (how many "
                         "cells' worth of F1 re-tuned separation settings must gain)")
     parser.add_argument("--work", default="out/adapt-bench", type=Path)
     parser.add_argument("--out", default="out/adapt.csv", type=Path)
     args = parser.parse_args()
-    recipe = {k: v for k, v in (("freeze", args.freeze), ("lr", args.lr)) if v is not None}
+    recipe = {k: v for k, v in (("freeze", args.freeze), ("lr", args.lr),
+                                             ("epochs", args.epochs)) if v is not None}
     tag = "-".join(f"{k}{v}" for k, v in recipe.items()) or "recipe"
     if args.margin_cells is not None:  # an ablation of the rule, not a setting
         import bloomseg.train.run as loop

@@ -522,5 +522,5 @@ def test_train_takes_a_folder_of_images_and_their_labels(tmp_path, bloomseg_home
                  "1", "--items-per-epoch", "2", "--batch-size", "2", "-q"]) == EXIT_OK
     assert f"adapted model: {adapted / 'model'}" in capsys.readouterr().out
     recorded = json.loads((adapted / "config.json").read_text())["config"]
-    assert (recorded["epochs"], recorded["freeze"], recorded["backbone"]) == (1, "encoder+norms", "unet")
+    assert (recorded["epochs"], recorded["freeze"], recorded["backbone"]) == (1, "norms", "unet")
     assert recorded["init"].endswith("default") and (adapted / "model" / "MODEL_CARD.md").is_file()

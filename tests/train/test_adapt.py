@@ -85,8 +85,7 @@ def test_hold_out_validates_on_the_named_images(dataset, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_adapting_the_default_keeps_its_encoder_and_exports_a_model_with_a_card(dataset,
-                                                                               tmp_path):
+def test_adapting_the_default_keeps_its_norms_and_exports_a_model_with_a_card(dataset, tmp_path):
     steps = []
     result = train(TrainConfig.adapted(data=str(dataset), out=str(tmp_path / "run"), **QUICK),
                    progress=False,
@@ -95,12 +94,15 @@ def test_adapting_the_default_keeps_its_encoder_and_exports_a_model_with_a_card(
     start = read_checkpoint_file(resolve_model("default"))["state"]
     adapted = read_checkpoint_file(result.model_dir)["state"]
     assert set(adapted) == set(start)
-    encoder = [n for n in start if n.startswith("head.down.")]
-    assert encoder and all(torch.equal(adapted[n], start[n]) for n in encoder)  # weights, stats
-    assert any(not torch.equal(adapted[n], start[n]) for n in start if n.startswith("head.up."))
+    statistics = [n for n in start if n.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(adapted[n], start[n]) for n in statistics)
+    for part in ("head.down.", "head.up."):  # the encoder and the decoder both learn
+        assert any(not torch.equal(adapted[n], start[n]) for n in start
+                   if n.startswith(part) and n.endswith(".weight"))
     assert result.model_dir == tmp_path / "run" / "model"
     assert all((result.model_dir / name).is_file() for name in CLASSIFIER_FILES)
     card = (result.model_dir / "MODEL_CARD.md").read_text()
+    assert "Every batch norm's statistics were left as they were" in card
     assert "Fine-tuned from **default (shipped with bloomseg" in card
     assert all(f"`train_0{i}.png`" in card for i in range(3))
     assert str(tmp_path) not in card and str(tmp_path) not in (

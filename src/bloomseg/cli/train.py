@@ -94,9 +94,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                     help="fine-tune --init (default: the default model) on a few corrected "
                     "images of your microscope, in minutes: every image trains, "
                     f"{ADAPT['items_per_epoch']} tiles per epoch for {ADAPT['epochs']} epochs "
-                    f"at lr {ADAPT['lr']}, the encoder and the batch-norm statistics frozen, "
-                    "the cell separation tuned on the images; options you give replace these. "
-                    "The model goes to "
+                    f"at lr {ADAPT['lr']}, --freeze {ADAPT['freeze']}, the cell separation tuned "
+                    "on the images; options you give replace these. The model goes to "
                     "RUN/model with a model card")
     io.add_argument("--hold-out", action="append", default=[], metavar="NAME",
                     help="an image (file name without extension) held out to validate on "

@@ -20,6 +20,8 @@ FROZEN = {
     "encoder+norms": "The encoder (the part that reads the image) and every batch norm's "
                      "statistics were left as they were, so what the start model learned of "
                      "other microscopes stays; the decoder's weights and the size head learned.",
+    "norms": "Every batch norm's statistics were left as they were, so a few images' colours "
+             "do not shift what each layer reads; every layer's weights learned.",
     "none": "Every layer learned.",
 }
 """What the card says of each ``--freeze``."""
