@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[1, 3, 10])
     parser.add_argument("--domains", nargs="+", default=["raabin", "pbc", "bbbc041"],
                         choices=("raabin", "pbc", "bbbc041"))
-    parser.add_argument("--freeze", help="instead of the recipe's (none, norms, encoder)")
+    parser.add_argument("--freeze", help="instead of the recipe's (none, norms, encoder, "
+                        "encoder+norms)")
     parser.add_argument("--lr", type=float, help="instead of the recipe's")
     parser.add_argument("--epochs", type=int, help="instead of the recipe's")
     parser.add_argument("--margin-cells", type=int, help="instead of ADAPT_MARGIN_CELLS (how many "
@@ -100,8 +101,8 @@ def main() -> None:
     parser.add_argument("--work", default="out/adapt-bench", type=Path)
     parser.add_argument("--out", default="out/adapt.csv", type=Path)
     args = parser.parse_args()
-    recipe = {k: v for k, v in (("freeze", args.freeze), ("lr", args.lr),
-                                             ("epochs", args.epochs)) if v is not None}
+    given = (("freeze", args.freeze), ("lr", args.lr), ("epochs", args.epochs))
+    recipe = {k: v for k, v in given if v is not None}
     tag = "-".join(f"{k}{v}" for k, v in recipe.items()) or "recipe"
     if args.margin_cells is not None:  # an ablation of the rule, not a setting
         import bloomseg.train.run as loop
