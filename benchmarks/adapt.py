@@ -1,7 +1,7 @@
 """How few images and minutes adapting a model to a microscope takes (``train --adapt``).
 
     python benchmarks/adapt.py [--model default] [--split test] [--images 1 3 10]
-                               [--domains raabin pbc bbbc041] [--freeze encoder]
+                               [--domains raabin pbc bbbc041] [--freeze F] [--epochs N]
                                [--out out/adapt.csv]
 
 For each domain (txlpbc's Raabin and PBC, boxes only; BBBC041, masks) and each number of
