@@ -14,7 +14,8 @@ from bloomseg.data.images import read_image
 from bloomseg.errors import DataError
 from bloomseg.inference.segmenter import Segmenter
 from bloomseg.model.files import CLASSIFIER_FILES, read_checkpoint_file, resolve_model
-from bloomseg.train.config import ADAPT, TrainConfig
+from bloomseg.train.adapted import FROZEN
+from bloomseg.train.config import ADAPT, FREEZE, TrainConfig
 from bloomseg.train.examples import epoch_items
 from bloomseg.train.run import resume, train
 from conftest import write_dataset
@@ -83,6 +84,10 @@ def test_hold_out_validates_on_the_named_images(dataset, tmp_path):
         train(TrainConfig(data=str(dataset), out=str(tmp_path / "bad"), backbone="unet",
                           hold_out=["nothing"]), progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_card_words_every_freeze():
+    assert set(FROZEN) == set(FREEZE)
 
 
 def test_adapting_the_default_keeps_its_norms_and_exports_a_model_with_a_card(dataset, tmp_path):

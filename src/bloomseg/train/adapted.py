@@ -24,7 +24,7 @@ FROZEN = {
              "do not shift what each layer reads; every layer's weights learned.",
     "none": "Every layer learned.",
 }
-"""What the card says of each ``--freeze``."""
+"""What the card says of each ``--freeze`` (every one of ``FREEZE``)."""
 
 MODEL_DIR = "model"
 """The adapted model's folder inside the run folder."""
@@ -77,7 +77,7 @@ cells, by `bloomseg train --adapt` (bloomseg {__version__}) on
 ## How
 
 - The settings: {recipe}; cells at {cfg.cell_diameter} px, as in the start model.
-- {FROZEN.get(cfg.freeze, f"Frozen: {cfg.freeze}.")}
+- {FROZEN[cfg.freeze]}
 - Cell separation tuned again on {"the held-out images" if cfg.hold_out else
    "these images (nothing was held out)"}: {"the start model's settings kept, as none "
    "found the cells better by enough" if kept else "new settings"} ({instances}).

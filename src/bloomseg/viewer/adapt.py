@@ -126,7 +126,6 @@ class TrainSection(QGroupBox):
         Returns:
             The started worker, or None where nothing could start (the status says why).
         """
-
         if self.worker is not None:
             self.status.setText("training is going on: wait for it or Cancel it")
             return None

@@ -189,7 +189,6 @@ class SegmentWidget(QWidget):
             The started worker, or None where the settings or the layer were refused (the
             status line says why).
         """
-
         if self.worker is not None:
             self.status.setText("a run is going on: wait for it or Cancel it")
             return None
