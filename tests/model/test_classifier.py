@@ -15,6 +15,8 @@ from bloomseg.model.classifier import (
     ClassifierConfig,
     cell_windows,
     classify,
+    field_reference,
+    input_tensor,
     to_window_scale,
     window_scale,
 )
@@ -39,10 +41,10 @@ def test_a_window_is_centred_on_its_cell_with_the_cell_as_fourth_channel():
     # the window's centre pixel (8, 8) holds the cell's centre: rows 4..7 of the cell sit
     # at 8 - 2 .. 8 + 1 (round(11.5) = 12 is row 8)
     assert windows[0, 3].sum() == 16 and windows[0, 3, 6:10, 6:10].all()
-    assert np.allclose(windows[0, 0][windows[0, 3] > 0], 0.5)  # white, less 0.5
+    assert windows.dtype == np.uint8 and (windows[0, 0][windows[0, 3] > 0] == 255).all()
     # the second cell is centred in its own window too, and is black
     assert (windows[1, 3] == windows[0, 3]).all()
-    assert np.allclose(windows[1, 0][windows[1, 3] > 0], -0.5)
+    assert (windows[1, 0][windows[1, 3] > 0] == 0).all()
 
 
 def test_window_scale_brings_every_magnification_to_one_size():
@@ -84,8 +86,8 @@ def test_classifier_files_round_trip_and_ship_with_a_model(tmp_path):
     image[40:80, 40:80] = (150, 50, 60)
     labels = np.zeros((120, 160), np.int32)
     labels[40:80, 40:80] = 1
-    p = classify(loaded, image, labels, 40)
-    assert p.shape == (1, 7) and np.isclose(p.sum(), 1)
+    p, far = classify(loaded, image, labels, 40)
+    assert p.shape == (1, 7) and np.isclose(p.sum(), 1) and far.tolist() == [False]
 
 
 def test_what_is_not_a_classifier_is_refused_by_name(tmp_path):
@@ -103,3 +105,63 @@ def test_what_is_not_a_classifier_is_refused_by_name(tmp_path):
     save_classifier(tmp_path / "bad.pt", bad, {"config": {"width": 8}})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_classifier(tmp_path / "bad.pt")
+
+
+def test_relative_inputs_are_the_same_for_a_lab_whose_stain_is_denser_all_over():
+    """A cell judged against its own field: every pixel's density doubled (a stain twice
+    as strong) gives the same relative input, where RGB differs."""
+    rng = np.random.default_rng(0)
+    density = rng.uniform(0.05, 1.0, (64, 64, 3)).astype(np.float32)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:50, 10:50] = 1
+
+    def rgb(d):
+        return np.clip(np.exp(-d) * 256 - 1, 0, 255).astype(np.float32)
+
+    pale, dense = rgb(density), rgb(2 * density)
+    windows = np.stack([np.concatenate([im.transpose(2, 0, 1), labels[None] > 0])
+                        for im in (pale, dense)]).astype(np.float32)
+    # float windows keep the test exact (uint8 rounding is a small error on top)
+    refs = np.stack([np.median(-np.log((im[labels > 0] + 1) / 256), axis=0) for im in (pale, dense)])
+    rel = input_tensor(windows, refs, "relative")
+    assert torch.allclose(rel[0], rel[1], atol=1e-4)
+    assert not torch.allclose(input_tensor(windows, refs, "rgb")[0],
+                              input_tensor(windows, refs, "rgb")[1], atol=0.05)
+    # field_reference is the cells' median density, never under its floor
+    ref = field_reference(pale.round().astype(np.uint8), labels)
+    assert np.allclose(ref, refs[0], atol=0.02)
+    assert (field_reference(np.full((8, 8, 3), 255, np.uint8), np.ones((8, 8), int)) == 0.02).all()
+
+
+def test_a_cell_far_from_every_class_learnt_is_unfamiliar(tmp_path):
+    """The distance to a class's centre in units of the features' spread: a cell at the
+    centre is familiar, one many spreads away is not, and the limit is stored and read."""
+    torch.manual_seed(0)
+    model = CellClassifier(ClassifierConfig(width=4))
+    f = torch.zeros(2, model.centres.shape[1])
+    f[1] += 10.0
+    model.spread.fill_(2.0)
+    d = model.distances(f)
+    assert d.shape == (2, 7) and torch.allclose(d[0], torch.zeros(7))
+    assert torch.allclose(d[1], torch.full((7,), 5.0))  # 10 / 2 in every feature
+    model.config = ClassifierConfig(width=4, distance_limit=1e-6)
+    save_classifier(tmp_path / "c.pt", model, {"config": model.config.as_dict()})
+    loaded = load_classifier(tmp_path / "c.pt")[0]
+    assert torch.equal(loaded.spread, model.spread) and loaded.config.distance_limit == 1e-6
+    image = np.full((120, 160, 3), 235, np.uint8)
+    image[40:80, 40:80] = (150, 50, 60)
+    labels = np.zeros((120, 160), np.int32)
+    labels[40:80, 40:80] = 1
+    far = classify(loaded, image, labels, 40)[1]
+    assert far.tolist() == [True]  # every cell is beyond a limit of nearly zero
+
+
+def test_a_classifier_saved_before_class_centres_loads_and_measures_no_distance(tmp_path):
+    model = CellClassifier(ClassifierConfig(width=4))
+    state = {k: v for k, v in model.state_dict().items() if k not in ("centres", "spread")}
+    from bloomseg.model.files import CLASSIFIER_KIND
+
+    torch.save({"kind": CLASSIFIER_KIND, "config": {"width": 4}, "state": state},
+               tmp_path / "old.pt")
+    loaded = load_classifier(tmp_path / "old.pt")[0]
+    assert loaded.config.distance_limit == 0 and loaded.config.inputs == "rgb"

@@ -71,10 +71,13 @@ def test_classes_reach_every_output(tmp_path):
     assert float(a["parasitemia_percent"]) == 25.0  # 2 of 8 red cells
     assert 0 < float(a["parasitemia_low"]) < 25 < float(a["parasitemia_high"])
     assert (a["uncertain"], a["infected_uncertain"]) == ("2", "2")
+    # both infected calls are uncertain: without them, none of 8 red cells is infected
+    assert float(a["parasitemia_certain_percent"]) == 0.0
     total = summary[TOTAL]
     assert (total["red_blood_cell"], total["infected"], total["cells"]) == ("9", "2", "15")
     assert (total["uncertain"], total["infected_uncertain"]) == ("2", "2")
     assert float(total["parasitemia_percent"]) == round(100 * 2 / 11, 3)
+    assert float(total["parasitemia_certain_percent"]) == 0.0
     with open(out / "a_cells.csv", newline="") as f:
         cells = list(csv.DictReader(f))
     assert [c["class"] for c in cells].count("infected") == 2

@@ -81,8 +81,8 @@ def test_a_tiny_classifier_names_every_drawn_kind_exactly(trained, typed):
         truth = names.targets(boxes[:, 0])
         h, w = labels.shape
         order = [labels[int(b[2] * h), int(b[1] * w)] - 1 for b in boxes]
-        types = cell_types(classify(model, image, labels, 2 * R),
-                           model.config.infected_threshold)
+        p, far = classify(model, image, labels, 2 * R)
+        types = cell_types(p, model.config.infected_threshold, far)
         assert len(types) == len(boxes)
         for box_index, cell in enumerate(order):
             kind = expected_kinds[CLASSES[truth[box_index]]]
@@ -147,8 +147,7 @@ def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
 
 def test_each_epoch_draws_every_class_alike():
     y = np.array([0] * 90 + [1] * 5 + [5] * 5)
-    windows = Windows(np.zeros((100, 4, 2, 2), np.uint8), y, np.ones((100, 7), bool),
-                      np.zeros(100, int), np.zeros(100, int))
+    windows = _windows(y, np.zeros(100, int))
     drawn = y[balanced_draw(windows, 300, np.random.default_rng(0))]
     assert np.bincount(drawn, minlength=7)[[0, 1, 5]].tolist() == [100, 100, 100]
 
@@ -157,8 +156,7 @@ def test_each_dataset_weighs_alike_within_a_class():
     # red cells: 90 from dataset 0, 10 from dataset 1; infected cells from dataset 1 only
     y = np.array([0] * 100 + [1] * 20)
     dataset = np.array([0] * 90 + [1] * 10 + [1] * 20)
-    windows = Windows(np.zeros((120, 4, 2, 2), np.uint8), y, np.ones((120, 7), bool),
-                      dataset, np.zeros(120, int))
+    windows = _windows(y, dataset)
     drawn = balanced_draw(windows, 400, np.random.default_rng(0))
     assert len(drawn) == 400
     red = drawn[y[drawn] == 0]
@@ -212,8 +210,7 @@ def test_the_false_call_budget_holds_on_every_dataset():
     small = np.array([0] * 950 + [1] * 51)
     assert tune_infected(p, y, max_false=0.003, dataset=small)[0] == 0.15
     # the epoch's selection counts infected cells at that threshold
-    windows = Windows(np.zeros((len(y), 4, 2, 2), np.uint8), y, np.ones((len(y), 7), bool),
-                      dataset, np.zeros(len(y), int))
+    windows = _windows(y, dataset)
     scores = selection_scores(p, windows, max_false=0.003)
     # its likeliest kind is infected (0.65 against 0.35), but not at the budget's threshold
     assert scores["recall_infected"] == 1.0 and scores["infected_at_budget"] == 0.0
@@ -245,8 +242,12 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ClassifierConfig.from_dict({"infected_threshold": 1.5})
     with pytest.raises(ConfigError, match="classes"):
         ClassifierConfig.from_dict({"classes": ["a", "b"]})
-    with pytest.raises(ConfigError, match="uninfected: y is not one of the --data roots"):
+    with pytest.raises(ConfigError, match="--uninfected y: no such folder"):
         ClassesConfig(data=["x"], uninfected=["y"]).check()
+    with pytest.raises(ConfigError, match="inputs: 'hsv' is not one of rgb, relative"):
+        ClassesConfig(data=["x"], inputs="hsv").check()
+    with pytest.raises(ConfigError, match="inputs"):
+        ClassifierConfig.from_dict({"inputs": "hsv"})
     with pytest.raises(ConfigError, match="temperature"):
         ClassifierConfig.from_dict({"temperature": 0})
 
@@ -271,3 +272,94 @@ def test_crops_become_windows_of_a_cell_on_smear_background(tmp_path):
     # around the cell is background, not the crop's black
     rgb = windows.x[:, :3].transpose(0, 2, 3, 1)
     assert (rgb[~mask].mean(axis=0) > 120).all()
+
+
+def _windows(y: np.ndarray, dataset: np.ndarray) -> Windows:
+    """Blank 2 px windows with the given classes and datasets."""
+    n = len(y)
+    return Windows(np.zeros((n, 4, 2, 2), np.uint8), np.asarray(y), np.ones((n, 7), bool),
+                   np.asarray(dataset), np.zeros(n, int), np.ones((n, 3), np.float32),
+                   np.zeros(n, int))
+
+
+def test_an_unboxed_cell_of_healthy_blood_may_be_anything_but_infected():
+    from bloomseg.train.classifier import UNBOXED, window_allowed
+
+    w = _windows(np.array([UNBOXED, 0]), np.zeros(2, int))
+    w.known[:] = np.array([True, False, False, False, False, True, True])  # no stages named
+    assert window_allowed(w).tolist() == [
+        [True, False, False, False, False, True, True],  # red, white or platelet: no stage
+        [True, True, True, True, True, False, False]]  # a boxed red cell as before
+    # counted as uninfected red cells by the threshold: 100 unboxed cells, one called
+    # infected at 0.6, make 1% false calls there
+    y = np.full(100, UNBOXED)
+    p = np.zeros((100, 7))
+    p[:, 0] = 1
+    p[0] = [0.4, 0.6, 0, 0, 0, 0, 0]
+    rows = {r["threshold"]: r for r in tune_infected(p, y, max_false=0.0)[1]}
+    assert rows[0.5]["false_call_rate"] == pytest.approx(0.01)
+    assert rows[0.65]["false_call_rate"] == 0
+    assert tune_infected(p, y, max_false=0.0)[0] == 0.65
+
+
+def test_hard_negatives_change_a_red_cell_without_adding_a_parasite():
+    """Denser evenly: every pixel's density times one factor (its hue kept); pallor
+    filled: no pixel of the cell paler than its median; blurred: the same mean."""
+    from bloomseg.model.classifier import optical_density
+    from bloomseg.train.classifier import hard_negatives
+
+    rng = np.random.default_rng(1)
+    x = np.zeros((1, 4, 32, 32), np.uint8)
+    x[0, :3] = 240
+    yy, xx = np.mgrid[:32, :32]
+    cell = (yy - 16) ** 2 + (xx - 16) ** 2 < 12 ** 2
+    pallor = (yy - 16) ** 2 + (xx - 16) ** 2 < 5 ** 2
+    x[0, 3] = cell
+    x[0, :3, cell] = (200, 120, 140)
+    x[0, :3, pallor] = (225, 190, 200)
+    seen = {}
+    for seed in range(30):
+        out = hard_negatives(x, np.random.default_rng(seed))
+        d0 = optical_density(x[0, :3, cell])
+        d1 = optical_density(out[0, :3, cell])
+        ratio = d1 / d0
+        if (out[0, :3, ~cell] == x[0, :3, ~cell]).all() and np.ptp(ratio) < 0.1 and ratio.mean() > 1.1:
+            seen["dense"] = True
+            assert 1.15 < ratio.mean() < 1.85
+        elif (out[0, :3, ~cell] == x[0, :3, ~cell]).all():
+            seen["filled"] = True
+            assert (out[0, :3, pallor] == (200, 120, 140)).all()
+        else:
+            seen["blurred"] = True
+            assert abs(out[0, :3].astype(float).mean() - x[0, :3].astype(float).mean()) < 2
+    assert set(seen) == {"dense", "filled", "blurred"}
+    assert (out[0, 3] == x[0, 3]).all() and rng is not None
+
+
+def test_a_plain_folder_of_healthy_blood_teaches_its_cells_are_not_infected(tmp_path, monkeypatch):
+    """--uninfected FOLDER (images only, no boxes): the segmenter's cells are cut as
+    unboxed cells of blood free of malaria, split by the folder's own train/val."""
+    from bloomseg.data.synthetic import write_typed_dataset
+    from bloomseg.train.classifier import UNBOXED, collect
+
+    typed = write_typed_dataset(tmp_path / "typed", n_train=3, n_val=1, n_test=0)
+    plain = tmp_path / "healthy"
+    plain.mkdir()
+    for p in sorted((typed / "train" / "original").iterdir())[:3]:
+        (plain / p.name).write_bytes(p.read_bytes())
+    cfg = ClassesConfig(model="drawn", data=[str(typed)], out=str(tmp_path / "run"),
+                        uninfected=[str(plain)], views=0, val_fraction=0.34)
+    cfg.check()
+    assert cfg.all_roots == [str(typed), str(plain)]
+    config = ClassifierConfig(width=4)
+    lines = []
+    train = collect(Drawn(), cfg, config, "train", lines.append, progress=False)
+    val = collect(Drawn(), cfg, config, "val", lines.append, progress=False)
+    for w in (train, val):
+        healthy = w.dataset == 1
+        assert healthy.any() and (w.y[healthy] == UNBOXED).all()
+        assert w.known[healthy][:, 1:5].all()  # every stage known absent
+        assert (w.y[~healthy] != UNBOXED).all()  # a root with boxes keeps its matched cells
+    assert any("healthy train" in line and "none infected" in line for line in lines)
+    assert len(set(train.field[train.dataset == 1])) == 2  # 2 of 3 images trained, 1 held out
+    assert (plain / "splits.json").is_file()  # beside the images, as for a --data root

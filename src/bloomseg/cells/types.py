@@ -5,7 +5,9 @@ it), white cell and platelet; a red cell is ``infected`` when its stages add up 
 least the classifier's tuned threshold (chosen for specificity first: a false malaria
 call changes a diagnosis), with the likeliest stage as its ``stage``. A cell whose class
 has a probability under :data:`UNCERTAIN_BELOW` keeps its class and is marked
-``uncertain``.
+``uncertain``, and so is a cell unlike anything the classifier learnt (its features far
+from every class it knows: :meth:`bloomseg.model.classifier.CellClassifier.distances`),
+however sure its probability.
 """
 
 from __future__ import annotations
@@ -26,20 +28,24 @@ UNCERTAIN_BELOW = 0.8
 its call is wrong more than once in five."""
 
 
-def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dict]:
+def cell_types(probabilities: np.ndarray, infected_threshold: float,
+               unfamiliar: np.ndarray | None = None) -> list[dict]:
     """Each cell's kind, stage and probabilities.
 
     Args:
         probabilities: (N, len(CLASSES)) rows summing to 1.
         infected_threshold: the stages' summed probability from which a cell is infected.
+        unfamiliar: (N,) bool, the cells unlike what the classifier learnt: marked
+            ``uncertain`` whatever their probability (None: none).
 
     Returns:
         Per cell: ``class`` (one of :data:`KINDS`), ``stage`` (a stage for an infected
         cell, else ''), ``class_probability`` (the probability of that kind),
-        ``uncertain`` (it is under :data:`UNCERTAIN_BELOW`) and ``p_<class>`` for each of
-        :data:`CLASSES`.
+        ``uncertain`` (it is under :data:`UNCERTAIN_BELOW`, or the cell is
+        ``unfamiliar``) and ``p_<class>`` for each of :data:`CLASSES`.
     """
     p = np.asarray(probabilities, np.float64).reshape(-1, len(CLASSES))
+    far = np.zeros(len(p), bool) if unfamiliar is None else np.asarray(unfamiliar, bool)
     infected = p[:, STAGE_INDEX].sum(axis=1)
     kinds = np.stack([p[:, RED], infected, p[:, WHITE], p[:, PLATELET]], axis=1)
     called = infected_calls(p, infected_threshold)
@@ -53,7 +59,7 @@ def cell_types(probabilities: np.ndarray, infected_threshold: float) -> list[dic
         shown = kinds[i, kind] + (infected[i] if kind == 0 else 0)
         rows.append({"class": KINDS[kind], "stage": stage,
                      "class_probability": round(float(shown), 4),
-                     "uncertain": bool(shown < UNCERTAIN_BELOW),
+                     "uncertain": bool(shown < UNCERTAIN_BELOW or far[i]),
                      **{f"p_{name}": round(float(v), 4) for name, v in zip(CLASSES, p[i])}})
     return rows
 

@@ -222,8 +222,14 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
                    "train/original, train/boxes and classes.txt, or of single-cell crops "
                    "ROOT/train/<class>/*.png (repeat for several)")
     p.add_argument("--uninfected", action="append", default=[], metavar="ROOT",
-                   help="a --data root whose smears hold no malaria (normal blood): its red "
-                   "cells are taught as uninfected, not as 'red or infected' (repeatable)")
+                   help="smears that hold no malaria (normal blood): a --data root (its red "
+                   "cells, boxed or not, taught as uninfected, not as 'red or infected'), or a "
+                   "plain folder of images whose cells, found by --model, may be anything but "
+                   "infected (repeatable)")
+    p.add_argument("--inputs", choices=("rgb", "relative"), default=ClassesConfig.inputs,
+                   help="what the classifier sees of a cell's colour: each pixel's optical "
+                   "density relative to its own field's cells (relative, the default: a stain "
+                   "that shifts a whole lab shifts the reference too), or the normalised RGB")
     add_output(p, "run folder to create", "--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue the run in -o from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
@@ -239,6 +245,8 @@ def add_train_classes(commands: argparse._SubParsersAction) -> None:
                        ("val_fraction", "share of a root's train images held out where it has "
                         "no val/ (its splits.json)"),
                        ("seed", "seed of every random draw"),
+                       ("hard_negatives", "share of uninfected red cells in a batch made denser, "
+                        "their pallor filled or blurred, and still taught as uninfected"),
                        ("max_false_calls", "share of each validation dataset's uninfected red "
                         "cells that may be called infected: the infected threshold is the lowest "
                         "that keeps to it (specificity first)")):

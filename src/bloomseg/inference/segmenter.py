@@ -359,8 +359,8 @@ class Segmenter:
         if labels.shape != image.shape[:2]:
             raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
         size = self._naming_size(self.cells_scale(image, labels, diameter).diameter)
-        p = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
-        return cell_types(p, self.classifier.config.infected_threshold)
+        p, far = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
+        return cell_types(p, self.classifier.config.infected_threshold, far)
 
     def _naming_size(self, diameter: float | None) -> float:
         """The cell diameter cells are brought to the classifier at: the image's, else
@@ -386,8 +386,12 @@ class Segmenter:
         """
         from bloomseg.cells.instances import drop_small, fits_one_cell, merge_touching, regroup
 
+        from bloomseg.model.classifier import field_reference, to_window_scale
+
         classifier = self.classifier
-        p = classify(classifier, image, labels, diameter)
+        # one reference for the field: the joined pieces are judged against all its cells
+        reference = field_reference(*to_window_scale(image, labels, classifier.config, diameter))
+        p, far = classify(classifier, image, labels, diameter, reference=reference)
         white = p.argmax(axis=1) == CLASSES.index("white_blood_cell")
         if white.sum() > 1:  # a lobed nucleus cut into pieces is one white cell
             merged, members = merge_touching(labels, white)
@@ -397,20 +401,23 @@ class Segmenter:
                 # shown the whole, still calls it white: never on a guess
                 only = np.zeros(len(members) + 1, np.int32)
                 only[[i + 1 for i in joined]] = np.arange(1, len(joined) + 1)
-                whole = classify(classifier, image, only[merged], diameter)
+                whole, whole_far = classify(classifier, image, only[merged], diameter,
+                                            reference=reference)
                 kept = fits_one_cell(labels, [members[i] for i in joined], diameter) & (
                     whole.argmax(axis=1) == CLASSES.index("white_blood_cell"))
-                accepted = {i: q for i, q, k in zip(joined, whole, kept) if k}
-                groups, rows = [], []
+                accepted = {i: (q, f) for i, q, f, k in zip(joined, whole, whole_far, kept) if k}
+                groups, rows, fars = [], [], []
                 for i, m in enumerate(members):
                     if i in accepted:
                         groups.append(m)
-                        rows.append(accepted[i])
+                        rows.append(accepted[i][0])
+                        fars.append(accepted[i][1])
                     else:
                         groups += [[c] for c in m]
                         rows += [p[c - 1] for c in m]
-                labels, p = regroup(labels, groups), np.array(rows)
-        types = cell_types(p, classifier.config.infected_threshold)
+                        fars += [far[c - 1] for c in m]
+                labels, p, far = regroup(labels, groups), np.array(rows), np.array(fars, bool)
+        types = cell_types(p, classifier.config.infected_threshold, far)
         areas = np.bincount(labels.ravel(), minlength=len(types) + 1)[1:]
         small = (areas < min_area) & np.array([t["class"] != "platelet" for t in types], bool)
         if small.any():

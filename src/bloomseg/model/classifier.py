@@ -3,8 +3,14 @@
 Each cell is shown to it as a window centred on the cell, :data:`WINDOW` cell diameters
 wide, brought to :data:`CROP` px a side: every image's cells at one size, whatever the
 microscope's magnification, so a platelet stays small and a white cell large. Besides the
-(normalised) colour channels, a fourth channel is the cell's own mask, which says which
-of the cells in the window is to be named.
+colour channels, a fourth channel is the cell's own mask, which says which of the cells
+in the window is to be named.
+
+The colour channels are either the (normalised) image's RGB (``inputs="rgb"``) or each
+pixel's optical density **relative to its own field's cells** (``inputs="relative"``:
+:func:`field_reference`): a stain or camera that makes every cell of a lab denser or
+bluer moves the reference with them, so a cell is judged against its neighbours, not
+against the labs the classifier learnt from.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ WINDOW = 1.6
 """The side of a cell's window in cell diameters: a red cell and its ring of neighbours;
 most of a white cell, which is up to about twice a red cell's size."""
 CHANNELS = 4
-"""Red, green, blue (0..1 less 0.5) and the cell's mask (0/1)."""
+"""Red, green, blue (or their densities, see :data:`INPUTS`) and the cell's mask (0/1)."""
+INPUTS = ("rgb", "relative")
+"""What the colour channels hold: the normalised RGB (0..1 less 0.5), or each channel's
+optical density divided by the field's cells' median (:func:`input_tensor`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,10 @@ class ClassifierConfig:
             called infected (tuned on validation, specificity first).
         temperature: what the outputs are divided by before the softmax, calibrating the
             probabilities on validation (1: as trained; older classifiers).
+        inputs: what the colour channels hold (:data:`INPUTS`).
+        distance_limit: a cell whose features lie further than this from the centre of
+            its class (:meth:`CellClassifier.distances`) is unlike what the classifier
+            learnt, and its call is marked uncertain (0: not measured; older classifiers).
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -49,6 +62,8 @@ class ClassifierConfig:
     window: float = setting(WINDOW, Range(float, 0.5, 4))
     infected_threshold: float = setting(0.5, Range(float, 0, 1, low_open=True, high_open=True))
     temperature: float = setting(1.0, Range(float, 0.05, 20))
+    inputs: str = "rgb"
+    distance_limit: float = setting(0.0, Range(float, 0, 1e6))
 
     @classmethod
     def from_dict(cls, values: dict) -> ClassifierConfig:
@@ -65,6 +80,8 @@ class ClassifierConfig:
             raise ConfigError(f"classifier classes {list(config.classes)} are not bloomseg's "
                               f"{list(CLASSES)}")
         check_ranges(config)
+        if config.inputs not in INPUTS:
+            raise ConfigError(f"classifier inputs {config.inputs!r}: expected one of {INPUTS}")
         return config
 
     def as_dict(self) -> dict:
@@ -83,7 +100,9 @@ class CellClassifier(nn.Module):
 
     Four stages of two 3x3 convolutions (each followed by a halving), then the mean and
     the maximum over the last map: the maximum keeps a small dark parasite that a mean
-    over the cell would wash out.
+    over the cell would wash out. The buffers ``centres`` (each class's mean feature on
+    the training cells) and ``spread`` (each feature's spread around them) say how far a
+    cell is from what was learnt (:meth:`distances`).
     """
 
     def __init__(self, config: ClassifierConfig = ClassifierConfig()) -> None:
@@ -93,13 +112,25 @@ class CellClassifier(nn.Module):
         sizes = (CHANNELS, w, 2 * w, 4 * w, 8 * w)
         self.stages = nn.ModuleList(_stage(a, b) for a, b in zip(sizes, sizes[1:]))
         self.out = nn.Linear(2 * sizes[-1], len(config.classes))
+        self.register_buffer("centres", torch.zeros(len(config.classes), 2 * sizes[-1]))
+        self.register_buffer("spread", torch.ones(2 * sizes[-1]))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """(N, 4, crop, crop) -> (N, F) the pooled features the last layer reads."""
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i < len(self.stages) - 1:
                 x = nn.functional.max_pool2d(x, 2)
-        return self.out(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+    def distances(self, features: Tensor) -> Tensor:
+        """(N, F) features -> (N, len(classes)) each cell's root-mean-square distance
+        to each class's centre, in units of the training cells' spread."""
+        z = features / self.spread
+        return torch.cdist(z, self.centres / self.spread) / features.shape[1] ** 0.5
 
 
 def window_scale(config: ClassifierConfig, diameter: float) -> float:
@@ -118,18 +149,19 @@ def cell_windows(small: np.ndarray, small_labels: np.ndarray, config: Classifier
         config: the crop size.
 
     Returns:
-        (N, 4, crop, crop) float32 for cells 1..N (N = ``small_labels.max()``).
+        (N, 4, crop, crop) uint8 for cells 1..N (N = ``small_labels.max()``): RGB 0..255
+        and the cell's mask 0/1 (:func:`input_tensor` makes the classifier's input).
     """
     from scipy import ndimage
 
     count = int(small_labels.max())
     c = config.crop
-    out = np.zeros((count, CHANNELS, c, c), np.float32)
+    out = np.zeros((count, CHANNELS, c, c), np.uint8)
     if not count:
         return out
     centres = ndimage.center_of_mass(np.ones(small_labels.shape), small_labels,
                                      np.arange(1, count + 1))
-    image = np.pad(small, ((c, c), (c, c), (0, 0)), mode="reflect").astype(np.float32) / 255 - 0.5
+    image = np.pad(small, ((c, c), (c, c), (0, 0)), mode="reflect")
     labels = np.pad(small_labels, c)
     for i, (cy, cx) in enumerate(centres):
         if np.isnan(cy):
@@ -138,6 +170,56 @@ def cell_windows(small: np.ndarray, small_labels: np.ndarray, config: Classifier
         out[i, :3] = image[top:top + c, left:left + c].transpose(2, 0, 1)
         out[i, 3] = labels[top:top + c, left:left + c] == i + 1
     return out
+
+
+DENSITY_FLOOR = 0.02
+"""The smallest reference density: a field whose cells are nearly as bright as its
+background (an empty or washed-out field) is not divided by zero."""
+
+
+def optical_density(rgb: np.ndarray | Tensor):
+    """uint8 RGB (0..255) -> optical density, -ln((v + 1) / 256): 0 for white
+    background, about 5.5 for black."""
+    if isinstance(rgb, Tensor):
+        return -torch.log((rgb.float() + 1) / 256)
+    return -np.log((np.asarray(rgb, np.float32) + 1) / 256)
+
+
+def field_reference(small: np.ndarray, small_labels: np.ndarray) -> np.ndarray:
+    """(3,) float32: the median optical density of each colour channel over every cell's
+    pixels of a field (its red cells, above all: a few infected or white cells do not
+    move a median); the densities of :data:`INPUTS` ``relative`` are divided by it.
+
+    Args:
+        small: (h, w, 3) uint8 the normalised image; small_labels: (h, w) its cells.
+    """
+    inside = small_labels > 0
+    if not inside.any():  # no cells: the field as a whole
+        inside = np.ones(small_labels.shape, bool)
+    density = optical_density(small[inside])
+    return np.maximum(np.median(density, axis=0), DENSITY_FLOOR).astype(np.float32)
+
+
+def input_tensor(windows: np.ndarray, references: np.ndarray, inputs: str) -> Tensor:
+    """The classifier's float input from uint8 windows.
+
+    Args:
+        windows: (N, 4, crop, crop) uint8 (:func:`cell_windows`).
+        references: (N, 3) each window's field's :func:`field_reference`.
+        inputs: ``rgb``: RGB / 255 less 0.5; ``relative``: each channel's density over
+            its field's (a typical cell 1, background 0), halved less 0.5 and capped,
+            so both lie in about -0.5..0.5 for a typical cell and its background.
+
+    Returns:
+        (N, 4, crop, crop) float32.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(windows)).float()
+    if inputs == "relative":
+        ref = torch.from_numpy(np.asarray(references, np.float32))[:, :, None, None]
+        t[:, :3] = (optical_density(t[:, :3]) / ref).clamp(max=6) / 2 - 0.5
+    else:
+        t[:, :3] = t[:, :3] / 255 - 0.5
+    return t
 
 
 def to_window_scale(image: np.ndarray, labels: np.ndarray, config: ClassifierConfig,
@@ -173,8 +255,10 @@ def to_window_scale(image: np.ndarray, labels: np.ndarray, config: ClassifierCon
 
 
 def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
-             diameter: float, batch: int = 256) -> np.ndarray:
-    """Class probabilities of every cell of an image.
+             diameter: float, batch: int = 256, reference: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of every cell of an image, and whether each is unlike what
+    the classifier learnt.
 
     Args:
         classifier: the trained classifier (eval mode is set here).
@@ -182,17 +266,34 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
         labels: (H, W) int cells 1..N.
         diameter: px, the image's cell diameter.
         batch: windows per forward pass.
+        reference: the field's :func:`field_reference` where ``labels`` are not all its
+            cells (a few of them, joined); default: from ``labels``.
 
     Returns:
-        (N, len(classes)) float32 probabilities, rows in label order.
+        ((N, len(classes)) float32 probabilities, (N,) bool unfamiliar: the cell's
+        features are further than the classifier's ``distance_limit`` from the centre of
+        its likeliest class), rows in label order.
     """
     classifier.eval()
-    small, small_labels = to_window_scale(image, labels, classifier.config, diameter)
-    windows = cell_windows(small, small_labels, classifier.config)
-    out = []
+    config = classifier.config
+    small, small_labels = to_window_scale(image, labels, config, diameter)
+    if reference is None:
+        reference = field_reference(small, small_labels)
+    windows = cell_windows(small, small_labels, config)
+    out, far = [], []
     with torch.no_grad():
         for start in range(0, len(windows), batch):
-            x = torch.from_numpy(windows[start:start + batch])
-            out.append((classifier(x) / classifier.config.temperature).softmax(dim=1))
-    n = len(classifier.config.classes)
-    return torch.cat(out).numpy() if out else np.zeros((0, n), np.float32)
+            part = windows[start:start + batch]
+            features = classifier.features(input_tensor(part, np.repeat(
+                reference[None], len(part), axis=0), config.inputs))
+            p = (classifier.out(features) / config.temperature).softmax(dim=1)
+            out.append(p)
+            if config.distance_limit > 0:
+                d = classifier.distances(features).gather(1, p.argmax(dim=1, keepdim=True))[:, 0]
+                far.append(d > config.distance_limit)
+            else:
+                far.append(torch.zeros(len(part), dtype=torch.bool))
+    n = len(config.classes)
+    if not out:
+        return np.zeros((0, n), np.float32), np.zeros(0, bool)
+    return torch.cat(out).numpy(), torch.cat(far).numpy()

@@ -408,8 +408,11 @@ def load_classifier(path: str | Path):
     except ConfigError as e:
         raise CheckpointError(f"{path}: invalid classifier settings: {e}") from None
     model = CellClassifier(config)
+    state = payload.pop("state")
+    # a classifier from before its class centres were kept measures no distance
+    state = {k: v for k, v in model.state_dict().items() if k in ("centres", "spread")} | state
     try:
-        model.load_state_dict(payload.pop("state"))
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the classifier's settings: {e}") from None
     return model.eval(), payload

@@ -183,7 +183,9 @@ def _classes_section(named: list[dict], total: dict | None) -> str:
         doubtful = int(r.get("infected_uncertain") or 0)
         return (f"{float(r['parasitemia_percent']):.2f}% ({float(r['parasitemia_low']):.2f}"
                 f"&ndash;{float(r['parasitemia_high']):.2f}%)"
-                + (f"; {doubtful} of {r['infected']} infected calls uncertain" if doubtful else ""))
+                + (f"; {doubtful} of {r['infected']} infected calls uncertain: "
+                   f"{float(r['parasitemia_certain_percent']):.2f}% without them"
+                   if doubtful else ""))
 
     rows = [[_e(Path(r["image"]).name)] + [_e(r[k]) for k in KINDS] + [interval(r)]
             for r in named]
@@ -194,8 +196,10 @@ def _classes_section(named: list[dict], total: dict | None) -> str:
     body += ("<p class='note'>Parasitemia: infected red cells per 100 red cells, with its "
              "95% Wilson interval. Every cell the model found is counted, those cut by the "
              "border too. Classes are the model's calls: check the infected cells below. "
-             f"A call whose probability is under {UNCERTAIN_BELOW:g} is marked uncertain in "
-             "the cell table (column <code>uncertain</code>) and counted here.</p>")
+             f"A call whose probability is under {UNCERTAIN_BELOW:g}, or a cell unlike any "
+             "the classifier learnt, is marked uncertain in the cell table (column "
+             "<code>uncertain</code>) and counted here, with the parasitemia without the "
+             "uncertain infected calls.</p>")
     pictures = "".join(figure(r["files"]["infected"], f"{Path(r['image']).name}: "
                               f"{r['infected']} cells called infected")
                        for r in named if "infected" in r.get("files", {}))

@@ -9,10 +9,11 @@ from bloomseg.data.vocabulary import KINDS
 
 SUMMARY_FILE = "summary.csv"
 CLASS_COLUMNS = KINDS + ("uncertain", "infected_uncertain", "parasitemia_percent",
-                         "parasitemia_low", "parasitemia_high")
+                         "parasitemia_low", "parasitemia_high", "parasitemia_certain_percent")
 """Cells of each class, those whose class is uncertain (of them, those called infected)
-and the parasitemia (infected per 100 red cells, with its 95% Wilson interval), where a
-classifier named the cells."""
+and the parasitemia (infected per 100 red cells, with its 95% Wilson interval), and the
+parasitemia without the uncertain infected calls (counted as red cells): the range the
+uncertain calls span, where a classifier named the cells."""
 SUMMARY_COLUMNS = ("image", "width", "height", "cell_fraction", "cells", "complete_cells",
                    *CLASS_COLUMNS, "diameter", "diameter_source", "diameter_note", "seconds",
                    "qc", "qc_reasons", "status")
@@ -72,9 +73,8 @@ def class_fields(types: list[dict] | None) -> dict:
     """An image's summary fields of its cells' classes (none where they were not named)."""
     if types is None:
         return {}
-    counts = type_counts([t["class"] for t in types])
-    return counts | uncertain_counts(types) | parasitemia(counts["infected"],
-                                                           counts["red_blood_cell"])
+    counts = type_counts([t["class"] for t in types]) | uncertain_counts(types)
+    return counts | parasitemias(counts)
 
 
 def uncertain_counts(types: list[dict]) -> dict[str, int]:
@@ -82,6 +82,16 @@ def uncertain_counts(types: list[dict]) -> dict[str, int]:
     doubtful = [t for t in types if t.get("uncertain")]
     return {"uncertain": len(doubtful),
             "infected_uncertain": sum(t["class"] == "infected" for t in doubtful)}
+
+
+def parasitemias(counts: dict) -> dict:
+    """The parasitemia of counts (:data:`CLASS_COLUMNS`' cell counts) with its interval,
+    and ``parasitemia_certain_percent``: the uncertain infected calls counted as red
+    cells ('' where there are no red cells)."""
+    infected, red = int(counts["infected"]), int(counts["red_blood_cell"])
+    doubtful = int(counts.get("infected_uncertain") or 0)
+    certain = round(100 * (infected - doubtful) / (infected + red), 3) if infected + red else ""
+    return parasitemia(infected, red) | {"parasitemia_certain_percent": certain}
 
 
 def qc_fields(verdict) -> dict:
@@ -104,4 +114,4 @@ def total_row(rows: list[dict], strict: bool = False) -> dict | None:
     return (dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": TOTAL, "cells": sum(
         int(r["cells"]) for r in named), "status": f"total of {len(named)} images" + (
             f" ({left_out} to check left out: --qc-strict)" if left_out else "")}
-            | counts | parasitemia(counts["infected"], counts["red_blood_cell"]))
+            | counts | parasitemias(counts))

@@ -11,7 +11,10 @@ Every epoch draws the same number of windows of each class (infected cells are a
 of red cells), and within a class the same number from each dataset; a red cell of a
 dataset whose ``classes.txt`` names no infections teaches "red or infected"
 (:func:`~bloomseg.data.vocabulary.allowed_classes`), unless the root is one of normal
-blood (``uninfected``: its red cells are uninfected). The epoch kept is the one with the
+blood (``uninfected``: its red cells are uninfected, and so is every cell it has, boxed or
+not; an ``uninfected`` folder that is no ``data`` root is a plain folder of images of
+blood free of malaria: the segmenter finds its cells and none may be infected). The
+epoch kept is the one with the
 best mean recall of the kinds on the validation cells, infected cells counted at the
 false-call budget (:func:`selection_scores`). Its probabilities are then calibrated on
 them (:func:`fit_temperature`), and the infected-cell threshold is chosen for
@@ -43,6 +46,8 @@ from bloomseg.model.classifier import (
     CellClassifier,
     ClassifierConfig,
     cell_windows,
+    field_reference,
+    input_tensor,
     to_window_scale,
     window_scale,
 )
@@ -60,10 +65,14 @@ class Windows:
 
     Attributes:
         x: (N, 4, crop, crop) uint8 (RGB 0..255, mask 0/1).
-        y: (N,) int64 index into CLASSES.
+        y: (N,) int64 index into CLASSES; :data:`UNBOXED` for a cell no box names (kept
+            where its blood holds no malaria: it is then any class but a stage).
         known: (N, len(CLASSES)) bool: the classes the cell's dataset names.
         dataset: (N,) int: which ``--data`` root.
         view: (N,) int: 0 the image itself, 1.. an augmented view.
+        reference: (N, 3) float32 the :func:`~bloomseg.model.classifier.field_reference`
+            of the window's field, as that view shows it.
+        field: (N,) int: which image of its dataset and split the cell is from.
     """
 
     x: np.ndarray
@@ -71,17 +80,28 @@ class Windows:
     known: np.ndarray
     dataset: np.ndarray
     view: np.ndarray
+    reference: np.ndarray
+    field: np.ndarray
+
+    FIELDS = ("x", "y", "known", "dataset", "view", "reference", "field")
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def __getitem__(self, rows) -> Windows:
+        return Windows(*(getattr(self, f)[rows] for f in self.FIELDS))
 
     @staticmethod
     def join(parts: list[Windows], crop: int) -> Windows:
         if not parts:
             return Windows(np.zeros((0, 4, crop, crop), np.uint8), np.zeros(0, np.int64),
-                           np.zeros((0, len(CLASSES)), bool), np.zeros(0, int), np.zeros(0, int))
-        return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                         ("x", "y", "known", "dataset", "view")))
+                           np.zeros((0, len(CLASSES)), bool), np.zeros(0, int), np.zeros(0, int),
+                           np.zeros((0, 3), np.float32), np.zeros(0, int))
+        return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in Windows.FIELDS))
+
+
+UNBOXED = -1
+"""The class of a cell no true box matched: unknown, unless its blood holds no malaria."""
 
 
 def split_images(root: str, cfg: ClassesConfig) -> tuple[list, list]:
@@ -100,8 +120,8 @@ def split_images(root: str, cfg: ClassesConfig) -> tuple[list, list]:
 
 
 def image_windows(segmenter, image: np.ndarray, boxes: np.ndarray, targets: np.ndarray,
-                  config: ClassifierConfig, views: int, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  config: ClassifierConfig, views: int, rng: np.random.Generator,
+                  unboxed: bool = False) -> Windows:
     """The windows of an image's cells that match a true box, in the image and in
     ``views`` augmented views.
 
@@ -112,23 +132,29 @@ def image_windows(segmenter, image: np.ndarray, boxes: np.ndarray, targets: np.n
         config: the classifier's crop and window.
         views: augmented views besides the image.
         rng: draws the views.
+        unboxed: every cell the segmenter finds, those matching no box as
+            :data:`UNBOXED`.
 
     Returns:
-        (windows (K, 4, crop, crop) uint8, classes (K,), view numbers (K,)).
+        The windows (``known`` all False, ``dataset`` and ``field`` 0: the caller's).
     """
     prediction = segmenter.predict(image, instances=True, classes=False)
     labels = prediction.labels
     diameter = prediction.diameter or segmenter.cell_diameter
-    pairs = box_pairs(cell_boxes(labels)[0], boxes)
-    if not pairs or diameter is None:
-        return np.zeros((0, 4, config.crop, config.crop), np.uint8), np.zeros(0, np.int64), np.zeros(0, int)
-    return cell_views(segmenter.normalise, image, labels, np.array([c for c, _ in pairs]),
-                      targets[[b for _, b in pairs]], diameter, config, views, rng)
+    pairs = box_pairs(cell_boxes(labels)[0], boxes) if len(boxes) else []
+    classes = np.full(int(labels.max()), UNBOXED, np.int64)
+    for c, b in pairs:
+        classes[c] = targets[b]
+    cells = np.arange(len(classes)) if unboxed else np.array([c for c, _ in pairs], int)
+    if not len(cells) or diameter is None:
+        return Windows.join([], config.crop)
+    return cell_views(segmenter.normalise, image, labels, cells, classes[cells], diameter,
+                      config, views, rng)
 
 
 def cell_views(normalising: str, image: np.ndarray, labels: np.ndarray, cells: np.ndarray,
                classes: np.ndarray, diameter: float, config: ClassifierConfig, views: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               rng: np.random.Generator) -> Windows:
     """The windows of some cells of an image, in the image and in ``views`` views of it
     through other microscopes (:class:`~bloomseg.train.augment.Microscope`: stain,
     contrast, tint, blur, noise, JPEG, cell size).
@@ -142,12 +168,12 @@ def cell_views(normalising: str, image: np.ndarray, labels: np.ndarray, cells: n
         views: augmented views besides the image; rng: draws them.
 
     Returns:
-        (windows (K * (views + 1), 4, crop, crop) uint8, classes, view numbers).
+        K * (views + 1) windows (``known`` all False, ``dataset`` and ``field`` 0).
     """
     from bloomseg.train.augment import AUGMENTATIONS, Microscope
 
     microscope = Microscope(AUGMENTATIONS)
-    xs, ys, vs = [], [], []
+    parts = []
     for view in range(views + 1):
         seen, size = image, diameter
         if view:
@@ -160,12 +186,13 @@ def cell_views(normalising: str, image: np.ndarray, labels: np.ndarray, cells: n
         small, small_labels = to_window_scale(normalised, labels, config, size)
         if view:
             small = Microscope.optics(small, draws)
-        windows = cell_windows(small, small_labels, config)[cells]
-        rgb = np.clip((windows[:, :3] + 0.5) * 255, 0, 255).round().astype(np.uint8)
-        xs.append(np.concatenate([rgb, windows[:, 3:].astype(np.uint8)], axis=1))
-        ys.append(classes)
-        vs.append(np.full(len(cells), view))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(vs)
+        k = len(cells)
+        parts.append(Windows(cell_windows(small, small_labels, config)[cells],
+                             np.asarray(classes, np.int64), np.zeros((k, len(CLASSES)), bool),
+                             np.zeros(k, int), np.full(k, view),
+                             np.repeat(field_reference(small, small_labels)[None], k, axis=0),
+                             np.zeros(k, int)))
+    return Windows.join(parts, config.crop)
 
 
 def crop_windows(normalising: str, root: str, split: str, config: ClassifierConfig,
@@ -185,9 +212,11 @@ def crop_windows(normalising: str, root: str, split: str, config: ClassifierConf
         colour = tuple(np.clip(np.array(BACKGROUND) + rng.normal(0, 12, 3), 180, 255))
         image, labels = on_background(read_image(crop.path), colour, rng=rng)
         target = np.array([CLASSES.index(crop.label)])
-        x, y, v = cell_views(normalising, image, labels, np.array([0]), target, crop.diameter,
-                             config, views, rng)
-        parts.append(Windows(x, y, np.repeat(known[None], len(y), axis=0), np.zeros(len(y), int), v))
+        cells = cell_views(normalising, image, labels, np.array([0]), target, crop.diameter,
+                           config, views, rng)
+        cells.known[:] = known
+        cells.field[:] = len(parts)
+        parts.append(cells)
     return Windows.join(parts, config.crop)
 
 
@@ -199,7 +228,14 @@ def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
 
     parts = []
     rng = np.random.default_rng(cfg.seed)
-    for d, root in enumerate(cfg.data):
+    for d, root in enumerate(cfg.all_roots):
+        if root not in cfg.data:  # a plain folder of blood free of malaria
+            cells = plain_windows(segmenter, root, split, cfg, config, rng, progress)
+            cells.dataset[:] = d
+            parts.append(cells)
+            log(f"{Path(root).name} {split}: {int((cells.view == 0).sum())} cells, none "
+                "infected")
+            continue
         if is_crops(root):
             crops = crop_windows(segmenter.normalise, root, split, config,
                                  cfg.views if split == "train" else 0, rng, progress)
@@ -210,22 +246,53 @@ def collect(segmenter, cfg: ClassesConfig, config: ClassifierConfig, split: str,
                     crops.y[crops.view == 0], minlength=len(CLASSES))) if n))
             continue
         names = read_classes(root)
-        known = known_classes(names.known, root in cfg.uninfected)
+        healthy = root in cfg.uninfected
+        known = known_classes(names.known, healthy)
         train, val = split_images(root, cfg)
         samples = train if split == "train" else val
-        found = np.zeros(len(CLASSES), int)
-        for sample in tqdm(samples, desc=f"cells of {Path(root).name} {split}", unit="image",
-                           disable=not progress, leave=False):
+        found = np.zeros(len(CLASSES) + 1, int)
+        for i, sample in enumerate(tqdm(samples, desc=f"cells of {Path(root).name} {split}",
+                                        unit="image", disable=not progress, leave=False)):
             image = read_image(sample.image)
             yolo = read_boxes(sample.boxes)
             targets = names.targets(yolo[:, 0])
-            x, y, v = image_windows(segmenter, image, yolo_to_xyxy(yolo, *image.shape[:2]),
-                                    targets, config, cfg.views if split == "train" else 0, rng)
-            parts.append(Windows(x, y, np.repeat(known[None], len(y), axis=0),
-                                 np.full(len(y), d), v))
-            found += np.bincount(y[v == 0], minlength=len(CLASSES))
+            cells = image_windows(segmenter, image, yolo_to_xyxy(yolo, *image.shape[:2]),
+                                  targets, config, cfg.views if split == "train" else 0, rng,
+                                  unboxed=healthy)
+            cells.known[:], cells.dataset[:], cells.field[:] = known, d, i
+            parts.append(cells)
+            found += np.bincount(cells.y[cells.view == 0] + 1, minlength=len(CLASSES) + 1)
         log(f"{Path(root).name} {split}: {len(samples)} images, matched cells "
-            + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, found) if names.known[CLASSES.index(c)]))
+            + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, found[1:])
+                        if names.known[CLASSES.index(c)])
+            + (f", unboxed (uninfected) {found[0]}" if healthy else ""))
+    return Windows.join(parts, config.crop)
+
+
+def plain_windows(segmenter, root: str, split: str, cfg: ClassesConfig,
+                  config: ClassifierConfig, rng: np.random.Generator,
+                  progress: bool = True) -> Windows:
+    """Every cell of a plain folder of images of blood free of malaria, as
+    :data:`UNBOXED` cells of blood with no stage (``split``: its images by the folder's
+    own train/val split, :func:`~bloomseg.data.dataset.load_or_make_splits`)."""
+    from tqdm import tqdm
+
+    from bloomseg.data.dataset import load_or_make_splits
+    from bloomseg.data.images import expand_inputs
+
+    images = expand_inputs([root])
+    fallback = Path(cfg.out) / f"splits-{Path(root).name}.json"
+    splits, _ = load_or_make_splits(root, [p.stem for p in images], fallback, cfg.seed,
+                                    cfg.val_fraction)
+    chosen = [p for p in images if (p.stem in set(splits["val"])) == (split == "val")]
+    known = known_classes(np.zeros(len(CLASSES), bool), True)
+    parts = []
+    for i, path in enumerate(tqdm(chosen, desc=f"cells of {Path(root).name} {split}",
+                                  unit="image", disable=not progress, leave=False)):
+        cells = image_windows(segmenter, read_image(path), np.zeros((0, 4)), np.zeros(0, int),
+                              config, cfg.views if split == "train" else 0, rng, unboxed=True)
+        cells.known[:], cells.field[:] = known, i
+        parts.append(cells)
     return Windows.join(parts, config.crop)
 
 
@@ -239,11 +306,63 @@ def known_classes(named: np.ndarray, uninfected: bool) -> np.ndarray:
     return known
 
 
-def batch_tensor(x: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-    """uint8 windows -> the classifier's float input; with ``rng``, each turned by a
+def window_allowed(windows: Windows) -> np.ndarray:
+    """(N, len(CLASSES)) bool: what each window's cell may be
+    (:func:`~bloomseg.data.vocabulary.allowed_classes`); an :data:`UNBOXED` cell (of
+    blood free of malaria) any class but a stage."""
+    unboxed = windows.y == UNBOXED
+    allowed = allowed_classes(np.where(unboxed, 0, windows.y), windows.known)
+    allowed[unboxed] = ~np.isin(np.arange(len(CLASSES)), STAGE_INDEX)
+    return allowed
+
+
+HARD_NEGATIVES = ("dense", "filled", "blurred")
+"""What a red cell is made to look like without becoming infected
+(:func:`hard_negatives`): denser all over (a spherocyte, a thick smear), its central
+pallor filled, out of focus."""
+
+
+def hard_negatives(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Red cells changed in ways that are no evidence of a parasite, each by one of
+    :data:`HARD_NEGATIVES` drawn at random: its density multiplied evenly (x1.2 to x1.8);
+    its pale centre filled to the density of the rest of the cell; the window blurred
+    (sigma 1 to 2.5 px of the 64).
+
+    Args:
+        x: (N, 4, crop, crop) uint8 windows of red cells.
+
+    Returns:
+        The changed copies, uint8.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from bloomseg.model.classifier import optical_density
+
+    out = x.copy()
+    for i in range(len(out)):
+        kind = HARD_NEGATIVES[int(rng.integers(len(HARD_NEGATIVES)))]
+        cell = out[i, 3] > 0
+        if kind == "blurred" or not cell.any():
+            sigma = float(rng.uniform(1, 2.5))
+            out[i, :3] = np.stack([gaussian_filter(c.astype(np.float32), sigma)
+                                   for c in out[i, :3]]).round().clip(0, 255)
+            continue
+        density = optical_density(out[i, :3].transpose(1, 2, 0)[cell])  # (K, 3)
+        if kind == "dense":
+            density = density * float(rng.uniform(1.2, 1.8))
+        else:  # the pallor: the cell's pixels paler than its median, brought up to it
+            density = np.maximum(density, np.median(density, axis=0))
+        rgb = np.exp(-density) * 256 - 1
+        out[i, :3, cell] = rgb.round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def batch_tensor(x: np.ndarray, reference: np.ndarray, inputs: str,
+                 rng: np.random.Generator | None = None) -> torch.Tensor:
+    """uint8 windows -> the classifier's float input
+    (:func:`~bloomseg.model.classifier.input_tensor`); with ``rng``, each turned by a
     random one of the 8 flips and rotations."""
-    t = torch.from_numpy(x).float()
-    t[:, :3] = t[:, :3] / 255 - 0.5
+    t = input_tensor(x, reference, inputs)
     if rng is not None:
         for i, k in enumerate(rng.integers(0, 8, len(t))):
             v = t[i].rot90(int(k) % 4, dims=(1, 2))
@@ -264,25 +383,38 @@ def balanced_draw(windows: Windows, count: int, rng: np.random.Generator) -> np.
     class, the same number from each dataset that holds it: a microscope with few cells of
     a class (BBBC041's infected cells beside thousands of MP-IDB crops, its crowded red
     cells beside txlpbc's) weighs as much as one with many."""
-    present = [c for c in range(len(CLASSES)) if (windows.y == c).any()]
+    # an unboxed cell of healthy blood is drawn as a red cell: most are
+    y = np.where(windows.y == UNBOXED, CLASSES.index("red_blood_cell"), windows.y)
+    present = [c for c in range(len(CLASSES)) if (y == c).any()]
     per = int(np.ceil(count / max(1, len(present))))
     chosen = []
     for c in present:
-        sets = np.unique(windows.dataset[windows.y == c])
+        sets = np.unique(windows.dataset[y == c])
         each = int(np.ceil(per / len(sets)))
-        chosen += [rng.choice(np.flatnonzero((windows.y == c) & (windows.dataset == d)), each)
+        chosen += [rng.choice(np.flatnonzero((y == c) & (windows.dataset == d)), each)
                    for d in sets]
     return rng.permutation(np.concatenate(chosen))[:count]
 
 
 def logits_of(model: CellClassifier, windows: Windows, batch: int = 256) -> np.ndarray:
     """(N, len(CLASSES)) the classifier's outputs on the windows, before the softmax."""
+    return features_of(model, windows, batch)[0]
+
+
+def features_of(model: CellClassifier, windows: Windows, batch: int = 256
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """((N, len(CLASSES)) logits, (N, F) features) of the windows."""
     model.eval()
-    out = []
+    logits, features = [], []
     with torch.no_grad():
         for s in range(0, len(windows), batch):
-            out.append(model(batch_tensor(windows.x[s:s + batch])).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+            f = model.features(batch_tensor(windows.x[s:s + batch],
+                                            windows.reference[s:s + batch], model.config.inputs))
+            features.append(f.numpy())
+            logits.append(model.out(f).numpy())
+    if not logits:
+        return np.zeros((0, len(CLASSES)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(features)
 
 
 def probabilities(model: CellClassifier, windows: Windows, temperature: float = 1.0) -> np.ndarray:
@@ -299,8 +431,9 @@ def balanced_recall(p: np.ndarray, y: np.ndarray) -> dict:
     kinds = np.stack([p[:, CLASSES.index("red_blood_cell")], p[:, STAGE_INDEX].sum(axis=1),
                       p[:, CLASSES.index("white_blood_cell")], p[:, CLASSES.index("platelet")]],
                      axis=1)
-    decided = kinds.argmax(axis=1)
-    truth = np.array([KINDS.index(kind_of(int(c))) for c in y], int)
+    boxed = np.asarray(y) != UNBOXED
+    decided = kinds[boxed].argmax(axis=1)
+    truth = np.array([KINDS.index(kind_of(int(c))) for c in np.asarray(y)[boxed]], int)
     recalls = {KINDS[k]: float((decided[truth == k] == k).mean()) for k in range(len(KINDS))
                if (truth == k).any()}
     return {"balanced_recall": float(np.mean(list(recalls.values()))) if recalls else 0.0,
@@ -342,7 +475,9 @@ def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002,
     leaves.
 
     Args:
-        p: (N, len(CLASSES)) calibrated probabilities; y: (N,) true classes.
+        p: (N, len(CLASSES)) calibrated probabilities; y: (N,) true classes
+            (:data:`UNBOXED`: a cell of blood free of malaria, counted as an uninfected
+            red cell: most are, and none may be called infected).
         max_false: the false-call rate allowed on uninfected red cells.
         dataset: (N,) which dataset each cell comes from; None: one dataset.
 
@@ -354,7 +489,7 @@ def tune_infected(p: np.ndarray, y: np.ndarray, max_false: float = 0.002,
     from bloomseg.cells.types import infected_calls
 
     dataset = np.zeros(len(y), int) if dataset is None else np.asarray(dataset)
-    red = np.isin(y, [CLASSES.index("red_blood_cell")] + STAGE_INDEX)
+    red = np.isin(y, [CLASSES.index("red_blood_cell"), UNBOXED] + STAGE_INDEX)
     truth = np.isin(y[red], STAGE_INDEX)
     sets = [d for d in np.unique(dataset[red])
             if ((dataset[red] == d) & ~truth).sum() >= MIN_RED_FOR_RATE]
@@ -416,9 +551,8 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     Raises:
         ConfigError, DataError, CheckpointError, OutputExistsError: before training starts.
     """
-    from bloomseg.files import refuse_existing, save_csv, save_json
+    from bloomseg.files import refuse_existing, save_json
     from bloomseg.inference.segmenter import Segmenter
-    from bloomseg.model.files import read_classifier_file, save_classifier
 
     cfg.check()
     run = Path(cfg.out)
@@ -432,22 +566,58 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     if segmenter.cell_diameter is None:
         raise ConfigError(f"--model {cfg.model}: the model does not record its cell diameter; "
                           "its cells cannot be brought to one size for a classifier")
-    config = ClassifierConfig(width=cfg.width)
-    log_file = run / "train.log"
-
-    def log(line: str) -> None:
-        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
-        with open(log_file, "a", encoding="utf-8") as f:
-            f.write(stamped + "\n")
-        if progress:
-            print(stamped, flush=True)
-
+    config = classifier_config(cfg)
+    log = run_log(run / "train.log", progress)
     save_json(run / "config.json", {"classes": asdict(cfg), "classifier": config.as_dict(),
                                     "segmentation_model": str(cfg.model)})
     train, val = _windows(segmenter, cfg, config, run, log, progress, resume and not overwrite)
+    return fit_classes(train, val, cfg, run, log, resume)
+
+
+def classifier_config(cfg: ClassesConfig) -> ClassifierConfig:
+    """The classifier a run's settings build (before its threshold is tuned)."""
+    return ClassifierConfig(width=cfg.width, inputs=cfg.inputs)
+
+
+def run_log(path: Path, progress: bool):
+    """A function that appends a time-stamped line to ``path`` (and prints it with
+    ``progress``)."""
+    def log(line: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(stamped + "\n")
+        if progress:
+            print(stamped, flush=True)
+    return log
+
+
+DISTANCE_QUANTILE = 0.995
+"""The limit of a cell's distance from its class's centre beyond which it is unfamiliar:
+this quantile of the validation cells' distances from their own class's centre (chosen
+by leaving a lab out: ``benchmarks/classes_unseen.py``)."""
+
+
+def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log,
+                resume: bool = False) -> ClassesResult:
+    """Train a classifier on cut windows: the epochs, the best one kept, its temperature,
+    its class centres and distance limit, and its infected threshold; written to ``run``.
+
+    Args:
+        train, val: the windows (:class:`Windows`); train's views are drawn from.
+        cfg: the settings (epochs, batches, optimiser, inputs, hard negatives, budget).
+        run: the run folder; log: :func:`run_log`.
+        resume: continue from ``run/last.pt``.
+
+    Raises:
+        DataError: no train or no validation windows.
+    """
+    from bloomseg.files import save_csv, save_json
+    from bloomseg.model.files import read_classifier_file, save_classifier
+
     if not len(train) or not len(val):
         raise DataError(f"no cells matched a true box in the {'train' if not len(train) else 'val'} "
                         f"images of {', '.join(cfg.data)}")
+    config = classifier_config(cfg)
     torch.manual_seed(cfg.seed)
     model = CellClassifier(config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -460,7 +630,9 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         schedule.load_state_dict(payload["schedule"])
         history = payload["history"]
         log(f"resuming after epoch {len(history)}")
-    allowed = allowed_classes(train.y, train.known)
+    allowed = window_allowed(train)
+    red_only = allowed[:, CLASSES.index("red_blood_cell")] & ~allowed[:, STAGE_INDEX].any(axis=1) \
+        & (allowed.sum(axis=1) == 1)
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -472,7 +644,13 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         order = balanced_draw(train, cfg.items_per_epoch, rng)
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
-            loss = masked_loss(model(batch_tensor(train.x[chosen], rng)),
+            x = train.x[chosen]
+            if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
+                hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
+                if hard.size:
+                    x = x.copy()
+                    x[hard] = hard_negatives(x[hard], rng)
+            loss = masked_loss(model(batch_tensor(x, train.reference[chosen], config.inputs, rng)),
                                torch.from_numpy(allowed[chosen]))
             optimiser.zero_grad()
             loss.backward()
@@ -494,7 +672,7 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     best = _best(history)
     payload = read_classifier_file(run / "best.pt")
     model.load_state_dict(payload["state"])
-    temperature = fit_temperature(logits_of(model, val), allowed_classes(val.y, val.known))
+    temperature = fit_temperature(logits_of(model, val), window_allowed(val))
     p = probabilities(model, val, temperature)
     threshold, rows = tune_infected(p, val.y, cfg.max_false_calls, val.dataset)
     save_csv(run / "infected_tuning.csv", rows, list(rows[0]))
@@ -504,12 +682,18 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
         f"uninfected red cells called infected (allowed {cfg.max_false_calls:.2%}; "
         f"{chosen['false_call_rate_pooled']:.2%} of all {chosen['red']}), precision "
         f"{chosen['precision']:.3f} ({chosen['infected']} infected cells)")
+    limit = set_centres(model, train, val)
+    log(f"class centres from {int((train.view == 0).sum())} training cells; a cell further "
+        f"than {limit:.3g} from its class's centre is unfamiliar ({DISTANCE_QUANTILE:.1%} "
+        "of the validation cells are nearer)")
     config = ClassifierConfig(**{**config.as_dict(), "classes": CLASSES,
-                                 "infected_threshold": threshold, "temperature": temperature})
+                                 "infected_threshold": threshold, "temperature": temperature,
+                                 "distance_limit": limit})
     model.config = config
     save_classifier(run / "best.pt", model, {"config": config.as_dict(), "history": history})
     confusion = np.zeros((len(CLASSES), len(CLASSES)), int)
-    np.add.at(confusion, (val.y, p.argmax(axis=1)), 1)
+    boxed = val.y != UNBOXED
+    np.add.at(confusion, (val.y[boxed], p[boxed].argmax(axis=1)), 1)
     save_json(run / "val_confusion.json", {"classes": list(CLASSES), "rows_true_columns_predicted":
                                            confusion.tolist()})
     log(f"done: best selection score {best['selection']:.4f} at epoch {best['epoch']} "
@@ -517,6 +701,27 @@ def train_classes(cfg: ClassesConfig, progress: bool = True, overwrite: bool = F
     scores = {k: v for k, v in best.items()
               if k.startswith(("recall", "balanced", "selection", "infected"))}
     return ClassesResult(run, best["epoch"], scores, threshold)
+
+
+def set_centres(model: CellClassifier, train: Windows, val: Windows) -> float:
+    """Store each class's centre and the features' spread from the training cells (the
+    images themselves, not their augmented views), and return the distance limit: the
+    :data:`DISTANCE_QUANTILE` of the validation cells' distances from the centre of the
+    class they are called."""
+    seen = train[train.view == 0]
+    boxed = seen[seen.y != UNBOXED]
+    features = features_of(model, boxed)[1]
+    centres = torch.zeros_like(model.centres)
+    for c in range(len(CLASSES)):
+        if (boxed.y == c).any():
+            centres[c] = torch.from_numpy(features[boxed.y == c].mean(axis=0))
+    spread = np.sqrt(np.mean((features - centres.numpy()[boxed.y]) ** 2, axis=0)) + 1e-3
+    model.centres.copy_(centres)
+    model.spread.copy_(torch.from_numpy(spread.astype(np.float32)))
+    logits, val_features = features_of(model, val)
+    with torch.no_grad():
+        d = model.distances(torch.from_numpy(val_features)).numpy()
+    return float(np.quantile(d[np.arange(len(d)), logits.argmax(axis=1)], DISTANCE_QUANTILE))
 
 
 def _best(history: list[dict]) -> dict:
@@ -531,11 +736,12 @@ def _windows(segmenter, cfg: ClassesConfig, config: ClassifierConfig, run: Path,
     from bloomseg.files import atomic_output
 
     path = run / WINDOWS_FILE
-    fields = ("x", "y", "known", "dataset", "view")
+    fields = Windows.FIELDS
     if reuse and path.is_file():
         with np.load(path) as saved:
-            return tuple(Windows(*(saved[f"{split}_{f}"] for f in fields))
-                         for split in ("train", "val"))
+            if all(f"train_{f}" in saved for f in fields):  # else cut again: an older run's
+                return tuple(Windows(*(saved[f"{split}_{f}"] for f in fields))
+                             for split in ("train", "val"))
     train = collect(segmenter, cfg, config, "train", log, progress)
     val = collect(segmenter, cfg, config, "val", log, progress)
     with atomic_output(path) as f:

@@ -239,9 +239,15 @@ class ClassesConfig:
             ``splits.json``, as segmentation training uses).
         max_false_calls: the share of uninfected red cells of each validation dataset that may be
             called infected: the infected threshold is the lowest that keeps to it.
-        uninfected: ``data`` roots whose smears hold no malaria (normal blood): their red
-            cells are taught as uninfected, where otherwise a root that labels no
-            infections teaches "red or infected".
+        uninfected: roots whose smears hold no malaria (normal blood): a ``data`` root's
+            red cells are taught as uninfected (where otherwise a root that labels no
+            infections teaches "red or infected"), and so is every cell it has, boxed or
+            not; a folder that is no ``data`` root is a plain folder of images whose
+            cells, found by the segmenter, are each any class but infected.
+        inputs: what the classifier's colour channels hold
+            (:data:`bloomseg.model.classifier.INPUTS`).
+        hard_negatives: the share of uninfected red cells in a batch changed in ways that
+            are no evidence of a parasite (:func:`bloomseg.train.classifier.hard_negatives`).
     """
 
     model: str = "default"
@@ -259,12 +265,24 @@ class ClassesConfig:
     seed: int = setting(0, COUNT)
     max_false_calls: float = setting(0.002, Range(float, 0, 1))
     uninfected: list[str] = field(default_factory=list)
+    inputs: str = "relative"
+    hard_negatives: float = setting(0.0, Range(float, 0, 1))
+
+    @property
+    def all_roots(self) -> list[str]:
+        """The ``data`` roots, then the plain ``uninfected`` folders."""
+        return list(self.data) + [r for r in self.uninfected if r not in self.data]
 
     def check(self) -> None:
         """Raise ConfigError naming a bad setting."""
+        from bloomseg.model.classifier import INPUTS
+
         if not self.data:
             raise ConfigError("--data: give at least one dataset root with boxes and classes.txt")
         check_ranges(self)
-        stray = [r for r in self.uninfected if r not in self.data]
-        if stray:
-            raise ConfigError(f"uninfected: {', '.join(stray)} is not one of the --data roots")
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"inputs: {self.inputs!r} is not one of {', '.join(INPUTS)}")
+        missing = [r for r in self.uninfected if r not in self.data and not Path(r).is_dir()]
+        if missing:
+            raise ConfigError(f"--uninfected {missing[0]}: no such folder (a --data root, or a "
+                              "folder of images of blood free of malaria)")

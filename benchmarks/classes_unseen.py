@@ -1,0 +1,273 @@
+"""Cell classes on a lab they never saw: train the classifier without one lab, score it on it.
+
+    python benchmarks/classes_unseen.py cut [--data ../shared/data] [--cache out/unseen]
+    python benchmarks/classes_unseen.py run RECIPE [--leave LAB ...] [--epochs 10]
+    python benchmarks/classes_unseen.py table [RECIPE ...] [--quantile 0.995]
+
+``cut`` segments every train and val image of each lab with the default model once and
+keeps every cell's window (the cells a box matches with its class, the others unboxed),
+with two augmented views of each training image, in ``CACHE/LAB.npz``. The labs:
+``bbbc041`` (P. vivax smears, its splits.json), ``raabin`` and ``pbc`` (txlpbc's two
+microscopes, normal blood), ``bccd`` (a fourth lab's normal blood; its unboxed cells
+are negatives too) and ``mpidb`` (P. falciparum crops of another hospital).
+
+``run RECIPE`` trains, for each lab left out in turn, a classifier on the other labs'
+train windows (the epoch, temperature and infected threshold chosen on their val
+windows, exactly as ``train-classes`` does) and names every cell of the left-out lab's
+train and val fields (its test split is never read). RECIPE names a row of
+:data:`RECIPES`. Per lab left out it writes the cells' probabilities and distances to
+``CACHE/RECIPE/LAB/scores.npz``.
+
+``table`` prints, per recipe and lab left out: red cells (matched to a red box) called
+infected, and called white; on normal blood, the fields with any infected call (every
+cell of the field counted, boxed or not) and every cell called infected; on malaria
+labs, the infected cells found and those called white; and the share of false infected
+calls, and of true ones, marked uncertain by the distance limit at ``--quantile`` of the
+trained labs' val distances. The recipe is chosen by its **worst** lab left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bloomseg.data.vocabulary import CLASSES, STAGES
+from bloomseg.train.classifier import UNBOXED, Windows
+
+LABS = ("bbbc041", "raabin", "pbc", "bccd", "mpidb")
+HEALTHY = ("raabin", "pbc", "bccd")
+"""Labs of normal blood: every cell is a negative for 'infected'."""
+RECIPES = {
+    "rgb": {"inputs": "rgb"},
+    "relative": {"inputs": "relative"},
+    "rgb-hard": {"inputs": "rgb", "hard_negatives": 0.3},
+    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3},
+}
+"""ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
+TRAINING = {"epochs": 10, "items_per_epoch": 3000, "early_stopping": 0}
+"""Sized so one training takes a few minutes on 2 cores."""
+RED, WHITE = CLASSES.index("red_blood_cell"), CLASSES.index("white_blood_cell")
+STAGE_INDEX = [CLASSES.index(s) for s in STAGES]
+
+
+def cut(data: Path, cache: Path) -> None:
+    """Every lab's windows, train (with 2 views) and val, into ``cache/LAB.npz``."""
+    from tqdm import tqdm
+
+    from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+    from bloomseg.data.images import read_image
+    from bloomseg.data.vocabulary import read_classes
+    from bloomseg.inference.segmenter import Segmenter
+    from bloomseg.model.classifier import ClassifierConfig
+    from bloomseg.train.classifier import crop_windows, image_windows, known_classes, split_images
+    from bloomseg.train.config import ClassesConfig
+
+    segmenter = Segmenter.load("default", classes=False)
+    config = ClassifierConfig()
+    cache.mkdir(parents=True, exist_ok=True)
+    sources = {}
+    with open(data / "txlpbc" / "manifest.csv", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            sources[Path(row["file"]).stem] = row["source"]
+    roots = {"bbbc041": data / "bbbc041seg", "raabin": data / "txlpbc", "pbc": data / "txlpbc",
+             "bccd": data / "bccd", "mpidb": data / "mpidb_pf"}
+    for lab in LABS:
+        path = cache / f"{lab}.npz"
+        if path.is_file():
+            continue
+        rng = np.random.default_rng(LABS.index(lab))
+        splits = {}
+        if lab == "mpidb":
+            for split in ("train", "val"):
+                splits[split] = crop_windows(segmenter.normalise, str(roots[lab]), split, config,
+                                             2 if split == "train" else 0, rng)
+        else:
+            root = str(roots[lab])
+            names = read_classes(root)
+            known = known_classes(names.known, lab in HEALTHY)
+            cfg = ClassesConfig(data=[root], out=str(cache))
+            train, val = split_images(root, cfg)
+            for split, samples in (("train", train), ("val", val)):
+                if lab in ("raabin", "pbc"):
+                    samples = [s for s in samples if sources.get(s.stem) == lab]
+                parts = []
+                for i, sample in enumerate(tqdm(samples, desc=f"{lab} {split}", leave=False)):
+                    image = read_image(sample.image)
+                    yolo = read_boxes(sample.boxes)
+                    cells = image_windows(segmenter, image, yolo_to_xyxy(yolo, *image.shape[:2]),
+                                          names.targets(yolo[:, 0]), config,
+                                          2 if split == "train" else 0, rng, unboxed=True)
+                    cells.known[:], cells.field[:] = known, i
+                    parts.append(cells)
+                splits[split] = Windows.join(parts, config.crop)
+        np.savez(path, **{f"{split}_{f}": getattr(w, f) for split, w in splits.items()
+                          for f in Windows.FIELDS})
+        print(f"{lab}: " + ", ".join(f"{s} {len(w)} windows" for s, w in splits.items()),
+              flush=True)
+
+
+def load(cache: Path, lab: str) -> dict[str, Windows]:
+    with np.load(cache / f"{lab}.npz") as saved:
+        return {split: Windows(*(saved[f"{split}_{f}"] for f in Windows.FIELDS))
+                for split in ("train", "val")}
+
+
+def trainable(windows: Windows, lab: str) -> Windows:
+    """The windows a classifier may learn from: boxed cells, and every cell of normal
+    blood."""
+    return windows if lab in HEALTHY else windows[windows.y != UNBOXED]
+
+
+def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
+    """Train without each lab of ``leave`` and score on it."""
+    import torch
+
+    from bloomseg.model.classifier import input_tensor
+    from bloomseg.model.files import load_classifier
+    from bloomseg.train.classifier import fit_classes, run_log
+    from bloomseg.train.config import ClassesConfig
+
+    torch.set_num_threads(2)
+    labs = {lab: load(cache, lab) for lab in LABS}
+    for left in leave:
+        out = cache / recipe / left
+        if (out / "scores.npz").is_file():
+            print(f"{recipe} without {left}: done already ({out})")
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        kept = [lab for lab in LABS if lab != left]
+        parts = {}
+        for split in ("train", "val"):
+            chosen = []
+            for d, lab in enumerate(kept):
+                w = trainable(labs[lab][split], lab)
+                w.dataset[:] = d
+                chosen.append(w)
+            parts[split] = Windows.join(chosen, 64)
+        settings = TRAINING | RECIPES[recipe] | ({"epochs": epochs} if epochs else {})
+        cfg = ClassesConfig(data=kept, out=str(out), **settings)
+        log = run_log(out / "train.log", True)
+        log(f"{recipe} without {left}: {len(parts['train'])} train windows, "
+            f"{len(parts['val'])} val, {settings}")
+        fit_classes(parts["train"], parts["val"], cfg, out, log, resume=True)
+        model = load_classifier(out / "best.pt")[0]
+        seen = Windows.join([w[w.view == 0] for w in labs[left].values()], 64)
+        fields = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
+                                 enumerate(labs[left].values())]) * 100000 + seen.field
+        p, d = [], []
+        with torch.no_grad():
+            for s in range(0, len(seen), 256):
+                f = model.features(input_tensor(seen.x[s:s + 256], seen.reference[s:s + 256],
+                                                model.config.inputs))
+                p.append((model.out(f) / model.config.temperature).softmax(dim=1).numpy())
+                d.append(model.distances(f).numpy())
+        np.savez(out / "scores.npz", p=np.concatenate(p), d=np.concatenate(d), y=seen.y,
+                 field=fields, threshold=model.config.infected_threshold,
+                 limit=model.config.distance_limit)
+        log(f"scored {len(seen)} cells of {left} -> {out / 'scores.npz'}")
+
+
+def scores(path: Path, limit_scale: float = 1.0) -> dict:
+    """The figures of one lab left out from its scores.npz."""
+    from bloomseg.cells.types import cell_types
+
+    s = np.load(path)
+    p, y, d = s["p"], s["y"], s["d"]
+    called = p.argmax(axis=1)
+    far = d[np.arange(len(d)), called] > float(s["limit"]) * limit_scale
+    types = cell_types(p, float(s["threshold"]), far)
+    kind = np.array([t["class"] for t in types])
+    uncertain = np.array([t["uncertain"] for t in types])
+    infected = kind == "infected"
+    red = y == RED
+    truth = np.isin(y, STAGE_INDEX)
+    out = {"red": int(red.sum()),
+           "red_called_infected": float(infected[red].mean()) if red.any() else np.nan,
+           "red_called_white": float((kind[red] == "white_blood_cell").mean()) if red.any() else np.nan,
+           "infected": int(truth.sum()),
+           "infected_found": float(infected[truth].mean()) if truth.any() else np.nan,
+           "infected_called_white": float((kind[truth] == "white_blood_cell").mean())
+           if truth.any() else np.nan,
+           "false_calls_uncertain": float(uncertain[infected & ~truth].mean())
+           if (infected & ~truth).any() else np.nan,
+           "true_calls_uncertain": float(uncertain[infected & truth].mean())
+           if (infected & truth).any() else np.nan}
+    fields = np.unique(s["field"])
+    dirty = np.unique(s["field"][infected])
+    out["fields"] = len(fields)
+    out["fields_clean"] = 1 - len(dirty) / len(fields)
+    out["cells_called_infected"] = float(infected.mean())
+    confident = infected & ~uncertain
+    out["fields_clean_confident"] = 1 - len(np.unique(s["field"][confident])) / len(fields)
+    return out
+
+
+def table(recipes: list[str], cache: Path, limit_scale: float) -> None:
+    columns = ("recipe", "left out", "red", "red called infected", "red called white",
+               "fields clean", "(confident calls)", "cells called infected", "infected",
+               "infected found", "infected called white", "false calls uncertain",
+               "true calls uncertain")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for recipe in recipes:
+        worst = {"red_called_infected": 0.0, "red_called_white": 0.0, "fields_clean": 1.0}
+        for lab in LABS:
+            path = cache / recipe / lab / "scores.npz"
+            if not path.is_file():
+                continue
+            v = scores(path, limit_scale)
+            healthy = lab in HEALTHY
+            row = [recipe, lab, v["red"], _pct(v["red_called_infected"]),
+                   _pct(v["red_called_white"]),
+                   f"{v['fields_clean']:.0%} of {v['fields']}" if healthy else "",
+                   f"{v['fields_clean_confident']:.0%}" if healthy else "",
+                   _pct(v["cells_called_infected"]) if healthy else "", v["infected"] or "",
+                   _pct(v["infected_found"]), _pct(v["infected_called_white"]),
+                   _pct(v["false_calls_uncertain"]), _pct(v["true_calls_uncertain"])]
+            print("| " + " | ".join(str(c) for c in row) + " |")
+            for k in ("red_called_infected", "red_called_white"):
+                if not np.isnan(v[k]):
+                    worst[k] = max(worst[k], v[k])
+            if healthy:
+                worst["fields_clean"] = min(worst["fields_clean"], v["fields_clean"])
+        print(f"| {recipe} | **worst** | | {_pct(worst['red_called_infected'])} | "
+              f"{_pct(worst['red_called_white'])} | {worst['fields_clean']:.0%} | | | | | | | |")
+
+
+def _pct(v: float) -> str:
+    return "" if v is None or np.isnan(v) else f"{100 * v:.2f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("cut", "run", "table"))
+    parser.add_argument("recipes", nargs="*", help=f"of {', '.join(RECIPES)}")
+    parser.add_argument("--data", default="../shared/data", type=Path)
+    parser.add_argument("--cache", default="out/unseen", type=Path)
+    parser.add_argument("--leave", action="append", choices=LABS, help="labs to leave out "
+                        "(default: each in turn)")
+    parser.add_argument("--epochs", type=int, help=f"(default {TRAINING['epochs']})")
+    parser.add_argument("--quantile-scale", type=float, default=1.0, help="the distance limit "
+                        "times this (to choose it)")
+    args = parser.parse_args()
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe {unknown[0]} (known: {', '.join(RECIPES)})")
+    if args.step == "cut":
+        if not (args.data / "bccd").is_dir():
+            sys.exit(f"{args.data}: the shared data is not there (bbbc041seg, txlpbc, bccd, mpidb_pf)")
+        cut(args.data, args.cache)
+    elif args.step == "run":
+        if len(args.recipes) != 1:
+            parser.error("run: name one recipe")
+        run(args.recipes[0], args.leave or list(LABS), args.cache, args.epochs)
+    else:
+        table(args.recipes or list(RECIPES), args.cache, args.quantile_scale)
+
+
+if __name__ == "__main__":
+    main()
