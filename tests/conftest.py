@@ -266,8 +266,8 @@ class Dummy:
         infected_threshold = 0.5
 
 
-def by_colour(classifier, image, labels, diameter):
-    """Bluish cells are white (platelets when small), the rest red."""
+def by_colour(classifier, image, labels, diameter, **_):
+    """Bluish cells are white (platelets when small), the rest red; none unfamiliar."""
     from bloomseg.data.vocabulary import CLASSES
 
     p = np.zeros((int(labels.max()), len(CLASSES)))
@@ -277,7 +277,7 @@ def by_colour(classifier, image, labels, diameter):
         name = ("platelet" if len(pixels) < 1000 else "white_blood_cell") if bluish \
             else "red_blood_cell"
         p[cell - 1, CLASSES.index(name)] = 1
-    return p
+    return p, np.zeros(len(p), bool)
 
 
 def ring_crop(size: int = 40) -> np.ndarray:

@@ -386,12 +386,8 @@ class Segmenter:
         """
         from bloomseg.cells.instances import drop_small, fits_one_cell, merge_touching, regroup
 
-        from bloomseg.model.classifier import field_reference, to_window_scale
-
         classifier = self.classifier
-        # one reference for the field: the joined pieces are judged against all its cells
-        reference = field_reference(*to_window_scale(image, labels, classifier.config, diameter))
-        p, far = classify(classifier, image, labels, diameter, reference=reference)
+        p, far = classify(classifier, image, labels, diameter)
         white = p.argmax(axis=1) == CLASSES.index("white_blood_cell")
         if white.sum() > 1:  # a lobed nucleus cut into pieces is one white cell
             merged, members = merge_touching(labels, white)
@@ -401,8 +397,9 @@ class Segmenter:
                 # shown the whole, still calls it white: never on a guess
                 only = np.zeros(len(members) + 1, np.int32)
                 only[[i + 1 for i in joined]] = np.arange(1, len(joined) + 1)
+                # judged against the whole field's cells, not the joined ones alone
                 whole, whole_far = classify(classifier, image, only[merged], diameter,
-                                            reference=reference)
+                                            field=labels)
                 kept = fits_one_cell(labels, [members[i] for i in joined], diameter) & (
                     whole.argmax(axis=1) == CLASSES.index("white_blood_cell"))
                 accepted = {i: (q, f) for i, q, f, k in zip(joined, whole, whole_far, kept) if k}

@@ -255,7 +255,7 @@ def to_window_scale(image: np.ndarray, labels: np.ndarray, config: ClassifierCon
 
 
 def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
-             diameter: float, batch: int = 256, reference: np.ndarray | None = None
+             diameter: float, batch: int = 256, field: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every cell of an image, and whether each is unlike what
     the classifier learnt.
@@ -266,8 +266,9 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
         labels: (H, W) int cells 1..N.
         diameter: px, the image's cell diameter.
         batch: windows per forward pass.
-        reference: the field's :func:`field_reference` where ``labels`` are not all its
-            cells (a few of them, joined); default: from ``labels``.
+        field: (H, W) all the field's cells, where ``labels`` holds only some of them
+            (a few, joined): each cell is judged against the field's cells
+            (:func:`field_reference`); default: ``labels``.
 
     Returns:
         ((N, len(classes)) float32 probabilities, (N,) bool unfamiliar: the cell's
@@ -277,8 +278,8 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
     classifier.eval()
     config = classifier.config
     small, small_labels = to_window_scale(image, labels, config, diameter)
-    if reference is None:
-        reference = field_reference(small, small_labels)
+    reference = field_reference(small, small_labels) if field is None else \
+        field_reference(*to_window_scale(image, field, config, diameter))
     windows = cell_windows(small, small_labels, config)
     out, far = [], []
     with torch.no_grad():
