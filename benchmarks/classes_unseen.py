@@ -48,8 +48,8 @@ HEALTHY = ("raabin", "pbc", "bccd")
 RECIPES = {
     "rgb": {"inputs": "rgb"},
     "relative": {"inputs": "relative"},
-    "rgb-hard": {"inputs": "rgb", "hard_negatives": 0.3},
     "relative-hard": {"inputs": "relative", "hard_negatives": 0.3},
+    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5},
 }
 """ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
 TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 16}

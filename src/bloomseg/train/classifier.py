@@ -324,9 +324,9 @@ pallor filled, out of focus."""
 
 def hard_negatives(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Red cells changed in ways that are no evidence of a parasite, each by one of
-    :data:`HARD_NEGATIVES` drawn at random: its density multiplied evenly (x1.2 to x1.8);
-    its pale centre filled to the density of the rest of the cell; the window blurred
-    (sigma 1 to 2.5 px of the 64).
+    :data:`HARD_NEGATIVES` drawn at random: its density multiplied evenly (x1.2 to x2.5:
+    a spherocyte, a thick smear); its pale centre filled to the density of the rest of the
+    cell; the window blurred (sigma 1 to 2.5 px of the 64).
 
     Args:
         x: (N, 4, crop, crop) uint8 windows of red cells.
@@ -349,7 +349,7 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             continue
         density = optical_density(out[i, :3].transpose(1, 2, 0)[cell])  # (K, 3)
         if kind == "dense":
-            density = density * float(rng.uniform(1.2, 1.8))
+            density = density * float(rng.uniform(1.2, 2.5))
         else:  # the pallor: the cell's pixels paler than its median, brought up to it
             density = np.maximum(density, np.median(density, axis=0))
         rgb = np.exp(-density) * 256 - 1
@@ -644,11 +644,10 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         order = balanced_draw(train, cfg.items_per_epoch, rng)
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
-            x = train.x[chosen]
+            x = train.x[chosen].copy()
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
-                    x = x.copy()
                     x[hard] = hard_negatives(x[hard], rng)
             loss = masked_loss(model(batch_tensor(x, train.reference[chosen], config.inputs, rng)),
                                torch.from_numpy(allowed[chosen]))
