@@ -45,11 +45,15 @@ from bloomseg.train.classifier import UNBOXED, Windows
 LABS = ("bbbc041", "raabin", "pbc", "bccd", "mpidb")
 HEALTHY = ("raabin", "pbc", "bccd")
 """Labs of normal blood: every cell is a negative for 'infected'."""
+THREE = ("dense", "filled", "blurred")
+"""The hard negatives before ``overlapped`` was added."""
 RECIPES = {
     "rgb": {"inputs": "rgb"},
     "relative": {"inputs": "relative"},
-    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3},
-    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5},
+    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3, "hard_kinds": THREE},
+    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5, "hard_kinds": THREE},
+    "relative-hard5o": {"inputs": "relative", "hard_negatives": 0.5},
+    "relative-hard8o": {"inputs": "relative", "hard_negatives": 0.8},
 }
 """ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
 TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 16}
@@ -216,6 +220,8 @@ def scores(path: Path, limit_scale: float = 1.0) -> dict:
     out = {"red": int(red.sum()),
            "red_called_infected": float(infected[red].mean()) if red.any() else np.nan,
            "red_called_white": float((kind[red] == "white_blood_cell").mean()) if red.any() else np.nan,
+           "white_found": float((kind[y == WHITE] == "white_blood_cell").mean())
+           if (y == WHITE).any() else np.nan,
            "infected": int(truth.sum()),
            "infected_found": float(infected[truth].mean()) if truth.any() else np.nan,
            "infected_called_white": float((kind[truth] == "white_blood_cell").mean())
@@ -236,7 +242,7 @@ def scores(path: Path, limit_scale: float = 1.0) -> dict:
 
 def table(recipes: list[str], cache: Path, limit_scale: float) -> None:
     columns = ("recipe", "left out", "red", "red called infected", "red called white",
-               "fields clean", "(confident calls)", "cells called infected", "infected",
+               "fields clean", "(confident calls)", "cells called infected", "white found", "infected",
                "infected found", "infected called white", "false calls uncertain",
                "true calls uncertain")
     print("| " + " | ".join(columns) + " |")
@@ -253,7 +259,8 @@ def table(recipes: list[str], cache: Path, limit_scale: float) -> None:
                    _pct(v["red_called_white"]),
                    f"{v['fields_clean']:.0%} of {v['fields']}" if healthy else "",
                    f"{v['fields_clean_confident']:.0%}" if healthy else "",
-                   _pct(v["cells_called_infected"]) if healthy else "", v["infected"] or "",
+                   _pct(v["cells_called_infected"]) if healthy else "", _pct(v["white_found"]),
+                   v["infected"] or "",
                    _pct(v["infected_found"]), _pct(v["infected_called_white"]),
                    _pct(v["false_calls_uncertain"]), _pct(v["true_calls_uncertain"])]
             print("| " + " | ".join(str(c) for c in row) + " |")
@@ -263,7 +270,7 @@ def table(recipes: list[str], cache: Path, limit_scale: float) -> None:
             if healthy:
                 worst["fields_clean"] = min(worst["fields_clean"], v["fields_clean"])
         print(f"| {recipe} | **worst** | | {_pct(worst['red_called_infected'])} | "
-              f"{_pct(worst['red_called_white'])} | {worst['fields_clean']:.0%} | | | | | | | |")
+              f"{_pct(worst['red_called_white'])} | {worst['fields_clean']:.0%} | | | | | | | | |")
 
 
 def _pct(v: float) -> str:

@@ -52,7 +52,7 @@ from bloomseg.model.classifier import (
     window_scale,
 )
 from bloomseg.model.inputs import normalise
-from bloomseg.train.config import ClassesConfig
+from bloomseg.train.config import HARD_NEGATIVES, ClassesConfig
 
 STAGE_INDEX = [CLASSES.index(s) for s in STAGES]
 WINDOWS_FILE = "windows.npz"
@@ -316,36 +316,44 @@ def window_allowed(windows: Windows) -> np.ndarray:
     return allowed
 
 
-HARD_NEGATIVES = ("dense", "filled", "blurred")
-"""What a red cell is made to look like without becoming infected
-(:func:`hard_negatives`): denser all over (a spherocyte, a thick smear), its central
-pallor filled, out of focus."""
-
-
-def hard_negatives(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def hard_negatives(x: np.ndarray, rng: np.random.Generator,
+                   kinds: tuple[str, ...] = HARD_NEGATIVES) -> np.ndarray:
     """Red cells changed in ways that are no evidence of a parasite, each by one of
-    :data:`HARD_NEGATIVES` drawn at random: its density multiplied evenly (x1.2 to x2.5:
-    a spherocyte, a thick smear); its pale centre filled to the density of the rest of the
-    cell; the window blurred (sigma 1 to 2.5 px of the 64).
+    ``kinds`` (:data:`~bloomseg.train.config.HARD_NEGATIVES`) drawn at random:
+    ``dense``, its density multiplied evenly (x1.2 to x2.5: a spherocyte, a thick smear);
+    ``filled``, its pale centre filled to the density of the rest of the cell;
+    ``blurred``, the window blurred (sigma 1 to 2.5 px of the 64); ``overlapped``, a copy
+    of the cell laid over it, 0.5 to 0.9 of its diameter away (densities add where two
+    red cells overlap).
 
     Args:
         x: (N, 4, crop, crop) uint8 windows of red cells.
+        rng: draws the kind and its strength.
+        kinds: the kinds to draw from.
 
     Returns:
         The changed copies, uint8.
     """
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, shift
 
     from bloomseg.model.classifier import optical_density
 
     out = x.copy()
     for i in range(len(out)):
-        kind = HARD_NEGATIVES[int(rng.integers(len(HARD_NEGATIVES)))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         cell = out[i, 3] > 0
         if kind == "blurred" or not cell.any():
             sigma = float(rng.uniform(1, 2.5))
             out[i, :3] = np.stack([gaussian_filter(c.astype(np.float32), sigma)
                                    for c in out[i, :3]]).round().clip(0, 255)
+            continue
+        if kind == "overlapped":
+            density = optical_density(out[i, :3])  # (3, crop, crop)
+            diameter = 2 * np.sqrt(cell.sum() / np.pi)
+            angle, reach = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 0.9) * diameter
+            other = shift(density * cell, (0, reach * np.sin(angle), reach * np.cos(angle)),
+                          order=1, mode="constant")
+            out[i, :3] = (np.exp(-(density + other)) * 256 - 1).round().clip(0, 255)
             continue
         density = optical_density(out[i, :3].transpose(1, 2, 0)[cell])  # (K, 3)
         if kind == "dense":
@@ -648,7 +656,7 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
-                    x[hard] = hard_negatives(x[hard], rng)
+                    x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds)
             loss = masked_loss(model(batch_tensor(x, train.reference[chosen], config.inputs, rng)),
                                torch.from_numpy(allowed[chosen]))
             optimiser.zero_grad()

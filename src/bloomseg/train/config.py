@@ -222,6 +222,11 @@ class TrainResult:
     model_dir: Path | None = None  # an adapted model's exported folder (``--adapt``)
 
 
+HARD_NEGATIVES = ("dense", "filled", "blurred", "overlapped")
+"""What a red cell may be made to look like without becoming infected
+(:func:`bloomseg.train.classifier.hard_negatives`)."""
+
+
 @dataclass
 class ClassesConfig:
     """Settings of a classifier training run.
@@ -247,7 +252,8 @@ class ClassesConfig:
         inputs: what the classifier's colour channels hold
             (:data:`bloomseg.model.classifier.INPUTS`).
         hard_negatives: the share of uninfected red cells in a batch changed in ways that
-            are no evidence of a parasite (:func:`bloomseg.train.classifier.hard_negatives`).
+            are no evidence of a parasite (:func:`bloomseg.train.classifier.hard_negatives`);
+            hard_kinds: which of :data:`HARD_NEGATIVES`.
     """
 
     model: str = "default"
@@ -267,6 +273,7 @@ class ClassesConfig:
     uninfected: list[str] = field(default_factory=list)
     inputs: str = "relative"
     hard_negatives: float = setting(0.0, Range(float, 0, 1))
+    hard_kinds: tuple[str, ...] = HARD_NEGATIVES
 
     @property
     def all_roots(self) -> list[str]:
@@ -282,6 +289,10 @@ class ClassesConfig:
         check_ranges(self)
         if self.inputs not in INPUTS:
             raise ConfigError(f"inputs: {self.inputs!r} is not one of {', '.join(INPUTS)}")
+        odd = [k for k in self.hard_kinds if k not in HARD_NEGATIVES]
+        if odd or not self.hard_kinds:
+            raise ConfigError(f"hard_kinds: {odd[0] if odd else 'none'} is not a kind of hard "
+                              f"negative ({', '.join(HARD_NEGATIVES)})")
         missing = [r for r in self.uninfected if r not in self.data and not Path(r).is_dir()]
         if missing:
             raise ConfigError(f"--uninfected {missing[0]}: no such folder (a --data root, or a "
