@@ -26,6 +26,9 @@ labs, the infected cells found and those called white; and the share of false in
 calls, and of true ones, marked uncertain by the distance limit at ``--quantile`` of the
 trained labs' val distances. The recipe is chosen by its **worst** lab left out.
 
+``score NAME --classifier PATH --leave LAB`` names the cells of a lab with a classifier
+trained elsewhere (the one shipped before, on a lab it never saw) into ``CACHE/NAME``.
+
 ``ship RECIPE`` trains the classifier to ship on every lab (``CACHE/RECIPE/all``), the
 same way with :data:`SHIP` settings; ``bloomseg export`` puts it beside the model.
 """
@@ -41,19 +44,18 @@ import numpy as np
 
 from bloomseg.data.vocabulary import CLASSES, STAGES
 from bloomseg.train.classifier import UNBOXED, Windows
+from bloomseg.train.config import HARD_KINDS, HARD_NEGATIVES
 
 LABS = ("bbbc041", "raabin", "pbc", "bccd", "mpidb")
 HEALTHY = ("raabin", "pbc", "bccd")
 """Labs of normal blood: every cell is a negative for 'infected'."""
-THREE = ("dense", "filled", "blurred")
-"""The hard negatives before ``overlapped`` was added."""
 RECIPES = {
-    "rgb": {"inputs": "rgb"},
-    "relative": {"inputs": "relative"},
-    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3, "hard_kinds": THREE},
-    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5, "hard_kinds": THREE},
-    "relative-hard5o": {"inputs": "relative", "hard_negatives": 0.5},
-    "relative-hard8o": {"inputs": "relative", "hard_negatives": 0.8},
+    "rgb": {"inputs": "rgb", "hard_negatives": 0.0},
+    "relative": {"inputs": "relative", "hard_negatives": 0.0},
+    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3, "hard_kinds": HARD_KINDS},
+    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5, "hard_kinds": HARD_KINDS},
+    "relative-hard3o": {"inputs": "relative", "hard_negatives": 0.3,
+                        "hard_kinds": HARD_NEGATIVES},
 }
 """ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
 TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 16}
@@ -165,7 +167,6 @@ def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
     """Train without each lab of ``leave`` and score on it."""
     import torch
 
-    from bloomseg.model.classifier import input_tensor
     from bloomseg.model.files import load_classifier
     from bloomseg.train.classifier import fit_classes, run_log
     from bloomseg.train.config import ClassesConfig
@@ -186,21 +187,30 @@ def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
         log(f"{recipe} without {left}: {len(parts['train'])} train windows, "
             f"{len(parts['val'])} val, {settings}")
         fit_classes(parts["train"], parts["val"], cfg, out, log, resume=True)
-        model = load_classifier(out / "best.pt")[0]
-        seen = Windows.join([w[w.view == 0] for w in labs[left].values()], 64)
-        fields = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
-                                 enumerate(labs[left].values())]) * 100000 + seen.field
-        p, d = [], []
-        with torch.no_grad():
-            for s in range(0, len(seen), 256):
-                f = model.features(input_tensor(seen.x[s:s + 256], seen.reference[s:s + 256],
-                                                model.config.inputs))
-                p.append((model.out(f) / model.config.temperature).softmax(dim=1).numpy())
-                d.append(model.distances(f).numpy())
-        np.savez(out / "scores.npz", p=np.concatenate(p), d=np.concatenate(d), y=seen.y,
-                 field=fields, threshold=model.config.infected_threshold,
-                 limit=model.config.distance_limit)
-        log(f"scored {len(seen)} cells of {left} -> {out / 'scores.npz'}")
+        score_lab(load_classifier(out / "best.pt")[0], labs[left], out / "scores.npz")
+        log(f"scored the cells of {left} -> {out / 'scores.npz'}")
+
+
+def score_lab(model, lab: dict[str, Windows], path: Path) -> None:
+    """Every cell of a lab's train and val fields named by ``model``: probabilities,
+    distances to each class's centre, classes, fields, into ``path``."""
+    import torch
+
+    from bloomseg.model.classifier import input_tensor
+
+    seen = Windows.join([w[w.view == 0] for w in lab.values()], 64)
+    fields = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
+                             enumerate(lab.values())]) * 100000 + seen.field
+    p, d = [], []
+    with torch.no_grad():
+        for s in range(0, len(seen), 256):
+            f = model.features(input_tensor(seen.x[s:s + 256], seen.reference[s:s + 256],
+                                            model.config.inputs))
+            p.append((model.out(f) / model.config.temperature).softmax(dim=1).numpy())
+            d.append(model.distances(f).numpy())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, p=np.concatenate(p), d=np.concatenate(d), y=seen.y, field=fields,
+             threshold=model.config.infected_threshold, limit=model.config.distance_limit)
 
 
 def scores(path: Path, limit_scale: float = 1.0) -> dict:
@@ -279,7 +289,9 @@ def _pct(v: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("cut", "run", "table", "ship"))
+    parser.add_argument("step", choices=("cut", "run", "table", "ship", "score"))
+    parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
+                        "exported model's folder)")
     parser.add_argument("recipes", nargs="*", help=f"of {', '.join(RECIPES)}")
     parser.add_argument("--data", default="../shared/data", type=Path)
     parser.add_argument("--cache", default="out/unseen", type=Path)
@@ -289,7 +301,16 @@ def main() -> None:
     parser.add_argument("--quantile-scale", type=float, default=1.0, help="the distance limit "
                         "times this (to choose it)")
     args = parser.parse_args()
-    unknown = [r for r in args.recipes if r not in RECIPES]
+    if args.step == "score":
+        from bloomseg.model.files import load_classifier, resolve_classifier
+
+        if len(args.recipes) != 1 or not args.classifier or not args.leave:
+            parser.error("score: name it, and give --classifier and --leave")
+        model = load_classifier(resolve_classifier(args.classifier))[0]
+        for lab in args.leave:
+            score_lab(model, load(args.cache, lab), args.cache / args.recipes[0] / lab / "scores.npz")
+        return
+    unknown = [r for r in args.recipes if r not in RECIPES and args.step != "table"]
     if unknown:
         parser.error(f"unknown recipe {unknown[0]} (known: {', '.join(RECIPES)})")
     if args.step == "cut":
