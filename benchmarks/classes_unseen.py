@@ -252,7 +252,7 @@ def scores(path: Path, limit_scale: float = 1.0) -> dict:
 
 def table(recipes: list[str], cache: Path, limit_scale: float) -> None:
     columns = ("recipe", "left out", "red", "red called infected", "red called white",
-               "fields clean", "(confident calls)", "cells called infected", "white found", "infected",
+               "fields clean", "(certain calls only)", "cells called infected", "white found", "infected",
                "infected found", "infected called white", "false calls uncertain",
                "true calls uncertain")
     print("| " + " | ".join(columns) + " |")
