@@ -80,12 +80,21 @@ class ClassifierConfig:
             raise ConfigError(f"classifier classes {list(config.classes)} are not bloomseg's "
                               f"{list(CLASSES)}")
         check_ranges(config)
-        if config.inputs not in INPUTS:
-            raise ConfigError(f"classifier inputs {config.inputs!r}: expected one of {INPUTS}")
+        check_inputs(config.inputs, "classifier inputs")
         return config
 
     def as_dict(self) -> dict:
         return asdict(self) | {"classes": list(self.classes)}
+
+
+def check_inputs(inputs: str, name: str = "inputs") -> None:
+    """Refuse a value of :data:`INPUTS` that is not one.
+
+    Raises:
+        ConfigError: naming ``name`` and the values it takes.
+    """
+    if inputs not in INPUTS:
+        raise ConfigError(f"{name}: {inputs!r} is not one of {', '.join(INPUTS)}")
 
 
 def _stage(inputs: int, outputs: int) -> nn.Sequential:

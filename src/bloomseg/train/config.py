@@ -286,13 +286,12 @@ class ClassesConfig:
 
     def check(self) -> None:
         """Raise ConfigError naming a bad setting."""
-        from bloomseg.model.classifier import INPUTS
+        from bloomseg.model.classifier import check_inputs
 
         if not self.data:
             raise ConfigError("--data: give at least one dataset root with boxes and classes.txt")
         check_ranges(self)
-        if self.inputs not in INPUTS:
-            raise ConfigError(f"inputs: {self.inputs!r} is not one of {', '.join(INPUTS)}")
+        check_inputs(self.inputs)
         odd = [k for k in self.hard_kinds if k not in HARD_NEGATIVES]
         if odd or not self.hard_kinds:
             raise ConfigError(f"hard_kinds: {odd[0] if odd else 'none'} is not a kind of hard "
