@@ -114,3 +114,13 @@ def test_without_classes_no_class_columns_and_no_total(tmp_path):
     assert len(rows) == 1 and rows[0]["infected"] == "" and rows[0]["cells"] == "2"
     header = (tmp_path / "out" / "a_cells.csv").read_text().splitlines()[0]
     assert "class" not in header.split(",")
+
+
+def test_the_parasitemia_without_uncertain_calls_counts_them_as_red_cells():
+    from bloomseg.outputs.summary import parasitemias
+
+    counts = {"infected": 3, "infected_uncertain": 1, "red_blood_cell": 7}
+    p = parasitemias(counts)
+    assert p["parasitemia_percent"] == 30.0  # 3 of 10
+    assert p["parasitemia_certain_percent"] == 20.0  # 2 of the same 10
+    assert parasitemias({"infected": 0, "red_blood_cell": 0})["parasitemia_certain_percent"] == ""
