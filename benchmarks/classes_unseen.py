@@ -1,9 +1,10 @@
 """Cell classes on a lab they never saw: train the classifier without one lab, score it on it.
 
     python benchmarks/classes_unseen.py cut [--data ../shared/data] [--cache out/unseen]
-    python benchmarks/classes_unseen.py run RECIPE [--leave LAB ...] [--epochs 10]
+    python benchmarks/classes_unseen.py run RECIPE [--leave LAB ...] [--epochs 6]
     python benchmarks/classes_unseen.py table [RECIPE ...] [--quantile-scale 1]
-    python benchmarks/classes_unseen.py ship RECIPE [--epochs 20]
+    python benchmarks/classes_unseen.py ship RECIPE [--epochs 16]
+    python benchmarks/classes_unseen.py score NAME --classifier PATH --leave LAB
 
 ``cut`` segments every train and val image of each lab with the default model once and
 keeps every cell's window (the cells a box matches with its class, the others unboxed),
@@ -22,9 +23,10 @@ train and val fields (its test split is never read). RECIPE names a row of
 ``table`` prints, per recipe and lab left out: red cells (matched to a red box) called
 infected, and called white; on normal blood, the fields with any infected call (every
 cell of the field counted, boxed or not) and every cell called infected; on malaria
-labs, the infected cells found and those called white; and the share of false infected
-calls, and of true ones, marked uncertain by the distance limit at ``--quantile`` of the
-trained labs' val distances. The recipe is chosen by its **worst** lab left out.
+labs, the infected cells found and those called white; white cells found; the fields
+clean counting only the calls not marked uncertain; and the share of false infected
+calls, and of true ones, marked uncertain by the classifier's distance limit (times
+``--quantile-scale``). The recipe is chosen by its **worst** lab left out.
 
 ``score NAME --classifier PATH --leave LAB`` names the cells of a lab with a classifier
 trained elsewhere (the one shipped before, on a lab it never saw) into ``CACHE/NAME``.
