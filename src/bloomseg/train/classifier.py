@@ -284,7 +284,8 @@ def plain_windows(segmenter, root: str, split: str, cfg: ClassesConfig,
     fallback = Path(cfg.out) / f"splits-{Path(root).name}.json"
     splits, _ = load_or_make_splits(root, [p.stem for p in images], fallback, cfg.seed,
                                     cfg.val_fraction)
-    chosen = [p for p in images if (p.stem in set(splits["val"])) == (split == "val")]
+    held = set(splits["val"])
+    chosen = [p for p in images if (p.stem in held) == (split == "val")]
     known = known_classes(np.zeros(len(CLASSES), bool), True)
     parts = []
     for i, path in enumerate(tqdm(chosen, desc=f"cells of {Path(root).name} {split}",
@@ -601,8 +602,9 @@ def run_log(path: Path, progress: bool):
 
 DISTANCE_QUANTILE = 0.995
 """The limit of a cell's distance from its class's centre beyond which it is unfamiliar:
-this quantile of the validation cells' distances from their own class's centre (chosen
-by leaving a lab out: ``benchmarks/classes_unseen.py``)."""
+this quantile of the validation cells' distances from the centre of the class they are
+called. Not tuned: ``benchmarks/classes_unseen.py`` reports the share of a left-out lab's
+false and true infected calls it marks."""
 
 
 def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log,
@@ -639,8 +641,8 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         history = payload["history"]
         log(f"resuming after epoch {len(history)}")
     allowed = window_allowed(train)
-    red_only = allowed[:, CLASSES.index("red_blood_cell")] & ~allowed[:, STAGE_INDEX].any(axis=1) \
-        & (allowed.sum(axis=1) == 1)
+    # hard negatives only where the cell is known to be an uninfected red cell
+    red_only = allowed[:, CLASSES.index("red_blood_cell")] & (allowed.sum(axis=1) == 1)
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -652,7 +654,7 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         order = balanced_draw(train, cfg.items_per_epoch, rng)
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
-            x = train.x[chosen].copy()
+            x = train.x[chosen]  # a copy: chosen indexes
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
