@@ -59,6 +59,8 @@ RECIPES = {
     "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5, "hard_kinds": HARD_KINDS},
     "relative-hard3o": {"inputs": "relative", "hard_negatives": 0.3,
                         "hard_kinds": HARD_NEGATIVES},
+    "relative-hard-moved": {"inputs": "relative", "hard_negatives": 0.3,
+                            "hard_kinds": HARD_KINDS, "transplants": 0.5},
 }
 """ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
 TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 16}
@@ -66,6 +68,28 @@ TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 
 SHIP = {"epochs": 16, "items_per_epoch": 4000, "early_stopping": 0, "width": 16}
 """The shipped classifier's training: 3.5 times the windows of a left-out run."""
 RED, WHITE = CLASSES.index("red_blood_cell"), CLASSES.index("white_blood_cell")
+
+
+ROOTS = {"bbbc041": "bbbc041seg", "raabin": "txlpbc", "pbc": "txlpbc", "bccd": "bccd",
+         "mpidb": "mpidb_pf"}
+"""Each lab's dataset folder under ``--data``."""
+
+
+def lab_samples(data: Path, lab: str) -> dict[str, list]:
+    """The train and val samples of a lab with fields (not ``mpidb``), in the order
+    ``cut`` numbers their fields."""
+    from bloomseg.train.classifier import split_images
+    from bloomseg.train.config import ClassesConfig
+
+    root = str(data / ROOTS[lab])
+    train, val = split_images(root, ClassesConfig(data=[root]))
+    if lab in ("raabin", "pbc"):
+        sources = {}
+        with open(data / "txlpbc" / "manifest.csv", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                sources[Path(row["file"]).stem] = row["source"]
+        train, val = ([s for s in part if sources.get(s.stem) == lab] for part in (train, val))
+    return {"train": train, "val": val}
 
 
 def cut(data: Path, cache: Path) -> None:
@@ -77,37 +101,26 @@ def cut(data: Path, cache: Path) -> None:
     from bloomseg.data.vocabulary import read_classes
     from bloomseg.inference.segmenter import Segmenter
     from bloomseg.model.classifier import ClassifierConfig
-    from bloomseg.train.classifier import crop_windows, image_windows, known_classes, split_images
-    from bloomseg.train.config import ClassesConfig
+    from bloomseg.train.classifier import crop_windows, image_windows, known_classes
 
     segmenter = Segmenter.load("default", classes=False)
     config = ClassifierConfig()
     cache.mkdir(parents=True, exist_ok=True)
-    sources = {}
-    with open(data / "txlpbc" / "manifest.csv", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            sources[Path(row["file"]).stem] = row["source"]
-    roots = {"bbbc041": data / "bbbc041seg", "raabin": data / "txlpbc", "pbc": data / "txlpbc",
-             "bccd": data / "bccd", "mpidb": data / "mpidb_pf"}
     for lab in LABS:
         path = cache / f"{lab}.npz"
         if path.is_file():
             continue
         rng = np.random.default_rng(LABS.index(lab))
+        root = str(data / ROOTS[lab])
         splits = {}
         if lab == "mpidb":
             for split in ("train", "val"):
-                splits[split] = crop_windows(segmenter.normalise, str(roots[lab]), split, config,
+                splits[split] = crop_windows(segmenter.normalise, root, split, config,
                                              2 if split == "train" else 0, rng)
         else:
-            root = str(roots[lab])
             names = read_classes(root)
             known = known_classes(names.known, lab in HEALTHY)
-            cfg = ClassesConfig(data=[root], out=str(cache))
-            train, val = split_images(root, cfg)
-            for split, samples in (("train", train), ("val", val)):
-                if lab in ("raabin", "pbc"):
-                    samples = [s for s in samples if sources.get(s.stem) == lab]
+            for split, samples in lab_samples(data, lab).items():
                 parts = []
                 for i, sample in enumerate(tqdm(samples, desc=f"{lab} {split}", leave=False)):
                     image = read_image(sample.image)

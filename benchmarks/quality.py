@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from domains import domains  # noqa: E402 (the benchmarks folder is the script's own)
 
 from bloomseg.cells.matching import match_boxes
@@ -47,7 +48,7 @@ from bloomseg.evaluation.pixels import PixelCounts
 from bloomseg.evaluation.verdicts import counted_error, failed
 from bloomseg.files import save_csv
 from bloomseg.inference.segmenter import Segmenter
-from bloomseg.quality import CHECK, REASONS, judge, verdict_of
+from bloomseg.quality import CHECK, OK, REASONS, judge, verdict_of
 
 SIGNALS = {r.signal for r in REASONS}
 
@@ -99,7 +100,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rescore", type=Path, metavar="CSV", help="judge a run's stored "
                         "signals again with today's reasons and limits (no image is segmented)")
+    parser.add_argument("--unseen", metavar="RECIPE", help="judge each lab left out with "
+                        "the classifier trained without it (benchmarks/classes_unseen.py)")
+    parser.add_argument("--cache", default="out/unseen", type=Path,
+                        help="--unseen: classes_unseen.py's cache")
     args = parser.parse_args()
+    if args.unseen:
+        rows = unseen(args.unseen, args.data, args.cache)
+        save_csv(args.out or Path(f"out/quality-unseen-{args.unseen}.csv"), rows, list(rows[0]))
+        table(rows)
+        return
     if args.rescore is not None:
         table(rescored(args.rescore))
         return
@@ -149,6 +159,133 @@ def main() -> None:
         print(f"{domain}: predict {np.median(t[:, 0]):.3f} s, verdict {np.median(t[:, 1]):.4f} s "
               f"(median of {len(t)}): with the verdict {np.median(t.sum(axis=1) / t[:, 0]):.3f}x")
     print(f"-> {out}")
+
+
+SEG_SIGNALS = ("size_methods", "size_found", "cells", "whole_cells", "fragments",
+               "cells_per_area", "unsure")
+"""The signals of the cells alone (the class signals come from the classifier judged)."""
+
+
+def field_rows(data: Path, cache: Path, lab: str) -> list[dict]:
+    """Every train and val field of a lab with fields, segmented once by the default model:
+    its cells' signals and whether its cells failed (BCCD's boxes are incomplete: its
+    cells are never scored), cached in ``cache/fields-LAB.csv``."""
+    import csv
+
+    from classes_unseen import lab_samples
+
+    from bloomseg.quality.signals import signals
+
+    path = cache / f"fields-{lab}.csv"
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: (v if k == "image" else float(v)) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+    segmenter = Segmenter.load("default")
+    rows = []
+    for s, (split, samples) in enumerate(lab_samples(data, lab).items()):
+        for i, sample in enumerate(samples):
+            image = read_image(sample.image)
+            true = yolo_to_xyxy(read_boxes(sample.boxes), *image.shape[:2])
+            result = segmenter.predict(image, instances=True)
+            values = signals(result)
+            match = match_boxes(result.labels, true)
+            dice = PixelCounts.of(result.labels > 0, read_mask(sample.mask)).dice \
+                if sample.mask is not None else None
+            bad = lab != "bccd" and failed(match.f1, counted_error(match), dice, len(true))
+            rows.append({"image": sample.stem, "field": s * 100000 + i, "cells_failed": int(bad),
+                         **{k: values[k] for k in SEG_SIGNALS}})
+        print(f"{lab} {split}: {len(samples)} fields segmented", flush=True)
+    save_csv(path, rows, list(rows[0]))
+    return rows
+
+
+def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
+    """Each lab left out, judged by the classifier trained without it (``RECIPE`` of
+    ``benchmarks/classes_unseen.py``): every field's verdict (its cells' signals and the
+    classes that classifier gives), the run's verdict over the lab's fields, and whether
+    each field failed, by its cells or its classes; then the run verdict of every lab it
+    trained on, over their val fields (whole, and 10-field runs)."""
+    from classes_unseen import HEALTHY, LABS, load, split_windows
+
+    from bloomseg.cells.types import cell_types
+    from bloomseg.data.vocabulary import CLASSES, KINDS, STAGES
+    from bloomseg.evaluation.verdicts import classes_failed
+    from bloomseg.model.classifier import red_profile
+    from bloomseg.model.files import load_classifier
+    from bloomseg.quality.run import in_run, run_status
+    from bloomseg.quality.signals import class_signals
+    from bloomseg.train.classifier import features_of, set_labs
+
+    def truth_kind(y: int) -> str:
+        if y < 0:
+            return ""
+        name = CLASSES[y]
+        return "infected" if name in STAGES else name if name in KINDS else ""
+
+    labs = {lab: load(cache, lab) for lab in LABS}
+    rows, familiar = [], []
+    rng = np.random.default_rng(0)
+    for left in LABS:
+        run = cache / recipe / left
+        if left == "mpidb" or not (run / "best.pt").is_file():
+            continue
+        model = load_classifier(run / "best.pt")[0]
+        kept = [lab for lab in LABS if lab != left]
+        set_labs(model, split_windows(labs, kept)["train"])
+        centres, scatter = model.lab_centres.numpy(), model.lab_scatter.numpy()
+        threshold = model.config.infected_threshold
+
+        def fields_of(windows):
+            """field key -> (profile, class rows, truth) of view-0 windows."""
+            logits, features = features_of(model, windows)
+            p = torch.softmax(torch.from_numpy(logits) / model.config.temperature, 1).numpy()
+            far = model.distances(torch.from_numpy(features)).numpy()[
+                np.arange(len(p)), p.argmax(axis=1)] > model.config.distance_limit
+            scaled = model.scaled(torch.from_numpy(features)).numpy()
+            out = {}
+            for f in np.unique(windows.field):
+                m = windows.field == f
+                out[f] = (red_profile(p[m], scaled[m]), cell_types(p[m], threshold, far[m]),
+                          [truth_kind(y) for y in windows.y[m]])
+            return out
+
+        cells = {int(r["field"]): r for r in field_rows(data, cache, left)}
+        named = {}
+        for s, split in enumerate(("train", "val")):
+            w = labs[left][split]
+            w = w[w.view == 0]
+            named |= {s * 100000 + int(f): v for f, v in fields_of(w).items()}
+        keys = sorted(set(named) & set(cells))
+        verdicts = [verdict_of({k: float(cells[f][k]) for k in SEG_SIGNALS}
+                               | class_signals(named[f][1])) for f in keys]
+        lab_run = run_status([named[f][0] for f in keys], centres, scatter)
+        for f, own, judged in zip(keys, verdicts, in_run(verdicts, lab_run)):
+            kinds = np.array([t["class"] for t in named[f][1]])
+            bad_classes = classes_failed(kinds, np.array(named[f][2]), left in HEALTHY)
+            rows.append({"domain": f"{left} left out", "way": "as is", "image": cells[f]["image"],
+                         "failed": int(bool(cells[f]["cells_failed"]) or bad_classes),
+                         "classes_failed": int(bad_classes), "verdict": judged.status,
+                         "reasons": " ".join(judged.reasons), "own_verdict": own.status,
+                         "run": lab_run.status, "run_distance": round(lab_run.distance or 0, 3)})
+        print(f"{left} left out: run {lab_run.status or 'not judged'} ({lab_run.text})", flush=True)
+        for lab in kept:
+            if lab == "mpidb":
+                continue
+            w = labs[lab]["val"]
+            profiles = [v[0] for v in fields_of(w[w.view == 0]).values()]
+            whole = run_status(profiles, centres, scatter)
+            short = [run_status([profiles[i] for i in rng.choice(len(profiles), 10, replace=False)],
+                                centres, scatter) for _ in range(100)]
+            familiar.append({"left out": left, "lab (trained on, val)": lab,
+                             "fields": whole.fields, "run": whole.status,
+                             "distance": round(whole.distance, 3), "limit": round(whole.limit, 3),
+                             "10-field runs ok": f"{np.mean([r.status == OK for r in short]):.0%}",
+                             "10-field distance max": round(max(r.distance for r in short), 3)})
+    print("| " + " | ".join(familiar[0]) + " |\n|" + " --- |" * len(familiar[0]))
+    for r in familiar:
+        print("| " + " | ".join(str(v) for v in r.values()) + " |")
+    return rows
 
 
 def rescored(path: Path) -> list[dict]:

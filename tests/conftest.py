@@ -260,15 +260,28 @@ class DarkCells(nn.Module):
 
 
 class Dummy:
-    """Stands in for a classifier: what it says comes from :func:`by_colour`."""
+    """Stands in for a classifier: what it says comes from :func:`by_colour`. Its one
+    training lab's red cells have the features of a cell called red (:func:`by_colour`'s
+    features are its probabilities), one field lying 0.1 from the lab's mean."""
 
     class config:  # noqa: N801 (mirrors ClassifierConfig's attribute)
         infected_threshold = 0.5
 
+    def __init__(self, lab: str = "red_blood_cell") -> None:
+        import torch
+
+        from bloomseg.data.vocabulary import CLASSES
+
+        self.lab_centres = torch.zeros(1, len(CLASSES))
+        self.lab_centres[0, CLASSES.index(lab)] = 1
+        self.lab_scatter = torch.tensor([0.1])
+
 
 def by_colour(classifier, image, labels, diameter, **_):
-    """Bluish cells are white (platelets when small), the rest red; none unfamiliar."""
+    """Bluish cells are white (platelets when small), the rest red; none unfamiliar; the
+    features are the probabilities."""
     from bloomseg.data.vocabulary import CLASSES
+    from bloomseg.model.classifier import CellCalls
 
     p = np.zeros((int(labels.max()), len(CLASSES)))
     for cell in range(1, int(labels.max()) + 1):
@@ -277,7 +290,7 @@ def by_colour(classifier, image, labels, diameter, **_):
         name = ("platelet" if len(pixels) < 1000 else "white_blood_cell") if bluish \
             else "red_blood_cell"
         p[cell - 1, CLASSES.index(name)] = 1
-    return p, np.zeros(len(p), bool)
+    return CellCalls(p, np.zeros(len(p), bool), p.astype(np.float32))
 
 
 def ring_crop(size: int = 40) -> np.ndarray:

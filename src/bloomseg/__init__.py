@@ -3,7 +3,7 @@
 The pipeline, in the order data flows: ``data`` (images, datasets, boxes) ->
 ``backbone`` (the frozen ViT) -> ``model`` (network, heads, inputs, model files) ->
 ``inference`` (whole images) -> ``cells`` (one label per cell, measurements, formats) ->
-``quality`` (the verdict per image) -> ``outputs`` (a run over many files, large
+``quality`` (the verdict per image and per run) -> ``outputs`` (a run over many files, large
 images, Dask, the report) ->
 ``evaluation``, ``train``, ``tools`` -> ``cli``. Importing it does not import torch."""
 
@@ -19,6 +19,7 @@ _NAMES = {
     "Segmenter": "bloomseg.inference.segmenter",
     "read_image": "bloomseg.data.images",
     "judge": "bloomseg.quality",
+    "judge_run": "bloomseg.quality",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "judge",
+    "judge_run",
     "load_backbone",
     "read_image",
 ]

@@ -86,7 +86,7 @@ def test_classifier_files_round_trip_and_ship_with_a_model(tmp_path):
     image[40:80, 40:80] = (150, 50, 60)
     labels = np.zeros((120, 160), np.int32)
     labels[40:80, 40:80] = 1
-    p, far = classify(loaded, image, labels, 40)
+    p, far, _ = classify(loaded, image, labels, 40)
     assert p.shape == (1, 7) and np.isclose(p.sum(), 1) and far.tolist() == [False]
 
 

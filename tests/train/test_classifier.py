@@ -81,7 +81,7 @@ def test_a_tiny_classifier_names_every_drawn_kind_exactly(trained, typed):
         truth = names.targets(boxes[:, 0])
         h, w = labels.shape
         order = [labels[int(b[2] * h), int(b[1] * w)] - 1 for b in boxes]
-        p, far = classify(model, image, labels, 2 * R)
+        p, far, _ = classify(model, image, labels, 2 * R)
         types = cell_types(p, model.config.infected_threshold, far)
         assert len(types) == len(boxes)
         for box_index, cell in enumerate(order):

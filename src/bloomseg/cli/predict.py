@@ -32,7 +32,7 @@ def _spec(args: argparse.Namespace, names: tuple[str, ...]) -> SegmenterSpec:
 def _predict(args: argparse.Namespace) -> int:
     from bloomseg.data.images import expand_inputs
     from bloomseg.outputs.run import segment_files
-    from bloomseg.outputs.summary import SUMMARY_FILE
+    from bloomseg.outputs.summary import SUMMARY_FILE, run_verdict
 
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
                             True if args.large else None, args.block, args.halo, args.max_pixels,
@@ -70,6 +70,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{flagged} of {len(judged)} images need a look" + (
             f" (left out of the totals: --qc-strict): see {report}" if flagged and
             args.qc_strict else f": see {report}" if flagged else ""))
+    if args.instances and any(r.get("red_profile") is not None for r in rows):
+        run = run_verdict(rows, (spec.load() if on_cluster else segmenter).classifier)
+        if run is not None:
+            print(f"the run's classes: {run.text}")
     print(f"report: {report}")
     return EXIT_OK if done == len(rows) else EXIT_SKIPPED
 

@@ -3,6 +3,8 @@ images, and is measured as one (how many failed images it flags, how many good o
 
 from __future__ import annotations
 
+import numpy as np
+
 from bloomseg.cells.matching import BoxMatch
 
 FAILED_F1 = 0.8
@@ -36,6 +38,42 @@ def failed(f1: float | None = None, count_error: float | None = None,
                 or (count_error is not None and count_error > FAILED_COUNT)
                 or (dice is not None and dice < FAILED_DICE)
                 or (boxes is not None and boxes < FEW_BOXES))
+
+
+FAILED_WHITE = 0.05
+"""A field's classes failed where more than this share of its red cells are called white..."""
+FAILED_PARASITEMIA = 1.0
+"""...or its parasitemia is off by more than this many points where the truth has the
+classes, or, on blood without malaria, any cell is called infected."""
+
+
+def classes_failed(called: np.ndarray, truth: np.ndarray, healthy: bool) -> bool:
+    """Whether a field's classes failed.
+
+    Args:
+        called: (N,) each cell's class (:data:`~bloomseg.data.vocabulary.KINDS` names).
+        truth: (N,) the class of the box each cell matches (``KINDS`` names; '' for a
+            cell no box matches, which counts in no share).
+        healthy: the blood holds no malaria: one infected call fails the field.
+
+    Returns:
+        True where it failed (:data:`FAILED_WHITE`, :data:`FAILED_PARASITEMIA`).
+    """
+    called, truth = np.asarray(called), np.asarray(truth)
+    infected = called == "infected"
+    if healthy and infected.any():
+        return True
+    red = truth == "red_blood_cell"
+    if red.any() and (called[red] == "white_blood_cell").mean() > FAILED_WHITE:
+        return True
+    if healthy:
+        return False
+    named = np.isin(called, ("infected", "red_blood_cell"))
+    boxed = np.isin(truth, ("infected", "red_blood_cell"))
+    if not named.any() or not boxed.any():
+        return False
+    off = 100 * abs(infected.sum() / named.sum() - (truth == "infected").sum() / boxed.sum())
+    return bool(off > FAILED_PARASITEMIA)
 
 
 def verdict_scores(rows: list[dict]) -> dict:

@@ -28,7 +28,7 @@ from bloomseg.inference.options import (
     SegmenterSpec,
 )
 from bloomseg.inference.scale import Scale, estimated_scale, found_size_note
-from bloomseg.model.classifier import CellClassifier, classify
+from bloomseg.model.classifier import CellClassifier, classify, red_profile
 from bloomseg.model.config import DIAMETER
 from bloomseg.model.files import (
     carries_classifier,
@@ -74,6 +74,10 @@ class Prediction:
         qc: the image's quality verdict (:class:`bloomseg.quality.Verdict`), once
             :func:`bloomseg.quality.judge` has judged it (the command line, the viewer and
             ``evaluate`` always do).
+        red_profile: (F,) what the field's red cells look like to the classifier
+            (:func:`bloomseg.model.classifier.red_profile`; None without classes or with
+            too few red cells): a run's fields are judged together against the labs the
+            classifier learnt (:func:`bloomseg.quality.judge_run`).
     """
 
     probability: np.ndarray
@@ -87,6 +91,7 @@ class Prediction:
     classes: list[dict] | None = None
     estimate: Scale | None = None
     qc: object | None = None  # a bloomseg.quality.Verdict: that layer is above this one
+    red_profile: np.ndarray | None = None
 
     @property
     def scale(self) -> Scale:
@@ -296,17 +301,17 @@ class Segmenter:
                 if naming else separation
             step(STEPS[2])
             labels, mask = separate(mask, centres, used, edges)
-        types = None
+        types = profile = None
         if naming:
             step(STEPS[3])
-            labels, types = self._name_cells(seen, labels, self._naming_size(scale.diameter),
-                                             separation.min_area)
+            labels, types, profile = self._name_cells(
+                seen, labels, self._naming_size(scale.diameter), separation.min_area)
         note = scale.note
         if instances and edges == ALL_EDGES and scale.diameter:  # a whole image's cells
             note = "; ".join(n for n in (note, found_size_note(labels, scale.diameter)) if n)
         return Prediction(probability, mask, time.perf_counter() - start, centres,
                           labels if instances else None, scale.diameter, scale.source,
-                          note, types, scale)
+                          note, types, scale, red_profile=profile)
 
     def cells_scale(self, image: np.ndarray, labels: np.ndarray,
                     diameter: float | str | None = None) -> Scale:
@@ -359,8 +364,8 @@ class Segmenter:
         if labels.shape != image.shape[:2]:
             raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
         size = self._naming_size(self.cells_scale(image, labels, diameter).diameter)
-        p, far = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
-        return cell_types(p, self.classifier.config.infected_threshold, far)
+        calls = classify(self.classifier, normalise(image, self.normalise, None), labels, size)
+        return cell_types(calls.p, self.classifier.config.infected_threshold, calls.unfamiliar)
 
     def _naming_size(self, diameter: float | None) -> float:
         """The cell diameter cells are brought to the classifier at: the image's, else
@@ -372,7 +377,7 @@ class Segmenter:
         return size
 
     def _name_cells(self, image: np.ndarray, labels: np.ndarray, diameter: float,
-                    min_area: int) -> tuple[np.ndarray, list[dict]]:
+                    min_area: int) -> tuple[np.ndarray, list[dict], np.ndarray | None]:
         """Classify the cells, join touching pieces called white cells, and drop cells
         under ``min_area`` px unless they are called platelets.
 
@@ -382,12 +387,14 @@ class Segmenter:
             min_area: px, the size limit of every cell but platelets.
 
         Returns:
-            (labels 1..M, each cell's class row).
+            (labels 1..M, each cell's class row, the field's
+            :func:`~bloomseg.model.classifier.red_profile`).
         """
         from bloomseg.cells.instances import drop_small, fits_one_cell, merge_touching, regroup
 
         classifier = self.classifier
-        p, far = classify(classifier, image, labels, diameter)
+        p, far, features = classify(classifier, image, labels, diameter)
+        profile = red_profile(p, features)
         white = p.argmax(axis=1) == CLASSES.index("white_blood_cell")
         if white.sum() > 1:  # a lobed nucleus cut into pieces is one white cell
             merged, members = merge_touching(labels, white)
@@ -398,8 +405,8 @@ class Segmenter:
                 only = np.zeros(len(members) + 1, np.int32)
                 only[[i + 1 for i in joined]] = np.arange(1, len(joined) + 1)
                 # judged against the whole field's cells, not the joined ones alone
-                whole, whole_far = classify(classifier, image, only[merged], diameter,
-                                            field=labels)
+                whole, whole_far, _ = classify(classifier, image, only[merged], diameter,
+                                               field=labels)
                 kept = fits_one_cell(labels, [members[i] for i in joined], diameter) & (
                     whole.argmax(axis=1) == CLASSES.index("white_blood_cell"))
                 accepted = {i: (q, f) for i, q, f, k in zip(joined, whole, whole_far, kept) if k}
@@ -420,7 +427,7 @@ class Segmenter:
         if small.any():
             labels = drop_small(np.where(small[labels - 1] & (labels > 0), 0, labels), 1)
             types = [t for t, s in zip(types, small) if not s]
-        return labels, types
+        return labels, types, profile
 
     def _check_known(self, diameter: float | str) -> None:
         """Refuse a diameter in px where the model does not know its own."""

@@ -16,6 +16,7 @@ against the labs the classifier learnt from.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ class ClassifierConfig:
         distance_limit: a cell whose features lie further than this from the centre of
             its class (:meth:`CellClassifier.distances`) is unlike what the classifier
             learnt, and its call is marked uncertain (0: not measured; older classifiers).
+        labs: the training labs (datasets) whose red cells' features are stored
+            (:meth:`CellClassifier.set_labs`): a run of fields is judged against them
+            (:mod:`bloomseg.quality.run`; 0: none, older classifiers).
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -64,6 +68,7 @@ class ClassifierConfig:
     temperature: float = setting(1.0, Range(float, 0.05, 20))
     inputs: str = "rgb"
     distance_limit: float = setting(0.0, Range(float, 0, 1e6))
+    labs: int = setting(0, Range(int, 0, 1000))
 
     @classmethod
     def from_dict(cls, values: dict) -> ClassifierConfig:
@@ -123,6 +128,8 @@ class CellClassifier(nn.Module):
         self.out = nn.Linear(2 * sizes[-1], len(config.classes))
         self.register_buffer("centres", torch.zeros(len(config.classes), 2 * sizes[-1]))
         self.register_buffer("spread", torch.ones(2 * sizes[-1]))
+        self.register_buffer("lab_centres", torch.zeros(config.labs, 2 * sizes[-1]))
+        self.register_buffer("lab_scatter", torch.ones(config.labs))
 
     def features(self, x: Tensor) -> Tensor:
         """(N, 4, crop, crop) -> (N, F) the pooled features the last layer reads."""
@@ -135,11 +142,23 @@ class CellClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.features(x))
 
+    def set_labs(self, centres: Tensor, scatter: Tensor) -> None:
+        """Keep each training lab's red-cell profile: ``centres`` (L, F) the mean over
+        its fields of a field's :func:`red_profile`, ``scatter`` (L,) the root-mean-square
+        distance of its fields' profiles from it (per feature)."""
+        self.lab_centres = centres.float().clone()
+        self.lab_scatter = scatter.float().clone()
+
     def distances(self, features: Tensor) -> Tensor:
         """(N, F) features -> (N, len(classes)) each cell's root-mean-square distance
         to each class's centre, in units of the training cells' spread."""
         z = features / self.spread
         return torch.cdist(z, self.centres / self.spread) / features.shape[1] ** 0.5
+
+    def scaled(self, features: Tensor) -> Tensor:
+        """Features in units of the training cells' spread (what :meth:`distances` and
+        the lab profiles measure in)."""
+        return features / self.spread
 
 
 def window_scale(config: ClassifierConfig, diameter: float) -> float:
@@ -263,11 +282,44 @@ def to_window_scale(image: np.ndarray, labels: np.ndarray, config: ClassifierCon
     return small, small_labels
 
 
+class CellCalls(NamedTuple):
+    """What the classifier says of an image's cells, rows in label order.
+
+    Attributes:
+        p: (N, len(classes)) float32 probabilities.
+        unfamiliar: (N,) bool: the cell's features are further than the classifier's
+            ``distance_limit`` from the centre of its likeliest class.
+        features: (N, F) float32 the features in units of the training cells' spread
+            (:meth:`CellClassifier.scaled`), for :func:`red_profile`.
+    """
+
+    p: np.ndarray
+    unfamiliar: np.ndarray
+    features: np.ndarray
+
+
+RED_PROFILE_CELLS = 3
+"""A field's red-cell profile needs at least this many cells called red."""
+
+
+def red_profile(p: np.ndarray, features: np.ndarray) -> np.ndarray | None:
+    """(F,) float32 the mean scaled features of a field's cells called red: what its
+    red cells look like to the classifier (None under :data:`RED_PROFILE_CELLS`).
+
+    Args:
+        p: (N, len(CLASSES)) probabilities; features: (N, F) (:class:`CellCalls`).
+    """
+    red = p.argmax(axis=1) == CLASSES.index("red_blood_cell") if len(p) else np.zeros(0, bool)
+    if red.sum() < RED_PROFILE_CELLS:
+        return None
+    return features[red].mean(axis=0).astype(np.float32)
+
+
 def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
              diameter: float, batch: int = 256, field: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of every cell of an image, and whether each is unlike what
-    the classifier learnt.
+             ) -> CellCalls:
+    """Class probabilities of every cell of an image, whether each is unlike what the
+    classifier learnt, and its features.
 
     Args:
         classifier: the trained classifier (eval mode is set here).
@@ -280,9 +332,7 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
             (:func:`field_reference`); default: ``labels``.
 
     Returns:
-        ((N, len(classes)) float32 probabilities, (N,) bool unfamiliar: the cell's
-        features are further than the classifier's ``distance_limit`` from the centre of
-        its likeliest class), rows in label order.
+        The cells' :class:`CellCalls`.
     """
     classifier.eval()
     config = classifier.config
@@ -290,7 +340,7 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
     reference = field_reference(small, small_labels) if field is None else \
         field_reference(*to_window_scale(image, field, config, diameter))
     windows = cell_windows(small, small_labels, config)
-    out, far = [], []
+    out, far, kept = [], [], []
     with torch.no_grad():
         for start in range(0, len(windows), batch):
             part = windows[start:start + batch]
@@ -298,12 +348,13 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
                 reference[None], len(part), axis=0), config.inputs))
             p = (classifier.out(features) / config.temperature).softmax(dim=1)
             out.append(p)
+            kept.append(classifier.scaled(features))
             if config.distance_limit > 0:
                 d = classifier.distances(features).gather(1, p.argmax(dim=1, keepdim=True))[:, 0]
                 far.append(d > config.distance_limit)
             else:
                 far.append(torch.zeros(len(part), dtype=torch.bool))
-    n = len(config.classes)
     if not out:
-        return np.zeros((0, n), np.float32), np.zeros(0, bool)
-    return torch.cat(out).numpy(), torch.cat(far).numpy()
+        return CellCalls(np.zeros((0, len(config.classes)), np.float32), np.zeros(0, bool),
+                         np.zeros((0, classifier.centres.shape[1]), np.float32))
+    return CellCalls(torch.cat(out).numpy(), torch.cat(far).numpy(), torch.cat(kept).numpy())

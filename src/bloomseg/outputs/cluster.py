@@ -148,5 +148,8 @@ def segment_files_on_cluster(client, spec: SegmenterSpec, paths: list[Path], out
         if progress and rows[i]["status"] != "ok":
             tqdm.write(f"skipped {rows[i]['status'].removeprefix('failed: ')}")
         future.release()
-    finish_run(out_dir, rows, options, name)
+    # the run is judged against the labs the classifier learnt: its profiles are read here
+    classifier = spec.load().classifier if options.cells and any(
+        r.get("red_profile") is not None for r in rows) else None
+    finish_run(out_dir, rows, options, name, classifier)
     return rows

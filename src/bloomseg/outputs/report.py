@@ -26,6 +26,7 @@ table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #eee; } td:first-child, th:first-child { text-align: left; }
 .bad { color: #b00020; } .note { color: #555; font-size: .9em; }
+.warning { color: #b00020; border: 1px solid #b00020; padding: .5em; }
 .gallery { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; width: 380px; } figure.wide { width: 100%; }
 figure img { width: 100%; border: 1px solid #ccc; }
@@ -94,7 +95,7 @@ def write_page(out_dir: str | Path, title: str, subtitle: str, sections: list[tu
 
 
 def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances: bool,
-                   files: Sequence[str] = (), total: dict | None = None) -> Path:
+                   files: Sequence[str] = (), total: dict | None = None, run=None) -> Path:
     """The report of a ``segment_files`` run: counts, a table of images with links to
     their outputs, and every overlay. It shows what it is handed and reads nothing back.
 
@@ -106,6 +107,8 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         instances: cells were separated (label, table and GeoJSON files exist).
         files: the run-level files to link (summary.csv, the COCO file).
         total: the run's row of class counts and parasitemia, where cells were named.
+        run: the run's verdict (:class:`bloomseg.quality.run.RunVerdict`), where cells
+            were named: shown first.
     """
     out_dir = Path(out_dir)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -119,7 +122,8 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         summary.append(("to check (quality verdict)", len(flagged)))
     lines = [table(["", ""], summary)]
     lines.append("<p>" + " · ".join(_link(f) for f in files) + "</p>")
-    sections = [("Summary", "".join(lines))]
+    sections = ([("The run's classes", _run_section(run))] if run is not None else []) + [
+        ("Summary", "".join(lines))]
     if flagged:
         sections.append(("Check these first", _check_section(flagged)))
     named = [r for r in ok if r.get("infected", "") != ""]
@@ -154,6 +158,12 @@ def predict_report(out_dir: str | Path, rows: list[dict], model: str, instances:
         sections.append(("Not segmented", table(["image", "reason"], [
             [Path(r["image"]).name, r["status"]] for r in problems])))
     return write_page(out_dir, "bloomseg predict", f"model: {model}", sections)
+
+
+def _run_section(run) -> str:
+    """The run's verdict: one line, and where it is ``check``, what to do."""
+    kind = {"check": "warning", "ok": "note"}.get(run.status, "note")
+    return f'<p class="{kind}">{_e(run.text)}</p>'
 
 
 def _check_section(flagged: list[dict]) -> str:

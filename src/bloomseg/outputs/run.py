@@ -24,7 +24,9 @@ from bloomseg.outputs.summary import (
     SUMMARY_FILE,
     class_fields,
     diameter_fields,
+    judge_rows,
     qc_fields,
+    run_verdict,
     save_cell_table,
     total_row,
 )
@@ -256,7 +258,7 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
            **diameter_fields(result.scale)}
     annotations = None
     if result.labels is not None:
-        row.update(qc_fields(judge(result)))
+        row.update(qc_fields(judge(result), result.red_profile))
         row.update(save_cells(image, result.labels, result.classes, diameter_fields(result.scale),
                               outputs, gallery_path(outputs["labels"].parent, path.stem)))
         if options.coco:
@@ -320,9 +322,18 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
 
 
 def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
-               model: str) -> None:
-    """Write a run's summary.csv, the COCO file (with ``coco``) and report.html, and clear
-    what killed processes left behind."""
+               model: str, classifier=None):
+    """Judge the run (its verdict, and each image's beside the others: the rows' ``qc``
+    change in place), write its summary.csv, the COCO file (with ``coco``) and
+    report.html, and clear what killed processes left behind.
+
+    Args:
+        classifier: the cell classifier that named the cells (None: none did).
+
+    Returns:
+        The run's verdict (:class:`bloomseg.quality.run.RunVerdict`), or None where no
+        cells were named.
+    """
     from bloomseg.files import remove_stale_temporaries, save_csv, save_json
     from bloomseg.outputs.report import predict_report
 
@@ -332,12 +343,15 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
     remove_stale_temporaries(out_dir, [p.name for stem in stems
                                        for p in possible_outputs(out_dir, stem, options)])
     remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
-    total = total_row(rows, options.qc_strict)
+    run = run_verdict(rows, classifier)
+    judge_rows(rows, run)
+    total = total_row(rows, options.qc_strict, run)
     save_csv(out_dir / SUMMARY_FILE, rows + ([total] if total else []), SUMMARY_COLUMNS)
     if options.coco:
         save_json(out_dir / COCO_FILE, _coco(out_dir, rows))
     predict_report(out_dir, rows, model, options.cells,
-                   [SUMMARY_FILE] + ([COCO_FILE] if options.coco else []), total)
+                   [SUMMARY_FILE] + ([COCO_FILE] if options.coco else []), total, run)
+    return run
 
 
 def _coco(out_dir: Path, rows: list[dict]) -> dict:
@@ -400,5 +414,5 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
         if progress and row["status"] != "ok":
             tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
         rows.append(row)
-    finish_run(out_dir, rows, options, segmenter.name)
+    finish_run(out_dir, rows, options, segmenter.name, getattr(segmenter, "classifier", None))
     return rows

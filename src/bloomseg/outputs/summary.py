@@ -94,15 +94,59 @@ def parasitemias(counts: dict) -> dict:
     return parasitemia(infected, red) | {"parasitemia_certain_percent": certain}
 
 
-def qc_fields(verdict) -> dict:
-    """The summary fields of an image's quality verdict (a :class:`bloomseg.quality.Verdict`)."""
-    return {"qc": verdict.status, "qc_reasons": ";".join(verdict.reasons)}
+def qc_fields(verdict, profile=None) -> dict:
+    """The summary fields of an image's quality verdict (a :class:`bloomseg.quality.Verdict`),
+    and what the run's verdict needs of it (not columns of summary.csv; kept in the
+    image's record so that a resumed run judges it again): ``qc_signals``, its signals,
+    and ``red_profile``, its red cells' profile (``profile``: a prediction's
+    ``red_profile``, or None)."""
+    return {"qc": verdict.status, "qc_reasons": ";".join(verdict.reasons),
+            "qc_signals": {k: round(float(v), 6) for k, v in verdict.signals.items()},
+            "red_profile": None if profile is None else [round(float(v), 5) for v in profile]}
 
 
-def total_row(rows: list[dict], strict: bool = False) -> dict | None:
+def run_verdict(rows: list[dict], classifier):
+    """The run's verdict (:class:`bloomseg.quality.run.RunVerdict`) from its judged rows
+    (:func:`qc_fields`), or None where no image's cells were named.
+
+    Args:
+        rows: summary rows; classifier: the run's cell classifier (None: no classes).
+    """
+    import numpy as np
+
+    from bloomseg.quality.run import run_status
+
+    judged = _judged(rows)
+    if classifier is None or not any(r.get("infected", "") != "" for r in judged):
+        return None
+    return run_status([None if r.get("red_profile") is None else np.asarray(r["red_profile"])
+                       for r in judged], classifier.lab_centres.numpy(),
+                      classifier.lab_scatter.numpy())
+
+
+def judge_rows(rows: list[dict], run) -> None:
+    """Each judged row's ``qc`` and ``qc_reasons`` seen beside the run's other images
+    (:func:`bloomseg.quality.run.in_run`), in place; ``run`` None judges without the
+    run's verdict (no classes)."""
+    from bloomseg.quality import verdict_of
+    from bloomseg.quality.run import RunVerdict, in_run
+
+    judged = _judged(rows)
+    verdicts = [verdict_of(r["qc_signals"]) for r in judged]
+    for r, v in zip(judged, in_run(verdicts, run or RunVerdict(""))):
+        r.update({"qc": v.status, "qc_reasons": ";".join(v.reasons)})
+
+
+def _judged(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("status") == "ok" and r.get("qc_signals")]
+
+
+def total_row(rows: list[dict], strict: bool = False, run=None) -> dict | None:
     """The run's :data:`TOTAL` row: cells of each class summed over the images whose
     cells were classified, and the parasitemia of all their red cells (None where no
-    image's cells were). ``strict`` leaves out the images whose verdict is ``check``."""
+    image's cells were). ``strict`` leaves out the images whose verdict is ``check``.
+    ``run`` (a :class:`bloomseg.quality.run.RunVerdict`) gives its ``qc`` and
+    ``qc_reasons``."""
     named = [r for r in rows if r.get("status") == "ok" and r.get("infected", "") != ""
              and not (strict and r.get("qc") == "check")]
     if not named:
@@ -114,4 +158,5 @@ def total_row(rows: list[dict], strict: bool = False) -> dict | None:
     return (dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": TOTAL, "cells": sum(
         int(r["cells"]) for r in named), "status": f"total of {len(named)} images" + (
             f" ({left_out} to check left out: --qc-strict)" if left_out else "")}
-            | counts | parasitemias(counts))
+            | counts | parasitemias(counts)
+            | ({"qc": run.status, "qc_reasons": ";".join(run.reasons)} if run else {}))

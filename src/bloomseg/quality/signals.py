@@ -49,8 +49,7 @@ def signals(prediction) -> dict[str, float]:
         ``cells_per_area``: cells per red cell's area of cell pixels (about 1 for red
         cells; far above where cells are shredded, far below where they are merged);
         ``unsure``: the share of cell pixels whose probability is within :data:`UNSURE`;
-        ``white_share``, ``uncertain_share``: the cells called white, and those whose
-        class is uncertain, among the named cells (0 without classes).
+        and the :func:`class_signals`.
     """
     from scipy import ndimage
 
@@ -80,10 +79,22 @@ def signals(prediction) -> dict[str, float]:
             if counted.any() else 0.0,
             "cells_per_area": float((~platelet).sum() / max(1e-9, areas[~platelet].sum()
                                                              / red_area)) if boxes else 0.0}
-    if kinds:
-        out["white_share"] = float(np.mean([k == "white_blood_cell" for k in kinds]))
-        out["uncertain_share"] = float(np.mean([bool(t.get("uncertain")) for t in
-                                                prediction.classes]))
-    else:
-        out["white_share"] = out["uncertain_share"] = 0.0
+    out |= class_signals(prediction.classes)
     return out
+
+
+def class_signals(types: list[dict] | None) -> dict[str, float]:
+    """The signals of a field's classes (all 0 without classes): ``white_share`` and
+    ``uncertain_share`` among the named cells; ``infected``, ``infected_uncertain`` and
+    ``red``: the cells called infected, those of them uncertain, and those called red
+    (a run compares its fields' infected shares: :mod:`bloomseg.quality.run`)."""
+    kinds = [t["class"] for t in types] if types else []
+    if not kinds:
+        return dict.fromkeys(("white_share", "uncertain_share", "infected",
+                              "infected_uncertain", "red"), 0.0)
+    infected = [t for t in types if t["class"] == "infected"]
+    return {"white_share": float(np.mean([k == "white_blood_cell" for k in kinds])),
+            "uncertain_share": float(np.mean([bool(t.get("uncertain")) for t in types])),
+            "infected": float(len(infected)),
+            "infected_uncertain": float(sum(bool(t.get("uncertain")) for t in infected)),
+            "red": float(sum(k == "red_blood_cell" for k in kinds))}

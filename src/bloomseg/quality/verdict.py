@@ -50,8 +50,19 @@ REASONS = (
            "unfamiliar stain)"),
     Reason("white_cells", "white_share", 0.3, "many cells called white"),
     Reason("uncertain_classes", "uncertain_share", 0.2, "many cells of uncertain class"),
+    Reason("infected_uncertain", "infected_uncertain", 0.5, "cells called infected whose "
+           "class is uncertain: look at them"),
 )
-"""Every reason, in the order they are reported."""
+"""Every reason an image is judged on alone, in the order they are reported."""
+RUN_REASONS = {
+    "infected_outlier": "far more cells called infected than in the run's other fields",
+    "infected_unfamiliar": "cells called infected on a run unlike every lab the classifier "
+                           "learnt: look at them",
+    "unfamiliar": "the run's red cells are unlike those of every lab the classifier learnt: "
+                  "its classes may be wrong",
+}
+"""The reasons a run gives (:func:`bloomseg.quality.run.judge_run`): a field's, seen
+beside the run's other fields, and the run's own (``unfamiliar``)."""
 
 
 @dataclass
@@ -76,7 +87,7 @@ class Verdict:
 
 def reasons_text(names: list[str] | tuple[str, ...]) -> str:
     """Reasons' names (:data:`REASONS`) as a person reads them, ``;``-separated."""
-    texts = {r.name: r.text for r in REASONS}
+    texts = {r.name: r.text for r in REASONS} | RUN_REASONS
     return "; ".join(texts.get(n, n) for n in names)
 
 

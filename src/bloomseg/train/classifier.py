@@ -366,6 +366,95 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
     return out
 
 
+PARASITE_LEVEL = 1.5
+"""A pixel of an infected cell belongs to its parasite where its optical density is more
+than this many times the cell's median (the mean of the three channels)."""
+MIN_PARASITE_PIXELS = 4
+"""The smallest parasite body kept, in pixels of the 64-pixel window."""
+
+
+def parasite_excess(window: np.ndarray) -> np.ndarray:
+    """(3, crop, crop) float32: what an infected cell's parasite adds to the density of
+    its cell, relative to the cell's median density (0 outside the parasite).
+
+    Args:
+        window: (4, crop, crop) uint8, an infected cell's window (RGB and mask).
+    """
+    from scipy.ndimage import binary_dilation, gaussian_filter, label
+
+    from bloomseg.model.classifier import optical_density
+
+    cell = window[3] > 0
+    if cell.sum() < 8:
+        return np.zeros((3, *cell.shape), np.float32)
+    density = optical_density(window[:3])
+    relative = density / np.maximum(np.median(density[:, cell], axis=1), 1e-3)[:, None, None]
+    # smoothed, so that camera noise is no parasite; bodies of a few pixels at least
+    dark = cell & (gaussian_filter(relative.mean(axis=0), 0.8) > PARASITE_LEVEL)
+    bodies, count = label(dark)
+    sizes = np.bincount(bodies.ravel(), minlength=count + 1)
+    dark &= sizes[bodies] >= MIN_PARASITE_PIXELS
+    # the dilation keeps the paler edge of a ring or a chromatin dot
+    parasite = binary_dilation(dark) & cell
+    return np.where(parasite, np.maximum(relative - 1, 0), 0).astype(np.float32)
+
+
+def transplanted(infected: np.ndarray, hosts: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Infected cells' parasites laid onto uninfected red cells, most often of another
+    microscope: the parasite, not the look of the lab it came from, is what makes a cell
+    infected. The excess density (:func:`parasite_excess`), turned by a random one of the
+    8 flips and rotations, is added to the host's own density in proportion to the host's
+    median, inside the host cell.
+
+    Args:
+        infected: (N, 4, crop, crop) uint8 windows of infected cells.
+        hosts: (N, 4, crop, crop) uint8 windows of uninfected red cells.
+        rng: draws the turn.
+
+    Returns:
+        (N, 4, crop, crop) uint8: the hosts with the parasites.
+    """
+    from bloomseg.model.classifier import optical_density
+
+    out = hosts.copy()
+    for i in range(len(out)):
+        cell = out[i, 3] > 0
+        if cell.sum() < 8:
+            continue
+        k = int(rng.integers(8))
+        excess = np.rot90(parasite_excess(infected[i]), k % 4, axes=(1, 2))
+        excess = excess[:, :, ::-1] if k >= 4 else excess
+        density = optical_density(out[i, :3])
+        median = np.median(density[:, cell], axis=1)[:, None, None]
+        density = density + excess * median * cell
+        out[i, :3] = (np.exp(-density) * 256 - 1).round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def host_draw(hosts: np.ndarray, dataset: np.ndarray, source: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """One host red cell for each transplant: of a dataset other than its source's where
+    there is one, the datasets drawn alike (a lab with few red cells as often as one with
+    many).
+
+    Args:
+        hosts: indices of the windows that may be hosts; dataset: (N,) every window's.
+        source: (M,) the dataset each parasite comes from.
+
+    Returns:
+        (M,) window indices.
+    """
+    sets = np.unique(dataset[hosts])
+    out = np.empty(len(source), int)
+    for i, d in enumerate(source):
+        others = sets[sets != d] if len(sets) > 1 else sets
+        chosen = others[int(rng.integers(len(others)))]
+        pool = hosts[dataset[hosts] == chosen]
+        out[i] = pool[int(rng.integers(len(pool)))]
+    return out
+
+
 def batch_tensor(x: np.ndarray, reference: np.ndarray, inputs: str,
                  rng: np.random.Generator | None = None) -> torch.Tensor:
     """uint8 windows -> the classifier's float input
@@ -643,6 +732,8 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     allowed = window_allowed(train)
     # hard negatives only where the cell is known to be an uninfected red cell
     red_only = allowed[:, CLASSES.index("red_blood_cell")] & (allowed.sum(axis=1) == 1)
+    infected = allowed[:, STAGE_INDEX].any(axis=1) & (allowed.sum(axis=1) == 1)
+    hosts = np.flatnonzero(red_only & (train.view == 0))
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -655,11 +746,18 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
             x = train.x[chosen]  # a copy: chosen indexes
+            reference = train.reference[chosen]
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
                     x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds)
-            loss = masked_loss(model(batch_tensor(x, train.reference[chosen], config.inputs, rng)),
+            if cfg.transplants and len(hosts):  # parasites moved onto other labs' red cells
+                moved = np.flatnonzero(infected[chosen] & (rng.random(len(chosen)) < cfg.transplants))
+                if moved.size:
+                    host = host_draw(hosts, train.dataset, train.dataset[chosen[moved]], rng)
+                    x[moved] = transplanted(x[moved], train.x[host], rng)
+                    reference[moved] = train.reference[host]
+            loss = masked_loss(model(batch_tensor(x, reference, config.inputs, rng)),
                                torch.from_numpy(allowed[chosen]))
             optimiser.zero_grad()
             loss.backward()
@@ -695,9 +793,11 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     log(f"class centres from {int((train.view == 0).sum())} training cells; a cell further "
         f"than {limit:.3g} from its class's centre is unfamiliar ({DISTANCE_QUANTILE:.1%} "
         "of the validation cells are nearer)")
+    labs = set_labs(model, train)
+    log(f"red-cell profiles of {labs} training datasets kept (a run is judged against them)")
     config = ClassifierConfig(**{**config.as_dict(), "classes": CLASSES,
                                  "infected_threshold": threshold, "temperature": temperature,
-                                 "distance_limit": limit})
+                                 "distance_limit": limit, "labs": labs})
     model.config = config
     save_classifier(run / "best.pt", model, {"config": config.as_dict(), "history": history})
     confusion = np.zeros((len(CLASSES), len(CLASSES)), int)
@@ -731,6 +831,41 @@ def set_centres(model: CellClassifier, train: Windows, val: Windows) -> float:
     with torch.no_grad():
         d = model.distances(torch.from_numpy(val_features)).numpy()
     return float(np.quantile(d[np.arange(len(d)), logits.argmax(axis=1)], DISTANCE_QUANTILE))
+
+
+MIN_LAB_FIELDS = 5
+"""A training dataset's red-cell profile is kept where this many of its fields have one."""
+
+
+def set_labs(model: CellClassifier, train: Windows) -> int:
+    """Keep each training dataset's red-cell profile in the classifier
+    (:meth:`~bloomseg.model.classifier.CellClassifier.set_labs`): every field's
+    :func:`~bloomseg.model.classifier.red_profile` (the training images themselves, not
+    their views), their mean per dataset, and how far a field's profile lies from it.
+    A dataset of single-cell crops has no fields of red cells and is left out.
+
+    Returns:
+        The datasets kept.
+    """
+    from bloomseg.model.classifier import red_profile
+
+    seen = train[train.view == 0]
+    logits, features = features_of(model, seen)
+    features = model.scaled(torch.from_numpy(features)).numpy()
+    centres, scatter = [], []
+    for d in np.unique(seen.dataset):
+        profiles = [red_profile(logits[m], features[m]) for f in np.unique(seen.field[seen.dataset == d])
+                    for m in [(seen.dataset == d) & (seen.field == f)]]
+        profiles = np.array([q for q in profiles if q is not None])
+        if len(profiles) < MIN_LAB_FIELDS:
+            continue
+        centre = profiles.mean(axis=0)
+        centres.append(centre)
+        scatter.append(np.sqrt(np.mean((profiles - centre) ** 2, axis=1)).mean())
+    width = model.centres.shape[1]
+    model.set_labs(torch.from_numpy(np.array(centres, np.float32).reshape(-1, width)),
+                   torch.tensor(scatter, dtype=torch.float32))
+    return len(centres)
 
 
 def _best(history: list[dict]) -> dict:

@@ -258,6 +258,9 @@ class ClassesConfig:
         hard_negatives: the share of uninfected red cells in a batch changed in ways that
             are no evidence of a parasite (:func:`bloomseg.train.classifier.hard_negatives`);
             hard_kinds: which of :data:`HARD_NEGATIVES`.
+        transplants: the share of infected cells in a batch whose parasite is laid onto
+            an uninfected red cell of another dataset instead
+            (:func:`bloomseg.train.classifier.transplanted`).
     """
 
     model: str = "default"
@@ -278,6 +281,7 @@ class ClassesConfig:
     inputs: str = "relative"
     hard_negatives: float = setting(0.3, Range(float, 0, 1))
     hard_kinds: tuple[str, ...] = HARD_KINDS
+    transplants: float = setting(0.0, Range(float, 0, 1))
 
     @property
     def all_roots(self) -> list[str]:

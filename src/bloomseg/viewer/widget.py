@@ -58,6 +58,7 @@ class Segmented:
     seconds: float
     cells: bool
     qc: object | None = None  # the image's quality verdict (bloomseg.quality.Verdict)
+    run: object | None = None  # the images run so far (bloomseg.quality.RunVerdict)
 
 
 class _Signals(QObject):
@@ -81,6 +82,7 @@ class SegmentWidget(QWidget):
         self.last: Segmented | None = None
         self._cancel = threading.Event()
         self._loaded: tuple[SegmenterSpec, object] | None = None  # one model held at a time
+        self._profiles: dict[str, np.ndarray] = {}  # red-cell profiles of the images run
         self._filling: dict = {}
         self._signals = _Signals()
         self._signals.step.connect(self._show_step)
@@ -232,6 +234,7 @@ class SegmentWidget(QWidget):
     def _segmenter(self, spec: SegmenterSpec):
         if self._loaded is None or self._loaded[0] != spec:
             self._loaded = (spec, spec.load())
+            self._profiles = {}  # a run is judged with one model
         return self._loaded[1]
 
     def _segment(self, data, name: str, spec: SegmenterSpec, cells: bool, folder: str,
@@ -251,7 +254,15 @@ class SegmentWidget(QWidget):
         steps = iter(range(1, len(STEPS) + 1))
         result = segmenter.predict(image, instances=cells,
                                    step=lambda what: self._check(what, next(steps), len(STEPS) + 1))
-        return self._segmented(name, image, result, cells, time.perf_counter() - start)
+        done = self._segmented(name, image, result, cells, time.perf_counter() - start)
+        if result.red_profile is not None and segmenter.classifier is not None:
+            from bloomseg.quality.run import run_status
+
+            self._profiles[name] = result.red_profile
+            done.run = run_status(list(self._profiles.values()),
+                                  segmenter.classifier.lab_centres.numpy(),
+                                  segmenter.classifier.lab_scatter.numpy())
+        return done
 
     def _segmented(self, name: str, image: np.ndarray, result, cells: bool,
                    seconds: float) -> Segmented:
@@ -342,6 +353,8 @@ class SegmentWidget(QWidget):
         note = done.diameter.get("diameter_note")
         verdict = (f"\nquality: check it: {done.qc.text}" if done.qc.status == "check"
                    else "\nquality: ok") if done.qc is not None else ""
+        if done.run is not None:
+            verdict += f"\nthe {len(self._profiles)} images run with this model: {done.run.text}"
         self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
                             (f"\n{note}" if note else "") + verdict)
         self.counts.setText(counts_text(done.features) if done.cells else
