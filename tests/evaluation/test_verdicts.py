@@ -35,3 +35,18 @@ def test_the_count_leaves_out_slivers_at_the_border_that_match_no_box():
     assert (match.tp, match.fp, match.ignored) == (2, 1, 1)
     assert counted_error(match) == 0.5  # 3 cells counted against 2 boxes
     assert counted_error(match_boxes(np.zeros((5, 5), np.int32), np.zeros((0, 4)))) == 0.0
+
+
+def test_a_field_fails_by_its_classes():
+    from bloomseg.evaluation.verdicts import classes_failed
+
+    red, inf, white = "red_blood_cell", "infected", "white_blood_cell"
+    # healthy blood: one infected call fails the field, none does not
+    assert classes_failed([red] * 99 + [inf], [red] * 99 + [""], healthy=True)
+    assert not classes_failed([red] * 100, [red] * 100, healthy=True)
+    # more than 5% of the red cells called white fails it: 6 of 100, not 5
+    assert classes_failed([white] * 6 + [red] * 94, [red] * 100, healthy=True)
+    assert not classes_failed([white] * 5 + [red] * 95, [red] * 100, healthy=True)
+    # malaria: the parasitemia off by more than 1 point (2 of 100 called, 4 of 100 true)
+    assert classes_failed([inf] * 2 + [red] * 98, [inf] * 4 + [red] * 96, healthy=False)
+    assert not classes_failed([inf] * 3 + [red] * 97, [inf] * 4 + [red] * 96, healthy=False)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bloomseg.data.vocabulary import CLASSES
 from bloomseg.errors import CheckpointError, OutputExistsError
 from bloomseg.model.classifier import (
     CellClassifier,
@@ -17,6 +18,7 @@ from bloomseg.model.classifier import (
     classify,
     field_reference,
     input_tensor,
+    red_profile,
     to_window_scale,
     window_scale,
 )
@@ -156,12 +158,32 @@ def test_a_cell_far_from_every_class_learnt_is_unfamiliar(tmp_path):
     assert far.tolist() == [True]  # every cell is beyond a limit of nearly zero
 
 
+def test_the_labs_red_cell_profiles_are_kept_and_a_field_has_its_own(tmp_path):
+    model = CellClassifier(ClassifierConfig(width=4))
+    width = model.centres.shape[1]
+    model.set_labs(torch.arange(2 * width, dtype=torch.float32).reshape(2, width),
+                   torch.tensor([0.5, 2.0]))
+    model.config = ClassifierConfig(width=4, labs=2)
+    save_classifier(tmp_path / "c.pt", model, {"config": model.config.as_dict()})
+    loaded = load_classifier(tmp_path / "c.pt")[0]
+    assert torch.equal(loaded.lab_centres, model.lab_centres)
+    assert loaded.lab_scatter.tolist() == [0.5, 2.0] and loaded.config.labs == 2
+    # a field's profile: the mean features of its cells called red, none under 3 of them
+    red, white = CLASSES.index("red_blood_cell"), CLASSES.index("white_blood_cell")
+    p = np.eye(len(CLASSES))[[red, red, white, red]]
+    features = np.array([[1.0, 0.0], [3.0, 2.0], [100.0, 100.0], [5.0, 4.0]])
+    assert red_profile(p, features).tolist() == [3.0, 2.0]
+    assert red_profile(p[:3], features[:3]) is None
+
+
 def test_a_classifier_saved_before_class_centres_loads_and_measures_no_distance(tmp_path):
     model = CellClassifier(ClassifierConfig(width=4))
-    state = {k: v for k, v in model.state_dict().items() if k not in ("centres", "spread")}
+    state = {k: v for k, v in model.state_dict().items()
+             if k not in ("centres", "spread", "lab_centres", "lab_scatter")}
     from bloomseg.model.files import CLASSIFIER_KIND
 
     torch.save({"kind": CLASSIFIER_KIND, "config": {"width": 4}, "state": state},
                tmp_path / "old.pt")
     loaded = load_classifier(tmp_path / "old.pt")[0]
     assert loaded.config.distance_limit == 0 and loaded.config.inputs == "rgb"
+    assert loaded.config.labs == 0 and loaded.lab_centres.shape[0] == 0  # judges no run

@@ -112,6 +112,54 @@ def test_the_run_folder_records_its_choices(trained):
         train_classes(cfg, progress=False)
 
 
+def test_the_training_lab_is_kept_and_its_own_fields_are_familiar(trained, typed):
+    """The synthetic dataset's red-cell profile is kept; its test fields, judged as a
+    run, lie near it."""
+    from bloomseg.quality.run import run_status
+
+    result, _ = trained
+    model = load_classifier(result.run_dir / "best.pt")[0]
+    assert model.config.labs == 1 and model.lab_centres.shape == (1, model.centres.shape[1])
+    assert float(model.lab_scatter[0]) > 0
+    predictions = []
+    segmenter = Drawn()
+    from bloomseg.model.classifier import classify, red_profile
+
+    for stem in ("test_00", "test_01", "val_00", "val_01"):
+        split = stem.split("_")[0]
+        image = read_image(typed / split / "original" / f"{stem}.png")
+        p, _, features = classify(model, image, segmenter.predict(image, True).labels, 2 * R)
+        predictions.append(red_profile(p, features))
+    run = run_status(predictions, model.lab_centres.numpy(), model.lab_scatter.numpy())
+    assert run.status == "ok" and run.fields >= 3
+
+
+def test_a_parasite_moved_onto_another_red_cell_keeps_its_excess_density():
+    """The parasite's density over its cell's median is added, in proportion, to the
+    host cell's own (inside the host only); a cell with no dark body gives nothing."""
+    from bloomseg.model.classifier import optical_density
+    from bloomseg.train.classifier import parasite_excess, transplanted
+
+    yy, xx = np.mgrid[:64, :64]
+    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
+    dot = (yy - 32) ** 2 + (xx - 32) ** 2 < 3 ** 2
+    infected = np.zeros((1, 4, 64, 64), np.uint8)
+    infected[0, :3] = 240
+    infected[0, 3] = cell
+    infected[0, :3, cell] = (180, 120, 140)
+    infected[0, :3, dot] = (60, 20, 90)
+    excess = parasite_excess(infected[0])
+    assert (excess[:, ~cell] == 0).all() and (excess[:, dot] > 1).all()
+    host = infected.copy()
+    host[0, :3, cell] = (200, 150, 160)  # a paler, uninfected cell of another lab
+    moved = transplanted(infected, host, np.random.default_rng(0))[0]
+    added = optical_density(moved[:3]) - optical_density(host[0, :3])
+    assert (added[:, dot].mean(axis=1) > 0.5).all()  # the dot now darkens the host
+    assert (moved[:, ~cell] == host[0][:, ~cell]).all()
+    plain = host.copy()
+    assert (parasite_excess(plain[0]) == 0).all()
+
+
 def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
     from bloomseg.data.vocabulary import allowed_classes
 

@@ -79,7 +79,7 @@ class RunVerdict:
 
 def run_limit(fields: int) -> float:
     """The distance above which a run of ``fields`` fields is unfamiliar."""
-    return LIMIT_BASE + LIMIT_NOISE / np.sqrt(max(1, fields))
+    return float(LIMIT_BASE + LIMIT_NOISE / np.sqrt(max(1, fields)))
 
 
 def lab_distance(profiles: np.ndarray, centres: np.ndarray, scatter: np.ndarray) -> float:

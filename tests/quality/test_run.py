@@ -1,0 +1,154 @@
+"""The run's verdict on runs whose distance from the labs learnt is known, and each
+field's verdict seen beside the run's other fields."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bloomseg.errors import ConfigError
+from bloomseg.inference.options import InferenceOptions
+from bloomseg.inference.segmenter import Segmenter
+from bloomseg.quality import CHECK, OK, Verdict, judge_run, verdict_of
+from bloomseg.quality.run import (
+    LIMIT_BASE,
+    LIMIT_NOISE,
+    MIN_FIELDS,
+    in_run,
+    lab_distance,
+    outliers,
+    run_limit,
+    run_status,
+)
+from conftest import DarkCells, Dummy, by_colour
+
+CENTRES = np.array([[0.0, 0.0, 0.0, 0.0], [10.0, 10.0, 10.0, 10.0]])
+SCATTER = np.array([1.0, 2.0])
+
+
+def test_the_distance_is_from_the_nearest_lab_in_its_own_scatter():
+    # the run's mean is 3 from lab 0 in every feature (rms 3, scatter 1: 3), and 7 from
+    # lab 1 (rms 7, scatter 2: 3.5)
+    profiles = np.array([[2.0, 2.0, 2.0, 2.0], [4.0, 4.0, 4.0, 4.0]])
+    assert lab_distance(profiles, CENTRES, SCATTER) == pytest.approx(3.0)
+    assert lab_distance(profiles + 6, CENTRES, SCATTER) == pytest.approx(0.5)  # 9: 1 / 2
+
+
+def test_a_run_far_from_every_lab_is_unfamiliar_and_a_near_one_ok():
+    near = [np.full(4, 0.1)] * 5
+    far = [np.full(4, 3.0)] * 5
+    ok = run_status(near, CENTRES, SCATTER)
+    assert (ok.status, ok.reasons, ok.fields) == (OK, (), 5)
+    assert ok.limit == pytest.approx(LIMIT_BASE + LIMIT_NOISE / math.sqrt(5))
+    check = run_status(far + [None], CENTRES, SCATTER)  # a field without red cells adds nothing
+    assert (check.status, check.reasons, check.fields) == (CHECK, ("unfamiliar",), 5)
+    assert check.distance == pytest.approx(3.0) and check.unfamiliar
+    assert "bloomseg train --adapt" in check.text and "3.00" in check.text
+
+
+def test_a_short_run_is_allowed_its_noise():
+    assert run_limit(1) == pytest.approx(LIMIT_BASE + LIMIT_NOISE)
+    assert run_limit(100) == pytest.approx(LIMIT_BASE + LIMIT_NOISE / 10)
+    between = [np.full(4, (run_limit(100) + run_limit(4)) / 2)]
+    assert run_status(between * 4, CENTRES, SCATTER).status == OK
+    assert run_status(between * 100, CENTRES, SCATTER).status == CHECK
+
+
+def test_a_run_is_not_judged_without_labs_or_with_too_few_fields():
+    few = run_status([np.zeros(4)] * (MIN_FIELDS - 1) + [None] * 5, CENTRES, SCATTER)
+    assert few.status == "" and f"a run needs {MIN_FIELDS}" in few.note
+    none = run_status([np.zeros(4)] * 5, np.zeros((0, 4)), np.zeros(0))
+    assert none.status == "" and "retrain or adapt" in none.note
+    assert "not judged" in none.text
+
+
+def signals(infected: float = 0.0, red: float = 100.0, **more) -> dict:
+    values = {"size_methods": 0.0, "size_found": 0.0, "cells": red + infected,
+              "whole_cells": red + infected, "fragments": 0.0, "cells_per_area": 1.0,
+              "unsure": 0.0, "white_share": 0.0, "uncertain_share": 0.0,
+              "infected": infected, "infected_uncertain": 0.0, "red": red}
+    return values | more
+
+
+def test_a_field_with_far_more_infected_calls_than_the_others_is_an_outlier():
+    run = [signals(1), signals(0), signals(1), signals(0), signals(12)]
+    assert outliers(run).tolist() == [False, False, False, False, True]
+    even = [signals(5)] * 5  # a malaria slide: every field alike
+    assert not outliers(even).any()
+    alone = [signals(0)] * 4 + [signals(1)]  # one call is never an outlier
+    assert not outliers(alone).any()
+
+
+def test_an_unfamiliar_run_says_once_what_every_field_would_repeat():
+    fields = [signals(0, uncertain_share=0.5, size_methods=0.7),
+              signals(0, uncertain_share=0.5, size_methods=0.8),
+              signals(1, uncertain_share=0.5, size_methods=0.75),
+              signals(0, uncertain_share=0.5, size_methods=1.6)]
+    own = [verdict_of(s) for s in fields]
+    assert all("uncertain_classes" in v.reasons and "size_methods" in v.reasons for v in own)
+    familiar = in_run(own, run_status([np.zeros(4)] * 4, CENTRES, SCATTER))
+    assert [v.reasons for v in familiar] == [v.reasons for v in own]
+    unfamiliar = run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER)
+    seen = in_run(own, unfamiliar)
+    # uncertain classes and the size methods apart by the run's usual margin give way to
+    # the run's verdict; the field with infected calls, and the one whose size methods
+    # are apart far beyond the run's usual, are still flagged
+    assert [v.reasons for v in seen] == [(), (), ("infected_unfamiliar",), ("size_methods",)]
+    assert [v.status for v in seen] == [OK, OK, CHECK, CHECK]
+
+
+def test_an_empty_field_stays_flagged_for_that_alone():
+    own = [verdict_of(signals(0, cells=2.0, red=2.0))] + [verdict_of(signals(0))] * 3
+    seen = in_run(own, run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER))
+    assert seen[0].reasons == ("empty",)
+
+
+def field(cells: int, colour: tuple) -> np.ndarray:
+    image = np.full((120, 60 * cells, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:120, :60 * cells]
+    for i in range(cells):
+        image[(yy - 60) ** 2 + (xx - 30 - 60 * i) ** 2 <= 20 ** 2] = colour
+    return image
+
+
+@pytest.mark.parametrize(("lab", "status"), [("red_blood_cell", OK),
+                                             ("white_blood_cell", CHECK)])
+def test_judge_run_against_the_labs_the_classifier_learnt(monkeypatch, lab, status):
+    monkeypatch.setattr("bloomseg.inference.segmenter.classify", by_colour)
+    segmenter = Segmenter(DarkCells(), InferenceOptions(tile=224), cell_diameter=40.0,
+                          classifier=Dummy(lab))
+    predictions = [segmenter.predict(field(4, (150, 50, 60)), instances=True) for _ in range(3)]
+    assert all(p.red_profile is not None for p in predictions)
+    run = judge_run(predictions, segmenter)
+    assert run.status == status and run.fields == 3
+    assert all(isinstance(p.qc, Verdict) for p in predictions)
+    with pytest.raises(ConfigError, match="no cell classifier"):
+        judge_run(predictions, Segmenter(DarkCells(), InferenceOptions(tile=224)))
+
+
+def test_a_field_of_the_run_written_to_disk_and_read_again(tmp_path, monkeypatch):
+    """The (all images) row carries the run's verdict; a resumed run judges it again."""
+    import csv
+
+    from bloomseg.outputs.run import OutputOptions, segment_files
+    from bloomseg.outputs.summary import TOTAL
+
+    monkeypatch.setattr("bloomseg.inference.segmenter.classify", by_colour)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        Image.fromarray(field(4, (150, 50, 60))).save(inputs / f"f{i}.png")
+    segmenter = Segmenter(DarkCells(), InferenceOptions(tile=224), cell_diameter=40.0,
+                          classifier=Dummy("white_blood_cell"))
+    out = tmp_path / "out"
+    for resume in (False, True):
+        segment_files(segmenter, sorted(inputs.iterdir()), out, OutputOptions(cells=True),
+                      progress=False, resume=resume)
+        with open(out / "summary.csv", newline="") as f:
+            total = next(r for r in csv.DictReader(f) if r["image"] == TOTAL)
+        assert (total["qc"], total["qc_reasons"]) == (CHECK, "unfamiliar")
+    report = (out / "report.html").read_text()
+    assert "The run&#x27;s classes" in report and "bloomseg train --adapt" in report
