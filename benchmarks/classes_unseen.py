@@ -4,6 +4,7 @@
     python benchmarks/classes_unseen.py run RECIPE [--leave LAB ...] [--epochs 6]
     python benchmarks/classes_unseen.py table [RECIPE ...] [--quantile-scale 1]
     python benchmarks/classes_unseen.py ship RECIPE [--epochs 16]
+    python benchmarks/classes_unseen.py profile RECIPE
     python benchmarks/classes_unseen.py score NAME --classifier PATH --leave LAB
 
 ``cut`` segments every train and val image of each lab with the default model once and
@@ -33,6 +34,8 @@ trained elsewhere (the one shipped before, on a lab it never saw) into ``CACHE/N
 
 ``ship RECIPE`` trains the classifier to ship on every lab (``CACHE/RECIPE/all``), the
 same way with :data:`SHIP` settings; ``bloomseg export`` puts it beside the model.
+``profile RECIPE`` keeps every lab's red-cell profile in a classifier ``ship`` trained
+before classifiers kept them (what ``ship`` now does at its end; the weights unchanged).
 """
 
 from __future__ import annotations
@@ -178,6 +181,26 @@ def ship(recipe: str, cache: Path, epochs: int | None) -> None:
                                                             **settings), out, log, resume=True)
 
 
+def profile(recipe: str, cache: Path) -> None:
+    """The red-cell profiles of every lab kept in a classifier ``ship`` trained before
+    they were (``fit_classes`` now keeps them at its end, its weights untouched):
+    ``CACHE/RECIPE/all/best.pt`` is rewritten."""
+    from bloomseg.model.classifier import ClassifierConfig
+    from bloomseg.model.files import load_classifier, save_classifier
+    from bloomseg.train.classifier import set_labs
+
+    path = cache / recipe / "all" / "best.pt"
+    model, payload = load_classifier(path)
+    parts = split_windows({lab: load(cache, lab) for lab in LABS}, list(LABS))
+    labs = set_labs(model, parts["train"])
+    model.config = ClassifierConfig(**{**model.config.as_dict(), "classes": model.config.classes,
+                                       "labs": labs})
+    save_classifier(path, model, {"config": model.config.as_dict(),
+                                  "history": payload.get("history", [])})
+    print(f"{path}: the red-cell profiles of {labs} labs kept (scatter "
+          f"{', '.join(f'{v:.3g}' for v in model.lab_scatter.tolist())})")
+
+
 def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
     """Train without each lab of ``leave`` and score on it."""
     import torch
@@ -304,7 +327,7 @@ def _pct(v: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("cut", "run", "table", "ship", "score"))
+    parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score"))
     parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
                         "exported model's folder)")
     parser.add_argument("recipes", nargs="*", help=f"of {', '.join(RECIPES)}")
@@ -332,11 +355,13 @@ def main() -> None:
         if not (args.data / "bccd").is_dir():
             sys.exit(f"{args.data}: the shared data is not there (bbbc041seg, txlpbc, bccd, mpidb_pf)")
         cut(args.data, args.cache)
-    elif args.step in ("run", "ship"):
+    elif args.step in ("run", "ship", "profile"):
         if len(args.recipes) != 1:
             parser.error(f"{args.step}: name one recipe")
         if args.step == "ship":
             ship(args.recipes[0], args.cache, args.epochs)
+        elif args.step == "profile":
+            profile(args.recipes[0], args.cache)
         else:
             run(args.recipes[0], args.leave or list(LABS), args.cache, args.epochs)
     else:

@@ -89,21 +89,38 @@ def test_an_unfamiliar_run_says_once_what_every_field_would_repeat():
               signals(0, uncertain_share=0.5, size_methods=1.6)]
     own = [verdict_of(s) for s in fields]
     assert all("uncertain_classes" in v.reasons and "size_methods" in v.reasons for v in own)
-    familiar = in_run(own, run_status([np.zeros(4)] * 4, CENTRES, SCATTER))
-    assert [v.reasons for v in familiar] == [v.reasons for v in own]
+    familiar, _ = in_run(own, run_status([np.zeros(4)] * 4, CENTRES, SCATTER))
+    # the infected call is rare in the run (1 of 401 red cells): confirm it
+    assert [v.reasons for v in familiar] == [v.reasons for v in own[:2]] + [
+        own[2].reasons + ("infected_rare",), own[3].reasons]
     unfamiliar = run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER)
-    seen = in_run(own, unfamiliar)
-    # uncertain classes and the size methods apart by the run's usual margin give way to
-    # the run's verdict; the field with infected calls, and the one whose size methods
-    # are apart far beyond the run's usual, are still flagged
-    assert [v.reasons for v in seen] == [(), (), ("infected_unfamiliar",), ("size_methods",)]
-    assert [v.status for v in seen] == [OK, OK, CHECK, CHECK]
+    seen, run = in_run(own, unfamiliar)
+    # uncertain classes and size methods apart on most fields give way to the run's
+    # verdict, which says so; the field with infected calls is still flagged
+    assert [v.reasons for v in seen] == [(), (), ("infected_unfamiliar",), ()]
+    assert [v.status for v in seen] == [OK, OK, CHECK, OK]
+    assert dict(run.summarised) == {"uncertain_classes": 4, "size_methods": 4}
+    assert "the size methods disagree: 4 fields" in run.text
+    # size methods apart on one field in five is not usual: that field is still flagged
+    few = [signals(0)] * 4 + [signals(0, size_methods=1.6)]
+    seen, run = in_run([verdict_of(s) for s in few], unfamiliar)
+    assert [v.reasons for v in seen][-1] == ("size_methods",) and run.summarised == ()
 
 
 def test_an_empty_field_stays_flagged_for_that_alone():
     own = [verdict_of(signals(0, cells=2.0, red=2.0))] + [verdict_of(signals(0))] * 3
-    seen = in_run(own, run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER))
+    seen, _ = in_run(own, run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER))
     assert seen[0].reasons == ("empty",)
+
+
+def test_infected_calls_where_they_are_rare_are_to_be_confirmed():
+    familiar = run_status([np.zeros(4)] * 5, CENTRES, SCATTER)
+    rare = [signals(1, red=1000.0)] + [signals(0, red=1000.0)] * 4  # 1 in 5001
+    seen, _ = in_run([verdict_of(s) for s in rare], familiar)
+    assert [v.reasons for v in seen] == [("infected_rare",)] + [()] * 4
+    malaria = [signals(3)] * 5  # 3% of red cells infected: not rare
+    seen, _ = in_run([verdict_of(s) for s in malaria], familiar)
+    assert all(v.status == OK for v in seen)
 
 
 def field(cells: int, colour: tuple) -> np.ndarray:

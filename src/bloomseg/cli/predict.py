@@ -32,7 +32,7 @@ def _spec(args: argparse.Namespace, names: tuple[str, ...]) -> SegmenterSpec:
 def _predict(args: argparse.Namespace) -> int:
     from bloomseg.data.images import expand_inputs
     from bloomseg.outputs.run import segment_files
-    from bloomseg.outputs.summary import SUMMARY_FILE, run_verdict
+    from bloomseg.outputs.summary import SUMMARY_FILE, judge_rows, run_verdict
 
     outputs = OutputOptions(args.save_prob, args.instances, args.coco,
                             True if args.large else None, args.block, args.halo, args.max_pixels,
@@ -71,7 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
             f" (left out of the totals: --qc-strict): see {report}" if flagged and
             args.qc_strict else f": see {report}" if flagged else ""))
     if args.instances and any(r.get("red_profile") is not None for r in rows):
-        run = run_verdict(rows, (spec.load() if on_cluster else segmenter).classifier)
+        run = judge_rows([dict(r) for r in rows],
+                         run_verdict(rows, (spec.load() if on_cluster else segmenter).classifier))
         if run is not None:
             print(f"the run's classes: {run.text}")
     print(f"report: {report}")

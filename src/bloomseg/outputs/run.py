@@ -343,8 +343,7 @@ def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
     remove_stale_temporaries(out_dir, [p.name for stem in stems
                                        for p in possible_outputs(out_dir, stem, options)])
     remove_stale_temporaries(out_dir / RECORDS, [record_path(out_dir, stem).name for stem in stems])
-    run = run_verdict(rows, classifier)
-    judge_rows(rows, run)
+    run = judge_rows(rows, run_verdict(rows, classifier))
     total = total_row(rows, options.qc_strict, run)
     save_csv(out_dir / SUMMARY_FILE, rows + ([total] if total else []), SUMMARY_COLUMNS)
     if options.coco:

@@ -124,17 +124,25 @@ def run_verdict(rows: list[dict], classifier):
                       classifier.lab_scatter.numpy())
 
 
-def judge_rows(rows: list[dict], run) -> None:
+def judge_rows(rows: list[dict], run):
     """Each judged row's ``qc`` and ``qc_reasons`` seen beside the run's other images
-    (:func:`bloomseg.quality.run.in_run`), in place; ``run`` None judges without the
-    run's verdict (no classes)."""
+    (:func:`bloomseg.quality.run.in_run`), in place.
+
+    Args:
+        rows: summary rows; run: the run's verdict (:func:`run_verdict`; None: no
+            classes, the images are still compared with each other).
+
+    Returns:
+        The run's verdict with what it summarised (None where ``run`` is None).
+    """
     from bloomseg.quality import verdict_of
     from bloomseg.quality.run import RunVerdict, in_run
 
     judged = _judged(rows)
-    verdicts = [verdict_of(r["qc_signals"]) for r in judged]
-    for r, v in zip(judged, in_run(verdicts, run or RunVerdict(""))):
+    verdicts, seen = in_run([verdict_of(r["qc_signals"]) for r in judged], run or RunVerdict(""))
+    for r, v in zip(judged, verdicts):
         r.update({"qc": v.status, "qc_reasons": ";".join(v.reasons)})
+    return None if run is None else seen
 
 
 def _judged(rows: list[dict]) -> list[dict]:

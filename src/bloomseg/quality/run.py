@@ -21,7 +21,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bloomseg.quality.verdict import CHECK, OK, REASONS, RUN_REASONS, Verdict, judge, verdict_of
+from bloomseg.quality.verdict import (
+    CHECK,
+    OK,
+    REASONS,
+    RUN_REASONS,
+    Verdict,
+    judge,
+    reasons_text,
+    verdict_of,
+)
 
 MIN_FIELDS = 3
 """A run is judged where this many of its fields have a red-cell profile."""
@@ -31,6 +40,17 @@ long run..."""
 LIMIT_NOISE = 1.0
 """...plus this over the square root of its fields (one field's profile lies about 1 from
 its lab's mean: a short run's mean is noisier)."""
+USUAL_SHARE = 0.25
+"""On an unfamiliar run, a reason given to at least this share of its fields is usual on
+this lab: said once in the run's verdict, not field by field."""
+RESTATING = ("uncertain_classes", "size_methods")
+"""The reasons an unfamiliar run may make usual: its cells' classes are uncertain, and
+its size methods disagree (a classical estimate thrown by an unfamiliar stain)."""
+RARE_SHARE = 0.005
+"""Where fewer than this share of a run's red cells are called infected, each infected
+call is a claim that changes the diagnosis of a near-negative slide: the fields that
+hold one are flagged to be confirmed (a design choice: a lab that sees one false
+malaria call stops trusting every number)."""
 OUTLIER_P = 1e-3
 """A field is an outlier where so many infected calls among its cells would be this
 unlikely at the infected share of the run's other fields (binomial)..."""
@@ -50,6 +70,8 @@ class RunVerdict:
         limit: the limit for a run of its length.
         fields: the fields with a red-cell profile.
         note: why the run was not judged ('' where it was).
+        summarised: reason -> the fields that gave it, where on this unfamiliar run it
+            is usual and said here instead of on each field (:func:`in_run`).
     """
 
     status: str
@@ -58,6 +80,7 @@ class RunVerdict:
     limit: float | None = None
     fields: int = 0
     note: str = ""
+    summarised: tuple[tuple[str, int], ...] = ()
 
     @property
     def unfamiliar(self) -> bool:
@@ -71,9 +94,12 @@ class RunVerdict:
         measured = (f"distance {self.distance:.2f} from the nearest lab learnt, limit "
                     f"{self.limit:.2f} for {self.fields} fields")
         if self.unfamiliar:
+            usual = "; ".join(f"{reasons_text([name])}: {n} fields" for name, n in self.summarised)
             return (f"check: {RUN_REASONS['unfamiliar']} ({measured}). Check the classes on a "
                     "few fields (the infected calls first), correct them, and adapt the "
-                    "classifier to this microscope: bloomseg train --adapt")
+                    "classifier to this microscope: bloomseg train --adapt" + (
+                        f". Usual on this run, so not flagged field by field: {usual}"
+                        if usual else ""))
         return f"ok: the run's red cells are like those of a lab the classifier learnt ({measured})"
 
 
@@ -127,42 +153,47 @@ def outliers(signals: Sequence[dict]) -> np.ndarray:
     return (infected >= OUTLIER_MIN) & (tail < OUTLIER_P)
 
 
-def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> list[Verdict]:
+def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict], RunVerdict]:
     """Each field's verdict seen beside the run's other fields.
 
     A field whose infected share is far above the others' is flagged
-    (``infected_outlier``). Where the run is unfamiliar, the reasons that only say so
-    again give way to it (many cells of uncertain class; the size methods apart by no
-    more than the run's usual margin), and a field with infected calls is flagged
-    (``infected_unfamiliar``): on such a run those are what to look at.
+    (``infected_outlier``), and so is one with infected calls where they are rare in the
+    run (``infected_rare``, :data:`RARE_SHARE`). Where the run is unfamiliar, a field with
+    infected calls is flagged (``infected_unfamiliar``: on such a run those are what to
+    look at; it stands for ``infected_rare`` too), and the
+    reasons that only say again that the lab is unfamiliar (:data:`RESTATING`) give way
+    to the run's verdict where they are usual (:data:`USUAL_SHARE` of the fields; many
+    uncertain classes always are on such a run).
 
     Args:
         verdicts: each field's own verdict (:func:`bloomseg.quality.judge`).
         run: the run's verdict (:func:`run_status`).
 
     Returns:
-        The fields' verdicts, in order.
+        (the fields' verdicts in order, the run's verdict with what it summarised).
     """
     if not verdicts:
-        return []
+        return [], run
     signals = [v.signals for v in verdicts]
     odd = outliers(signals) if len(verdicts) >= MIN_FIELDS else np.zeros(len(verdicts), bool)
-    reasons = REASONS
+    infected = sum(s.get("infected", 0.0) for s in signals)
+    rare = infected < RARE_SHARE * (infected + sum(s.get("red", 0.0) for s in signals))
+    doubt = ("infected_unfamiliar",) if run.unfamiliar else ("infected_rare",) if rare else ()
+    usual: dict[str, int] = {}
     if run.unfamiliar:
-        usual = float(np.median([s.get("size_methods", 0.0) for s in signals]))
-        reasons = tuple(replace(r, limit=max(r.limit, usual + r.limit))
-                        if r.name == "size_methods" else r
-                        for r in REASONS if r.name != "uncertain_classes")
+        given = {name: sum(name in v.reasons for v in verdicts) for name in RESTATING}
+        usual = {name: n for name, n in given.items() if n and (
+            name == "uncertain_classes" or n >= USUAL_SHARE * len(verdicts))}
+    reasons = tuple(r for r in REASONS if r.name not in usual)
     out = []
     for v, outlier in zip(verdicts, odd):
-        judged = verdict_of(v.signals, reasons)
-        found = judged.reasons + (("infected_outlier",) if outlier else ()) + (
-            ("infected_unfamiliar",) if run.unfamiliar and v.signals.get("infected", 0) > 0
-            else ())
+        found = verdict_of(v.signals, reasons).reasons + (
+            ("infected_outlier",) if outlier else ()) + (
+            doubt if v.signals.get("infected", 0) > 0 else ())
         if "empty" in found:
             found = ("empty",)
         out.append(Verdict(CHECK if found else OK, found, v.signals))
-    return out
+    return out, replace(run, summarised=tuple(usual.items()))
 
 
 def judge_run(predictions: Sequence, segmenter) -> RunVerdict:
@@ -190,6 +221,7 @@ def judge_run(predictions: Sequence, segmenter) -> RunVerdict:
     own = [judge(p) for p in predictions]  # on its own first: a verdict is never judged twice
     run = run_status([p.red_profile for p in predictions], classifier.lab_centres.numpy(),
                      classifier.lab_scatter.numpy())
-    for p, v in zip(predictions, in_run(own, run)):
+    fields, run = in_run(own, run)
+    for p, v in zip(predictions, fields):
         p.qc = v
     return run

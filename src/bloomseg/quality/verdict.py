@@ -56,6 +56,7 @@ REASONS = (
 """Every reason an image is judged on alone, in the order they are reported."""
 RUN_REASONS = {
     "infected_outlier": "far more cells called infected than in the run's other fields",
+    "infected_rare": "cells called infected on a run where they are rare: confirm each",
     "infected_unfamiliar": "cells called infected on a run unlike every lab the classifier "
                            "learnt: look at them",
     "unfamiliar": "the run's red cells are unlike those of every lab the classifier learnt: "
