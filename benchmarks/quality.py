@@ -159,10 +159,13 @@ def main() -> None:
                                **{k: round(v, 4) for k, v in verdict.signals.items()}})
             profiles.append(result.red_profile)
         print(f"{domain} {path.stem}: {rows[-1]['verdict']} {rows[-1]['reasons']}", flush=True)
+    start = time.perf_counter()
     runs = judge_runs(rows, profiles, segmenter.classifier)
+    judging = time.perf_counter() - start
     save_csv(out, rows, list(rows[0]))
     for (domain, way), run in runs.items():
         print(f"run {domain} / {way}: {run.text}")
+    print(f"every run judged in {judging:.3f} s ({1000 * judging / len(rows):.2f} ms an image)")
     table(rows)
     for domain, times in seconds.items():
         t = np.array(times)

@@ -58,6 +58,9 @@ def test_the_widget_finds_the_cells_the_command_line_finds(make_napari_viewer, q
     qc = _table(cli_outputs / "summary.csv")[1][0]["qc"]
     assert qc in ("ok", "check")
     assert ("quality: ok" if qc == "ok" else "quality: check it") in widget.status.text()
+    # the run's classes: one image is too short a run to judge, and it says so
+    assert "the 1 images run with this model: the run's classes were not judged" in \
+        widget.status.text()
 
 
 def test_cancel_stops_a_run_and_changes_nothing(make_napari_viewer, qtbot, smear_file):

@@ -82,7 +82,8 @@ class SegmentWidget(QWidget):
         self.last: Segmented | None = None
         self._cancel = threading.Event()
         self._loaded: tuple[SegmenterSpec, object] | None = None  # one model held at a time
-        self._profiles: dict[str, np.ndarray] = {}  # red-cell profiles of the images run
+        # the images run with the loaded model: name -> (red-cell profile, own verdict)
+        self._run_fields: dict[str, tuple] = {}
         self._filling: dict = {}
         self._signals = _Signals()
         self._signals.step.connect(self._show_step)
@@ -234,7 +235,7 @@ class SegmentWidget(QWidget):
     def _segmenter(self, spec: SegmenterSpec):
         if self._loaded is None or self._loaded[0] != spec:
             self._loaded = (spec, spec.load())
-            self._profiles = {}  # a run is judged with one model
+            self._run_fields = {}  # a run is judged with one model
         return self._loaded[1]
 
     def _segment(self, data, name: str, spec: SegmenterSpec, cells: bool, folder: str,
@@ -255,14 +256,22 @@ class SegmentWidget(QWidget):
         result = segmenter.predict(image, instances=cells,
                                    step=lambda what: self._check(what, next(steps), len(STEPS) + 1))
         done = self._segmented(name, image, result, cells, time.perf_counter() - start)
-        if result.red_profile is not None and segmenter.classifier is not None:
-            from bloomseg.quality.run import run_status
-
-            self._profiles[name] = result.red_profile
-            done.run = run_status(list(self._profiles.values()),
-                                  segmenter.classifier.lab_centres.numpy(),
-                                  segmenter.classifier.lab_scatter.numpy())
+        if done.qc is not None and segmenter.classifier is not None:
+            done.qc, done.run = self._in_run(name, result.red_profile, done.qc,
+                                             segmenter.classifier)
         return done
+
+    def _in_run(self, name: str, profile, own, classifier) -> tuple:
+        """The image's verdict beside the other images run with this model, as the
+        command line judges a run's images, and the run's verdict."""
+        from bloomseg.quality.run import in_run, run_status
+
+        self._run_fields[name] = (profile, own)
+        names = list(self._run_fields)
+        run = run_status([self._run_fields[n][0] for n in names],
+                         classifier.lab_centres.numpy(), classifier.lab_scatter.numpy())
+        verdicts, run = in_run([self._run_fields[n][1] for n in names], run)
+        return verdicts[names.index(name)], run
 
     def _segmented(self, name: str, image: np.ndarray, result, cells: bool,
                    seconds: float) -> Segmented:
@@ -354,7 +363,7 @@ class SegmentWidget(QWidget):
         verdict = (f"\nquality: check it: {done.qc.text}" if done.qc.status == "check"
                    else "\nquality: ok") if done.qc is not None else ""
         if done.run is not None:
-            verdict += f"\nthe {len(self._profiles)} images run with this model: {done.run.text}"
+            verdict += f"\nthe {len(self._run_fields)} images run with this model: {done.run.text}"
         self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
                             (f"\n{note}" if note else "") + verdict)
         self.counts.setText(counts_text(done.features) if done.cells else
