@@ -192,11 +192,10 @@ def box_kinds(labels: np.ndarray, boxes: np.ndarray, data: Path, domain: str,
     """Each cell's true kind (:data:`~bloomseg.data.vocabulary.KINDS`: a parasite stage is
     ``infected``), from the box it matches one to one ('' where none does)."""
     from bloomseg.cells.matching import box_pairs, cell_boxes
-    from bloomseg.data.vocabulary import CLASSES, KINDS, STAGES, read_classes
+    from bloomseg.data.vocabulary import read_classes
 
     targets = read_classes(data / ROOTS[domain]).targets(read_boxes(box_path)[:, 0])
-    names = ["infected" if CLASSES[t] in STAGES else CLASSES[t] if CLASSES[t] in KINDS else ""
-             for t in targets]
+    names = [truth_kind(int(t)) for t in targets]
     kinds = [""] * int(labels.max())
     if len(boxes) == len(names) and kinds:
         for cell, box in box_pairs(cell_boxes(labels)[0], boxes):
@@ -274,6 +273,37 @@ def field_rows(data: Path, cache: Path, lab: str) -> list[dict]:
     return rows
 
 
+def truth_kind(y: int) -> str:
+    """A window's true class (an index into CLASSES, or negative: no box) as a kind."""
+    from bloomseg.data.vocabulary import CLASSES, KINDS, STAGES
+
+    if y < 0:
+        return ""
+    name = CLASSES[y]
+    return "infected" if name in STAGES else name if name in KINDS else ""
+
+
+def named_fields(model, windows) -> dict:
+    """field -> (its red-cell profile, its cells' class rows, their true kinds), of
+    view-0 windows named by a classifier as ``predict`` names cells."""
+    from bloomseg.cells.types import cell_types
+    from bloomseg.model.classifier import red_profile
+    from bloomseg.train.classifier import features_of
+
+    logits, features = features_of(model, windows)
+    p = torch.softmax(torch.from_numpy(logits) / model.config.temperature, 1).numpy()
+    far = model.distances(torch.from_numpy(features)).numpy()[
+        np.arange(len(p)), p.argmax(axis=1)] > model.config.distance_limit
+    scaled = model.scaled(torch.from_numpy(features)).numpy()
+    out = {}
+    for f in np.unique(windows.field):
+        m = windows.field == f
+        out[f] = (red_profile(p[m], scaled[m]),
+                  cell_types(p[m], model.config.infected_threshold, far[m]),
+                  [truth_kind(y) for y in windows.y[m]])
+    return out
+
+
 def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
     """Each lab left out, judged by the classifier trained without it (``RECIPE`` of
     ``benchmarks/classes_unseen.py``): every field's verdict (its cells' signals and the
@@ -282,20 +312,11 @@ def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
     trained on, over their val fields (whole, and 10-field runs)."""
     from classes_unseen import HEALTHY, LABS, load, split_windows
 
-    from bloomseg.cells.types import cell_types
-    from bloomseg.data.vocabulary import CLASSES, KINDS, STAGES
     from bloomseg.evaluation.verdicts import classes_failed
-    from bloomseg.model.classifier import red_profile
     from bloomseg.model.files import load_classifier
     from bloomseg.quality.run import in_run, run_status
     from bloomseg.quality.signals import class_signals
-    from bloomseg.train.classifier import features_of, set_labs
-
-    def truth_kind(y: int) -> str:
-        if y < 0:
-            return ""
-        name = CLASSES[y]
-        return "infected" if name in STAGES else name if name in KINDS else ""
+    from bloomseg.train.classifier import set_labs
 
     labs = {lab: load(cache, lab) for lab in LABS}
     rows, familiar = [], []
@@ -308,28 +329,13 @@ def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
         kept = [lab for lab in LABS if lab != left]
         set_labs(model, split_windows(labs, kept)["train"])
         centres, scatter = model.lab_centres.numpy(), model.lab_scatter.numpy()
-        threshold = model.config.infected_threshold
-
-        def fields_of(windows):
-            """field key -> (profile, class rows, truth) of view-0 windows."""
-            logits, features = features_of(model, windows)
-            p = torch.softmax(torch.from_numpy(logits) / model.config.temperature, 1).numpy()
-            far = model.distances(torch.from_numpy(features)).numpy()[
-                np.arange(len(p)), p.argmax(axis=1)] > model.config.distance_limit
-            scaled = model.scaled(torch.from_numpy(features)).numpy()
-            out = {}
-            for f in np.unique(windows.field):
-                m = windows.field == f
-                out[f] = (red_profile(p[m], scaled[m]), cell_types(p[m], threshold, far[m]),
-                          [truth_kind(y) for y in windows.y[m]])
-            return out
 
         cells = {int(r["field"]): r for r in field_rows(data, cache, left)}
         named = {}
         for s, split in enumerate(("train", "val")):
             w = labs[left][split]
             w = w[w.view == 0]
-            named |= {s * 100000 + int(f): v for f, v in fields_of(w).items()}
+            named |= {s * 100000 + int(f): v for f, v in named_fields(model, w).items()}
         keys = sorted(set(named) & set(cells))
         verdicts = [verdict_of({k: float(cells[f][k]) for k in SEG_SIGNALS}
                                | class_signals(named[f][1])) for f in keys]
@@ -348,7 +354,7 @@ def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
             if lab == "mpidb":
                 continue
             w = labs[lab]["val"]
-            profiles = [v[0] for v in fields_of(w[w.view == 0]).values()]
+            profiles = [v[0] for v in named_fields(model, w[w.view == 0]).values()]
             whole = run_status(profiles, centres, scatter)
             short = [run_status([profiles[i] for i in rng.choice(len(profiles), 10, replace=False)],
                                 centres, scatter) for _ in range(100)]
