@@ -89,10 +89,14 @@ def test_an_unfamiliar_run_says_once_what_every_field_would_repeat():
               signals(0, uncertain_share=0.5, size_methods=1.6)]
     own = [verdict_of(s) for s in fields]
     assert all("uncertain_classes" in v.reasons and "size_methods" in v.reasons for v in own)
-    familiar, _ = in_run(own, run_status([np.zeros(4)] * 4, CENTRES, SCATTER))
-    # the infected call is rare in the run (1 of 401 red cells): confirm it
-    assert [v.reasons for v in familiar] == [v.reasons for v in own[:2]] + [
-        own[2].reasons + ("infected_rare",), own[3].reasons]
+    familiar, run = in_run(own, run_status([np.zeros(4)] * 4, CENTRES, SCATTER))
+    # on a familiar run, size methods apart on every field are this lab's, said once;
+    # uncertain classes are still each field's; the infected call is rare in the run
+    # (1 of 401 red cells): confirm it
+    assert [v.reasons for v in familiar] == [("uncertain_classes",)] * 2 + [
+        ("uncertain_classes", "infected_rare"), ("uncertain_classes",)]
+    assert run.status == OK and dict(run.summarised) == {"size_methods": 4}
+    assert "Usual on this run" in run.text
     unfamiliar = run_status([np.full(4, 3.0)] * 4, CENTRES, SCATTER)
     seen, run = in_run(own, unfamiliar)
     # uncertain classes and size methods apart on most fields give way to the run's

@@ -41,11 +41,13 @@ LIMIT_NOISE = 1.0
 """...plus this over the square root of its fields (one field's profile lies about 1 from
 its lab's mean: a short run's mean is noisier)."""
 USUAL_SHARE = 0.25
-"""On an unfamiliar run, a reason given to at least this share of its fields is usual on
-this lab: said once in the run's verdict, not field by field."""
+"""A reason given to at least this share of a run's fields is usual on this lab: said
+once in the run's verdict, not field by field (:data:`RESTATING`)."""
 RESTATING = ("uncertain_classes", "size_methods")
-"""The reasons an unfamiliar run may make usual: its cells' classes are uncertain, and
-its size methods disagree (a classical estimate thrown by an unfamiliar stain)."""
+"""The reasons a lab may make usual: its cells' classes are uncertain (only where the run
+is unfamiliar, which says it already; then always), and its size methods disagree (a
+classical estimate thrown by a stain or a magnification, where the cells are found
+well: BCCD's half of fields)."""
 RARE_SHARE = 0.005
 """Where fewer than this share of a run's red cells are called infected, each infected
 call is a claim that changes the diagnosis of a near-negative slide: the fields that
@@ -93,14 +95,14 @@ class RunVerdict:
             return f"the run's classes were not judged: {self.note}"
         measured = (f"distance {self.distance:.2f} from the nearest lab learnt, limit "
                     f"{self.limit:.2f} for {self.fields} fields")
+        usual = "; ".join(f"{reasons_text([name])}: {n} fields" for name, n in self.summarised)
+        usual = f". Usual on this run, so not flagged field by field: {usual}" if usual else ""
         if self.unfamiliar:
-            usual = "; ".join(f"{reasons_text([name])}: {n} fields" for name, n in self.summarised)
             return (f"check: {RUN_REASONS['unfamiliar']} ({measured}). Check the classes on a "
                     "few fields (the infected calls first), correct them, and adapt the "
-                    "classifier to this microscope: bloomseg train --adapt" + (
-                        f". Usual on this run, so not flagged field by field: {usual}"
-                        if usual else ""))
-        return f"ok: the run's red cells are like those of a lab the classifier learnt ({measured})"
+                    "classifier to this microscope: bloomseg train --adapt" + usual)
+        return ("ok: the run's red cells are like those of a lab the classifier learnt "
+                f"({measured})" + usual)
 
 
 def run_limit(fields: int) -> float:
@@ -160,10 +162,10 @@ def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict],
     (``infected_outlier``), and so is one with infected calls where they are rare in the
     run (``infected_rare``, :data:`RARE_SHARE`). Where the run is unfamiliar, a field with
     infected calls is flagged (``infected_unfamiliar``: on such a run those are what to
-    look at; it stands for ``infected_rare`` too), and the
-    reasons that only say again that the lab is unfamiliar (:data:`RESTATING`) give way
-    to the run's verdict where they are usual (:data:`USUAL_SHARE` of the fields; many
-    uncertain classes always are on such a run).
+    look at; it stands for ``infected_rare`` too). The reasons that only say again what
+    the lab is like (:data:`RESTATING`) give way to the run's verdict where they are
+    usual (:data:`USUAL_SHARE` of the fields; many uncertain classes always are on an
+    unfamiliar run).
 
     Args:
         verdicts: each field's own verdict (:func:`bloomseg.quality.judge`).
@@ -179,11 +181,11 @@ def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict],
     infected = sum(s.get("infected", 0.0) for s in signals)
     rare = infected < RARE_SHARE * (infected + sum(s.get("red", 0.0) for s in signals))
     doubt = ("infected_unfamiliar",) if run.unfamiliar else ("infected_rare",) if rare else ()
-    usual: dict[str, int] = {}
-    if run.unfamiliar:
-        given = {name: sum(name in v.reasons for v in verdicts) for name in RESTATING}
-        usual = {name: n for name, n in given.items() if n and (
-            name == "uncertain_classes" or n >= USUAL_SHARE * len(verdicts))}
+    given = {name: sum(name in v.reasons for v in verdicts) for name in RESTATING}
+    usual = {name: n for name, n in given.items() if n and (
+        (name == "uncertain_classes" and run.unfamiliar) or (
+            name != "uncertain_classes" and n >= USUAL_SHARE * len(verdicts)
+            and len(verdicts) >= MIN_FIELDS))}
     reasons = tuple(r for r in REASONS if r.name not in usual)
     out = []
     for v, outlier in zip(verdicts, odd):
