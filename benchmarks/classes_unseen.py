@@ -201,6 +201,87 @@ def profile(recipe: str, cache: Path) -> None:
           f"{', '.join(f'{v:.3g}' for v in model.lab_scatter.tolist())})")
 
 
+ADAPT = {"out": {"layers": "out", "replay": False},
+         "out-replay": {"layers": "out", "replay": True},
+         "out-replay-gentle": {"layers": "out", "replay": True, "steps": 60, "lr": 5e-4},
+         "last-replay": {"layers": "last", "replay": True}}
+"""The ways of adapting a classifier to a user's corrected fields that were tried."""
+
+
+def adapt(recipe: str, leave: list[str], cache: Path, way: str) -> None:
+    """For each healthy lab left out: its classifier (``run RECIPE``) is shown the first
+    2 fields with an infected call, corrected as a user would (every infected call set
+    to red cell, every red cell called white set to red cell; the other cells as
+    called, confirmed), adapted (:data:`ADAPT` ``way``), and scored on the lab's other
+    fields; and, for forgetting, on the val windows of the labs it was trained on."""
+    import time
+
+    import torch
+
+    from bloomseg.cells.types import cell_types
+    from bloomseg.model.classifier import ClassifierConfig
+    from bloomseg.model.files import load_classifier
+    from bloomseg.train.classifier import (
+        adapt_classifier,
+        probabilities,
+        recheck_threshold,
+    )
+
+    torch.set_num_threads(1)
+    labs = {lab: load(cache, lab) for lab in LABS}
+    for left in leave:
+        model = load_classifier(cache / recipe / left / "best.pt")[0]
+        start_model = load_classifier(cache / recipe / left / "best.pt")[0]
+        seen = Windows.join([w[w.view == 0] for w in labs[left].values()], CROP)
+        seen.field = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
+                                     enumerate(labs[left].values())]) * 100000 + seen.field
+        p = probabilities(model, seen, model.config.temperature)
+        kinds = np.array([t["class"] for t in cell_types(p, model.config.infected_threshold)])
+        fields = [f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()][:2]
+        chosen = np.isin(seen.field, fields)
+        called = p.argmax(axis=1)
+        said = np.where(np.isin(called, STAGE_INDEX) | (kinds == "infected"), RED, called)
+        said = np.where((seen.y == RED) & (said == WHITE), RED, said)
+        cells = seen[chosen]
+        cells.y = said[chosen]
+        cells.known[:] = True
+        kept = [lab for lab in LABS if lab != left]
+        replay = split_windows(labs, kept)["train"] if ADAPT[way]["replay"] else None
+        if replay is not None:
+            replay = replay[replay.view == 0]
+        began = time.perf_counter()
+        adapt_classifier(model, cells, replay, **{k: v for k, v in ADAPT[way].items()
+                                                  if k != "replay"})
+        threshold = recheck_threshold(model, cells)
+        seconds = time.perf_counter() - began
+        kept_threshold = load_classifier(cache / recipe / left / "best.pt")[0]
+        kept_threshold.load_state_dict(model.state_dict())
+        model.config = ClassifierConfig(**{**model.config.as_dict(), "classes": model.config.classes,
+                                           "infected_threshold": threshold})
+        out = cache / recipe / f"{left}-adapted-{way}"
+        rest = seen[~chosen]
+        models = (("start", start_model), ("adapted", model),
+                  ("adapted, start threshold", kept_threshold))
+        for name, m in models:
+            score_lab(m, {"rest": rest}, out / name / "scores.npz")
+        print(f"{left}: {len(cells)} cells of {len(fields)} fields corrected "
+              f"({int((kinds[chosen] == 'infected').sum())} infected calls), adapted ({way}) in "
+              f"{seconds:.1f} s, threshold {threshold}")
+        for name, _ in models:
+            v = scores(out / name / "scores.npz")
+            print(f"  {name}: other fields {v['fields']}: red called infected "
+                  f"{_pct(v['red_called_infected'])}, clean {v['fields_clean']:.1%}, red called "
+                  f"white {_pct(v['red_called_white'])}, white found {_pct(v['white_found'])}")
+        for lab in kept:  # forgetting: the labs it learnt, their val
+            w = labs[lab]["val"]
+            for name, m in models:
+                score_lab(m, {"val": trainable(w, lab)}, out / f"{name}-{lab}" / "scores.npz")
+                v = scores(out / f"{name}-{lab}" / "scores.npz")
+                print(f"  {lab} val, {name}: red called infected {_pct(v['red_called_infected'])}, "
+                      f"infected found {_pct(v['infected_found'])}, red called white "
+                      f"{_pct(v['red_called_white'])}")
+
+
 def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
     """Train without each lab of ``leave`` and score on it."""
     import torch
@@ -327,7 +408,10 @@ def _pct(v: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score"))
+    parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score",
+                                         "adapt"))
+    parser.add_argument("--way", default="out-replay", choices=tuple(ADAPT),
+                        help="adapt: how the classifier adapts")
     parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
                         "exported model's folder)")
     parser.add_argument("recipes", nargs="*", help=f"of {', '.join(RECIPES)}")
@@ -355,6 +439,8 @@ def main() -> None:
         if not (args.data / "bccd").is_dir():
             sys.exit(f"{args.data}: the shared data is not there (bbbc041seg, txlpbc, bccd, mpidb_pf)")
         cut(args.data, args.cache)
+    elif args.step == "adapt":
+        adapt(args.recipes[0], args.leave or list(HEALTHY), args.cache, args.way)
     elif args.step in ("run", "ship", "profile"):
         if len(args.recipes) != 1:
             parser.error(f"{args.step}: name one recipe")

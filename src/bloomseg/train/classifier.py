@@ -833,6 +833,79 @@ def set_centres(model: CellClassifier, train: Windows, val: Windows) -> float:
     return float(np.quantile(d[np.arange(len(d)), logits.argmax(axis=1)], DISTANCE_QUANTILE))
 
 
+ADAPT_LAYERS = ("out", "last")
+"""What learns when a classifier adapts to a user's corrected cells: its last layer, or
+its last layer and last convolution stage."""
+
+
+def adapt_classifier(model: CellClassifier, cells: Windows, replay: Windows | None,
+                     steps: int = 150, lr: float = 1e-3, layers: str = "out",
+                     batch: int = 64, seed: int = 0) -> CellClassifier:
+    """A trained classifier adapted to a few corrected cells, in place.
+
+    Each step shows a batch of the user's cells (each class drawn alike, flipped and
+    turned) and, with ``replay``, as many of the windows it was trained on, so that it
+    learns the user's lab without forgetting the others; only ``layers``
+    (:data:`ADAPT_LAYERS`) learn, and they are drawn back towards where they started
+    (the start model's knowledge is the prior a few cells refine).
+
+    Args:
+        model: the classifier to adapt (its temperature, centres and labs are kept).
+        cells: the user's cells, ``y`` what the user says each is.
+        replay: training windows shown beside them (None: none).
+        steps, lr, batch, seed: the optimisation.
+        layers: ``out`` or ``last``.
+
+    Returns:
+        The model, adapted, in eval mode.
+    """
+    if layers not in ADAPT_LAYERS:
+        raise ConfigError(f"layers: {layers!r} is not one of {', '.join(ADAPT_LAYERS)}")
+    learning = [model.out] + ([model.stages[-1]] if layers == "last" else [])
+    for q in model.parameters():
+        q.requires_grad_(False)
+    params = [q for m in learning for q in m.parameters()]
+    for q in params:
+        q.requires_grad_(True)
+    start = [q.detach().clone() for q in params]
+    optimiser = torch.optim.Adam(params, lr=lr)
+    rng = np.random.default_rng(seed)
+    allowed = window_allowed(cells)
+    replay_allowed = window_allowed(replay) if replay is not None and len(replay) else None
+    model.train()
+    for m in model.modules():  # the batch statistics stay the start model's
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    for _ in range(steps):
+        chosen = balanced_draw(cells, batch, rng)
+        x, ref, ok = cells.x[chosen], cells.reference[chosen], allowed[chosen]
+        if replay_allowed is not None:
+            more = balanced_draw(replay, batch, rng)
+            x = np.concatenate([x, replay.x[more]])
+            ref = np.concatenate([ref, replay.reference[more]])
+            ok = np.concatenate([ok, replay_allowed[more]])
+        loss = masked_loss(model(batch_tensor(x, ref, model.config.inputs, rng)),
+                           torch.from_numpy(ok))
+        loss = loss + sum(((q - q0) ** 2).sum() for q, q0 in zip(params, start))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    for q in model.parameters():
+        q.requires_grad_(True)
+    return model.eval()
+
+
+def recheck_threshold(model: CellClassifier, cells: Windows) -> float:
+    """The infected threshold checked again on the user's cells: the start model's, or
+    the lowest of :data:`THRESHOLDS` above every cell the user says is not infected."""
+    p = probabilities(model, cells, model.config.temperature)
+    infected = p[:, STAGE_INDEX].sum(axis=1)
+    clean = ~np.isin(cells.y, STAGE_INDEX)
+    worst = float(infected[clean].max()) if clean.any() else 0.0
+    above = [t for t in THRESHOLDS if t > worst]
+    return max(model.config.infected_threshold, above[0] if above else float(THRESHOLDS[-1]))
+
+
 MIN_LAB_FIELDS = 5
 """A training dataset's red-cell profile is kept where this many of its fields have one."""
 
