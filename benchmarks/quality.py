@@ -1,32 +1,45 @@
-"""The quality verdict measured as a classifier of failures.
+"""The quality verdict measured as a classifier of failures, with classes.
 
     python benchmarks/quality.py [--split val|test] [--made 30] [--model default]
                                  [--out out/quality-val.csv]
     python benchmarks/quality.py --rescore out/quality-val.csv
+    python benchmarks/quality.py --unseen RECIPE [--cache out/unseen]
 
-Every image of a split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart) is segmented as
-``predict --cells`` does (``--diameter auto``, classes) and judged
-(:func:`bloomseg.quality.judge`). An image **failed**
-(:func:`bloomseg.evaluation.verdicts.failed`) where its cell F1 against its boxes (one to
-one, IoU >= 0.5) is under 0.8, its count is off by more than 25% (the cells counted as
-the F1 counts them: a sliver at the border that matches no box is neither right nor
-wrong, :func:`~bloomseg.evaluation.verdicts.counted_error`), or its pixel Dice is under
-0.85 where it has a mask. A field with fewer than
-3 boxes has failed too: it is not a field to count on.
+Every field of a split (``bbbc041seg``; ``txlpbc`` Raabin and PBC apart; on val also
+``bccd``) is segmented as ``predict --cells`` does (``--diameter auto``, classes) and
+judged (:func:`bloomseg.quality.judge`); each dataset's fields of one way are then
+judged as one run (:func:`bloomseg.quality.run.in_run`, the run's verdict printed). A
+field **failed** by its cells (:func:`bloomseg.evaluation.verdicts.failed`) where its
+cell F1 against its boxes (one to one, IoU >= 0.5) is under 0.8, its count is off by
+more than 25% (the cells counted as the F1 counts them: a sliver at the border that
+matches no box is neither right nor wrong,
+:func:`~bloomseg.evaluation.verdicts.counted_error`), its pixel Dice is under 0.85 where
+it has a mask, or it holds fewer than 3 boxes; or by its classes
+(:func:`~bloomseg.evaluation.verdicts.classes_failed`: on healthy blood any infected
+call; more than 5% of red cells called white; parasitemia more than 1 point off).
+BCCD's red cells are not all boxed: its fields are scored by their classes only.
 
-With ``--made N`` (val only), the first N images of each domain are also made to fail on
-purpose, each way on its own: a wrong ``--diameter`` (0.3x and 3x the boxes' median
-size), heavy blur (Gaussian, sigma a tenth of a cell), a strong orange tint (40%), JPEG
-at quality 10, and a near-empty field (all but the cells of one small window painted
-with the background). They are judged and scored as the rest: a made image that still
-scores well counts as good.
+With ``--made N`` (val only), the first N fields of BBBC041, Raabin and PBC are also made
+to fail on purpose, each way on its own: a wrong ``--diameter`` (0.3x and 3x the boxes'
+median size), heavy blur (Gaussian, sigma a tenth of a cell), a strong orange tint
+(40%), JPEG at quality 10, and a near-empty field (all but the cells of one small window
+painted with the background). They are judged and scored as the rest: a made field
+that still scores well counts as good.
 
-Printed per dataset and way: images, failed, the verdict's recall of failed images and
-the share of good images flagged, and how often each reason was given; the seconds of
-the prediction and of the verdict on each image as it is (medians, and the median of
-their ratio: the verdict's cost); every image's
-signals, scores and verdict go to the CSV (the limits of
-:data:`bloomseg.quality.verdict.REASONS` were chosen on it, on val).
+``--unseen RECIPE``: each lab with fields left out in turn (``benchmarks/
+classes_unseen.py run RECIPE``), its train and val fields segmented once (cached in
+``CACHE/fields-LAB.csv``) and named by the classifier trained without it (with the
+red-cell profiles of the labs it learnt, as training keeps them); the lab's fields are
+judged as one run. Then the run's verdict of each lab that classifier learnt, over its
+val fields, whole and in 100 runs of 10 fields.
+
+Printed per dataset and way: fields, failed, the verdict's recall of failed fields and
+the share of good fields flagged, and how often each reason was given; the seconds of
+the prediction and of the verdict on each field as it is (medians, and the median of
+their ratio: the verdict's cost), and of judging the runs; every field's signals,
+scores and verdict go to the CSV, the red-cell profiles beside it (``.npz``: ``--rescore``
+judges the runs again; the limits of :data:`bloomseg.quality.verdict.REASONS` were
+chosen on val).
 """
 
 from __future__ import annotations
