@@ -204,6 +204,7 @@ def profile(recipe: str, cache: Path) -> None:
 ADAPT = {"out": {"layers": "out", "replay": False},
          "out-replay": {"layers": "out", "replay": True},
          "out-replay-gentle": {"layers": "out", "replay": True, "steps": 60, "lr": 5e-4},
+         "out-replay-anchored": {"layers": "out", "replay": True, "anchor": 100.0},
          "last-replay": {"layers": "last", "replay": True}}
 """The ways of adapting a classifier to a user's corrected fields that were tried."""
 
@@ -237,7 +238,9 @@ def adapt(recipe: str, leave: list[str], cache: Path, way: str) -> None:
                                      enumerate(labs[left].values())]) * 100000 + seen.field
         p = probabilities(model, seen, model.config.temperature)
         kinds = np.array([t["class"] for t in cell_types(p, model.config.infected_threshold)])
-        fields = [f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()][:2]
+        # the first 2 fields with an infected call, else the first 2 (confirmed as called)
+        fields = ([f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()]
+                  or list(np.unique(seen.field)))[:2]
         chosen = np.isin(seen.field, fields)
         called = p.argmax(axis=1)
         said = np.where(np.isin(called, STAGE_INDEX) | (kinds == "infected"), RED, called)

@@ -413,3 +413,35 @@ def test_a_plain_folder_of_healthy_blood_teaches_its_cells_are_not_infected(tmp_
     assert any("healthy train" in line and "none infected" in line for line in lines)
     assert len(set(train.field[train.dataset == 1])) == 2  # 2 of 3 images trained, 1 held out
     assert (plain / "splits.json").is_file()  # beside the images, as for a --data root
+
+
+def test_adapting_to_corrected_cells_learns_them_and_the_anchor_holds_the_start():
+    """A few cells the user says are platelets: the adapted last layer calls them so;
+    drawn back hard enough to where it started, it does not move; the threshold is
+    checked again on the user's cells and never lowered."""
+    from bloomseg.model.classifier import CellClassifier
+    from bloomseg.train.classifier import adapt_classifier, probabilities, recheck_threshold
+
+    rng = np.random.default_rng(0)
+    n = 24
+    cells = Windows(rng.integers(0, 256, (n, 4, 64, 64)).astype(np.uint8),
+                    np.full(n, CLASSES.index("platelet")), np.ones((n, len(CLASSES)), bool),
+                    np.zeros(n, int), np.zeros(n, int), np.full((n, 3), 0.5, np.float32),
+                    np.arange(n))
+    torch.manual_seed(0)
+    model = CellClassifier(ClassifierConfig(width=4, inputs="relative", infected_threshold=0.5))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    held = CellClassifier(model.config)
+    held.load_state_dict(start)  # the same start, adapted with the anchor
+    adapt_classifier(held, cells, None, steps=60, lr=1e-2, anchor=1e9)
+    adapt_classifier(model, cells, None, steps=60, lr=1e-2, anchor=0.0)
+    moved = (model.out.weight - start["out.weight"]).abs().max()
+    assert (held.out.weight - start["out.weight"]).abs().max() < moved / 3
+    p = probabilities(model, cells)
+    assert (p.argmax(axis=1) == CLASSES.index("platelet")).mean() > 0.9
+    assert torch.equal(model.stages[0][0].weight, start["stages.0.0.weight"])  # only `out` learnt
+    threshold = recheck_threshold(model, cells)
+    infected = p[:, [CLASSES.index(s) for s in ("ring", "trophozoite", "schizont", "gametocyte")]]
+    assert threshold >= 0.5 and (threshold > infected.sum(axis=1).max() or threshold == 0.999)
+    with pytest.raises(ConfigError, match="layers"):
+        adapt_classifier(model, cells, None, layers="all")

@@ -840,7 +840,7 @@ its last layer and last convolution stage."""
 
 def adapt_classifier(model: CellClassifier, cells: Windows, replay: Windows | None,
                      steps: int = 150, lr: float = 1e-3, layers: str = "out",
-                     batch: int = 64, seed: int = 0) -> CellClassifier:
+                     batch: int = 64, seed: int = 0, anchor: float = 1.0) -> CellClassifier:
     """A trained classifier adapted to a few corrected cells, in place.
 
     Each step shows a batch of the user's cells (each class drawn alike, flipped and
@@ -855,6 +855,8 @@ def adapt_classifier(model: CellClassifier, cells: Windows, replay: Windows | No
         replay: training windows shown beside them (None: none).
         steps, lr, batch, seed: the optimisation.
         layers: ``out`` or ``last``.
+        anchor: the weight of the squared distance of the learning weights from where
+            they started.
 
     Returns:
         The model, adapted, in eval mode.
@@ -886,7 +888,7 @@ def adapt_classifier(model: CellClassifier, cells: Windows, replay: Windows | No
             ok = np.concatenate([ok, replay_allowed[more]])
         loss = masked_loss(model(batch_tensor(x, ref, model.config.inputs, rng)),
                            torch.from_numpy(ok))
-        loss = loss + sum(((q - q0) ** 2).sum() for q, q0 in zip(params, start))
+        loss = loss + anchor * sum(((q - q0) ** 2).sum() for q, q0 in zip(params, start))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
