@@ -59,7 +59,7 @@ def test_the_widget_finds_the_cells_the_command_line_finds(make_napari_viewer, q
     assert qc in ("ok", "check")
     assert ("quality: ok" if qc == "ok" else "quality: check it") in widget.status.text()
     # the run's classes: one image is too short a run to judge, and it says so
-    assert "the 1 images run with this model: the run's classes were not judged" in \
+    assert "the classes of the 1 image(s) run with this model: not judged" in \
         widget.status.text()
 
 

@@ -92,7 +92,7 @@ class RunVerdict:
     def text(self) -> str:
         """What the verdict means and what to do, for a person."""
         if not self.status:
-            return f"the run's classes were not judged: {self.note}"
+            return f"not judged: {self.note}"
         measured = (f"distance {self.distance:.2f} from the nearest lab learnt, limit "
                     f"{self.limit:.2f} for {self.fields} fields")
         usual = "; ".join(f"{reasons_text([name])}: {n} fields" for name, n in self.summarised)

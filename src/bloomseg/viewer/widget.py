@@ -363,7 +363,8 @@ class SegmentWidget(QWidget):
         verdict = (f"\nquality: check it: {done.qc.text}" if done.qc.status == "check"
                    else "\nquality: ok") if done.qc is not None else ""
         if done.run is not None:
-            verdict += f"\nthe {len(self._run_fields)} images run with this model: {done.run.text}"
+            verdict += (f"\nthe classes of the {len(self._run_fields)} image(s) run with this "
+                        f"model: {done.run.text}")
         self.status.setText(f"{done.image_name}: done in {done.seconds:.1f} s{at}" +
                             (f"\n{note}" if note else "") + verdict)
         self.counts.setText(counts_text(done.features) if done.cells else
