@@ -487,6 +487,9 @@ def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flag
         assert (rows["field.png"]["qc"], rows["field.png"]["qc_reasons"]) == ("ok", "")
         assert (rows["empty.png"]["qc"], rows["empty.png"]["qc_reasons"]) == ("check", "empty")
         assert "1 of 2 images need a look" in printed and "report.html" in printed
+        # one field with red cells is too short a run for the run's verdict: it says so once
+        assert printed.count("the run's classes: not judged: 1 field(s) with red cells") == 1
+        assert rows["(all images)"]["qc"] == ""
         report = (out / "report.html").read_text(encoding="utf-8")
         assert "Check these first" in report and "fewer than 5 cells found" in report
         totals[strict] = rows["(all images)"]
