@@ -55,10 +55,13 @@ def _predict(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"Dask cluster: {client.scheduler.address}, "
                       f"{len(client.scheduler_info()['workers'])} workers", file=sys.stderr)
+            # the run's classes are judged here against the labs the classifier learnt
+            classifier = spec.load().classifier if args.instances else None
             rows = segment_files_on_cluster(client, spec, paths, args.output, outputs,
                                             args.overwrite, progress=not args.quiet,
-                                            resume=args.resume)
+                                            resume=args.resume, classifier=classifier)
     else:
+        classifier = segmenter.classifier
         rows = segment_files(segmenter, paths, args.output, outputs, args.overwrite,
                              progress=not args.quiet, resume=args.resume)
     done = sum(r["status"] == "ok" for r in rows)
@@ -71,8 +74,8 @@ def _predict(args: argparse.Namespace) -> int:
             f" (left out of the totals: --qc-strict): see {report}" if flagged and
             args.qc_strict else f": see {report}" if flagged else ""))
     if args.instances and any(r.get("red_profile") is not None for r in rows):
-        run = judge_rows([dict(r) for r in rows],
-                         run_verdict(rows, (spec.load() if on_cluster else segmenter).classifier))
+        # the rows are judged already: judged again on copies for the run's verdict text
+        run = judge_rows([dict(r) for r in rows], run_verdict(rows, classifier))
         if run is not None:
             print(f"the run's classes: {run.text}")
     print(f"report: {report}")

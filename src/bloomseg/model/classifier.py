@@ -213,6 +213,11 @@ def optical_density(rgb: np.ndarray | Tensor):
     return -np.log((np.asarray(rgb, np.float32) + 1) / 256)
 
 
+def density_rgb(density: np.ndarray) -> np.ndarray:
+    """Optical density -> uint8 RGB: the inverse of :func:`optical_density`."""
+    return (np.exp(-density) * 256 - 1).round().clip(0, 255).astype(np.uint8)
+
+
 def field_reference(small: np.ndarray, small_labels: np.ndarray) -> np.ndarray:
     """(3,) float32: the median optical density of each colour channel over every cell's
     pixels of a field (its red cells, above all: a few infected or white cells do not

@@ -99,7 +99,7 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Iterato
 def segment_files_on_cluster(client, spec: SegmenterSpec, paths: list[Path], out_dir: str | Path,
                              options: OutputOptions = OutputOptions(), overwrite: bool = False,
                              progress: bool = True, threads: int | None = None,
-                             resume: bool = False) -> list[dict]:
+                             resume: bool = False, classifier=None) -> list[dict]:
     """:func:`bloomseg.outputs.run.segment_files` with one Dask task per image.
 
     Args:
@@ -113,6 +113,8 @@ def segment_files_on_cluster(client, spec: SegmenterSpec, paths: list[Path], out
         progress: a progress bar that follows the tasks.
         threads: torch threads per worker (default: the worker's cores over its task
             slots).
+        classifier: the model's cell classifier, to judge the run's classes against the
+            labs it learnt (default: loaded here where cells were named).
 
     Returns:
         One summary row per input, in input order, as ``segment_files`` gives.
@@ -149,7 +151,8 @@ def segment_files_on_cluster(client, spec: SegmenterSpec, paths: list[Path], out
             tqdm.write(f"skipped {rows[i]['status'].removeprefix('failed: ')}")
         future.release()
     # the run is judged against the labs the classifier learnt: its profiles are read here
-    classifier = spec.load().classifier if options.cells and any(
-        r.get("red_profile") is not None for r in rows) else None
+    if classifier is None and options.cells and any(r.get("red_profile") is not None
+                                                    for r in rows):
+        classifier = spec.load().classifier
     finish_run(out_dir, rows, options, name, classifier)
     return rows

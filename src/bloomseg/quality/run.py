@@ -72,8 +72,8 @@ class RunVerdict:
         limit: the limit for a run of its length.
         fields: the fields with a red-cell profile.
         note: why the run was not judged ('' where it was).
-        summarised: reason -> the fields that gave it, where on this unfamiliar run it
-            is usual and said here instead of on each field (:func:`in_run`).
+        summarised: reason -> the fields that gave it, where on this run it is usual
+            and said here instead of on each field (:func:`in_run`).
     """
 
     status: str

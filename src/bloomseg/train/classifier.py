@@ -337,7 +337,7 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
     """
     from scipy.ndimage import gaussian_filter, shift
 
-    from bloomseg.model.classifier import optical_density
+    from bloomseg.model.classifier import density_rgb, optical_density
 
     out = x.copy()
     for i in range(len(out)):
@@ -354,15 +354,14 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
             angle, reach = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 0.9) * diameter
             other = shift(density * cell, (0, reach * np.sin(angle), reach * np.cos(angle)),
                           order=1, mode="constant")
-            out[i, :3] = (np.exp(-(density + other)) * 256 - 1).round().clip(0, 255)
+            out[i, :3] = density_rgb(density + other)
             continue
         density = optical_density(out[i, :3].transpose(1, 2, 0)[cell])  # (K, 3)
         if kind == "dense":
             density = density * float(rng.uniform(1.2, 2.5))
         else:  # the pallor: the cell's pixels paler than its median, brought up to it
             density = np.maximum(density, np.median(density, axis=0))
-        rgb = np.exp(-density) * 256 - 1
-        out[i, :3, cell] = rgb.round().clip(0, 255).astype(np.uint8)
+        out[i, :3, cell] = density_rgb(density)
     return out
 
 
@@ -415,7 +414,7 @@ def transplanted(infected: np.ndarray, hosts: np.ndarray, rng: np.random.Generat
     Returns:
         (N, 4, crop, crop) uint8: the hosts with the parasites.
     """
-    from bloomseg.model.classifier import optical_density
+    from bloomseg.model.classifier import density_rgb, optical_density
 
     out = hosts.copy()
     for i in range(len(out)):
@@ -428,7 +427,7 @@ def transplanted(infected: np.ndarray, hosts: np.ndarray, rng: np.random.Generat
         density = optical_density(out[i, :3])
         median = np.median(density[:, cell], axis=1)[:, None, None]
         density = density + excess * median * cell
-        out[i, :3] = (np.exp(-density) * 256 - 1).round().clip(0, 255).astype(np.uint8)
+        out[i, :3] = density_rgb(density)
     return out
 
 
@@ -929,8 +928,10 @@ def set_labs(model: CellClassifier, train: Windows) -> int:
     features = model.scaled(torch.from_numpy(features)).numpy()
     centres, scatter = [], []
     for d in np.unique(seen.dataset):
-        profiles = [red_profile(logits[m], features[m]) for f in np.unique(seen.field[seen.dataset == d])
-                    for m in [(seen.dataset == d) & (seen.field == f)]]
+        profiles = []
+        for f in np.unique(seen.field[seen.dataset == d]):
+            field = (seen.dataset == d) & (seen.field == f)
+            profiles.append(red_profile(logits[field], features[field]))
         profiles = np.array([q for q in profiles if q is not None])
         if len(profiles) < MIN_LAB_FIELDS:
             continue
