@@ -6,6 +6,7 @@
     python benchmarks/classes_unseen.py ship RECIPE [--epochs 16]
     python benchmarks/classes_unseen.py profile RECIPE
     python benchmarks/classes_unseen.py score NAME --classifier PATH --leave LAB
+    python benchmarks/classes_unseen.py adapt RECIPE [--leave LAB ...] [--way WAY ...]
 
 ``cut`` segments every train and val image of each lab with the default model once and
 keeps every cell's window (the cells a box matches with its class, the others unboxed),
@@ -34,6 +35,9 @@ trained elsewhere (the one shipped before, on a lab it never saw) into ``CACHE/N
 
 ``ship RECIPE`` trains the classifier to ship on every lab (``CACHE/RECIPE/all``), the
 same way with :data:`SHIP` settings; ``bloomseg export`` puts it beside the model.
+``adapt RECIPE`` corrects 2 fields of each healthy lab left out as a user would and
+adapts that lab's classifier to them (:func:`adapt`): the recipe of ``train --adapt``
+for classes is chosen by its worst lab here, forgetting beside.
 ``profile RECIPE`` keeps every lab's red-cell profile in a classifier ``ship`` trained
 before classifiers kept them (what ``ship`` now does at its end; the weights unchanged).
 """
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -182,107 +187,139 @@ def ship(recipe: str, cache: Path, epochs: int | None) -> None:
 
 
 def profile(recipe: str, cache: Path) -> None:
-    """The red-cell profiles of every lab kept in a classifier ``ship`` trained before
-    they were (``fit_classes`` now keeps them at its end, its weights untouched):
-    ``CACHE/RECIPE/all/best.pt`` is rewritten."""
-    from bloomseg.model.classifier import ClassifierConfig
+    """The red-cell profiles of every lab, and the memory of its cells, kept in a
+    classifier ``ship`` trained before they were (``fit_classes`` now keeps them at its
+    end, its weights untouched): ``CACHE/RECIPE/all/best.pt`` is rewritten."""
     from bloomseg.model.files import load_classifier, save_classifier
-    from bloomseg.train.classifier import set_labs
+    from bloomseg.train.classifier import keep_memory, set_labs
 
     path = cache / recipe / "all" / "best.pt"
     model, payload = load_classifier(path)
     parts = split_windows({lab: load(cache, lab) for lab in LABS}, list(LABS))
     labs = set_labs(model, parts["train"])
-    model.config = ClassifierConfig(**{**model.config.as_dict(), "classes": model.config.classes,
-                                       "labs": labs})
+    memory = keep_memory(model, parts["train"], parts["val"])
+    model.config = replace(model.config, labs=labs, memory=memory, lab_names=LABS,
+                           max_false_calls=RECIPES[recipe].get("max_false_calls", 0.002))
     save_classifier(path, model, {"config": model.config.as_dict(),
                                   "history": payload.get("history", [])})
     print(f"{path}: the red-cell profiles of {labs} labs kept (scatter "
-          f"{', '.join(f'{v:.3g}' for v in model.lab_scatter.tolist())})")
+          f"{', '.join(f'{v:.3g}' for v in model.lab_scatter.tolist())}), {memory} cells in memory")
 
 
-ADAPT = {"out": {"layers": "out", "replay": False},
-         "out-replay": {"layers": "out", "replay": True},
-         "out-replay-gentle": {"layers": "out", "replay": True, "steps": 60, "lr": 5e-4},
-         "out-replay-anchored": {"layers": "out", "replay": True, "anchor": 100.0},
-         "last-replay": {"layers": "last", "replay": True}}
-"""The ways of adapting a classifier to a user's corrected fields that were tried."""
+ADAPT = {"anchored": {},
+         "anchor-300": {"anchor": 300.0},
+         "anchor-30": {"anchor": 30.0},
+         "anchor-10": {"anchor": 10.0},
+         "anchor-1": {"anchor": 1.0},
+         "anchor-10-long": {"anchor": 10.0, "steps": 400},
+         "no-replay": {"anchor": 10.0, "replay": False}}
+"""The ways of adapting a classifier to a user's corrected fields tried: settings of
+:func:`~bloomseg.train.classifier.adapt_classifier` beside its defaults (``anchored``)."""
 
 
-def adapt(recipe: str, leave: list[str], cache: Path, way: str) -> None:
-    """For each healthy lab left out: its classifier (``run RECIPE``) is shown the first
-    2 fields with an infected call, corrected as a user would (every infected call set
-    to red cell, every red cell called white set to red cell; the other cells as
-    called, confirmed), adapted (:data:`ADAPT` ``way``), and scored on the lab's other
-    fields; and, for forgetting, on the val windows of the labs it was trained on."""
+def adapt(recipe: str, leave: list[str], cache: Path, ways: list[str]) -> None:
+    """For each healthy lab left out: its classifier (``run RECIPE``), given a memory of
+    the labs it learnt as ``fit_classes`` keeps one, is shown the first 2 fields with an
+    infected call, corrected as a user would (every boxed cell set to its box's class,
+    every other infected call to red cell; the other cells as called, confirmed),
+    adapted each of ``ways`` (:data:`ADAPT`), its threshold checked again, and scored on
+    the lab's other fields; and, for forgetting, on the val cells of the labs it learnt.
+    Writes ``CACHE/RECIPE/LAB-adapted/adapt.csv``."""
+    import copy
     import time
 
     import torch
 
     from bloomseg.cells.types import cell_types
-    from bloomseg.model.classifier import ClassifierConfig
     from bloomseg.model.files import load_classifier
     from bloomseg.train.classifier import (
         adapt_classifier,
+        features_of,
+        keep_memory,
+        memory_scores,
         probabilities,
         recheck_threshold,
     )
 
     torch.set_num_threads(1)
     labs = {lab: load(cache, lab) for lab in LABS}
+    rows = []
     for left in leave:
-        model = load_classifier(cache / recipe / left / "best.pt")[0]
-        start_model = load_classifier(cache / recipe / left / "best.pt")[0]
+        start = load_classifier(cache / recipe / left / "best.pt")[0]
+        kept = [lab for lab in LABS if lab != left]
+        parts = split_windows(labs, kept)
+        keep_memory(start, parts["train"], parts["val"])
         seen = Windows.join([w[w.view == 0] for w in labs[left].values()], CROP)
         seen.field = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
                                      enumerate(labs[left].values())]) * 100000 + seen.field
-        p = probabilities(model, seen, model.config.temperature)
-        kinds = np.array([t["class"] for t in cell_types(p, model.config.infected_threshold)])
+        p = probabilities(start, seen, start.config.temperature)
+        kinds = np.array([t["class"] for t in cell_types(p, start.config.infected_threshold)])
         # the first 2 fields with an infected call, else the first 2 (confirmed as called)
         fields = ([f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()]
                   or list(np.unique(seen.field)))[:2]
         chosen = np.isin(seen.field, fields)
         called = p.argmax(axis=1)
+        # a boxed cell is what its box says; an unboxed one as called, an infected call red
         said = np.where(np.isin(called, STAGE_INDEX) | (kinds == "infected"), RED, called)
-        said = np.where((seen.y == RED) & (said == WHITE), RED, said)
+        said = np.where(seen.y != UNBOXED, seen.y, said)
         cells = seen[chosen]
         cells.y = said[chosen]
         cells.known[:] = True
-        kept = [lab for lab in LABS if lab != left]
-        replay = split_windows(labs, kept)["train"] if ADAPT[way]["replay"] else None
-        if replay is not None:
-            replay = replay[replay.view == 0]
-        began = time.perf_counter()
-        adapt_classifier(model, cells, replay, **{k: v for k, v in ADAPT[way].items()
-                                                  if k != "replay"})
-        threshold = recheck_threshold(model, cells)
-        seconds = time.perf_counter() - began
-        kept_threshold = load_classifier(cache / recipe / left / "best.pt")[0]
-        kept_threshold.load_state_dict(model.state_dict())
-        model.config = ClassifierConfig(**{**model.config.as_dict(), "classes": model.config.classes,
-                                           "infected_threshold": threshold})
-        out = cache / recipe / f"{left}-adapted-{way}"
         rest = seen[~chosen]
-        models = (("start", start_model), ("adapted", model),
-                  ("adapted, start threshold", kept_threshold))
-        for name, m in models:
-            score_lab(m, {"rest": rest}, out / name / "scores.npz")
+        rest_features = torch.from_numpy(features_of(start, rest)[1])
+        out = cache / recipe / f"{left}-adapted"
         print(f"{left}: {len(cells)} cells of {len(fields)} fields corrected "
-              f"({int((kinds[chosen] == 'infected').sum())} infected calls), adapted ({way}) in "
-              f"{seconds:.1f} s, threshold {threshold}")
-        for name, _ in models:
-            v = scores(out / name / "scores.npz")
-            print(f"  {name}: other fields {v['fields']}: red called infected "
-                  f"{_pct(v['red_called_infected'])}, clean {v['fields_clean']:.1%}, red called "
-                  f"white {_pct(v['red_called_white'])}, white found {_pct(v['white_found'])}")
-        for lab in kept:  # forgetting: the labs it learnt, their val
-            w = labs[lab]["val"]
-            for name, m in models:
-                score_lab(m, {"val": trainable(w, lab)}, out / f"{name}-{lab}" / "scores.npz")
-                v = scores(out / f"{name}-{lab}" / "scores.npz")
-                print(f"  {lab} val, {name}: red called infected {_pct(v['red_called_infected'])}, "
-                      f"infected found {_pct(v['infected_found'])}, red called white "
-                      f"{_pct(v['red_called_white'])}")
+              f"({int((kinds[chosen] == 'infected').sum())} infected calls); the other "
+              f"{len(np.unique(rest.field))} fields scored", flush=True)
+        for way in ["start", *ways]:
+            model = copy.deepcopy(start)
+            began = time.perf_counter()
+            if way != "start":
+                settings = dict(ADAPT[way])
+                if not settings.pop("replay", True):
+                    model.memory_val[:] = True  # nothing to replay; the threshold still checked
+                adapt_classifier(model, cells, **settings)
+                model.memory_val.copy_(start.memory_val)
+                check = recheck_threshold(model, cells)
+                model.config = replace(model.config, infected_threshold=check.threshold)
+            seconds = time.perf_counter() - began
+            row = {"left": left, "way": way, "seconds": round(seconds, 2),
+                   "threshold": model.config.infected_threshold}
+            score_features(model, rest_features, rest, out / way / "scores.npz")
+            v = scores(out / way / "scores.npz")
+            row |= {"red_called_infected": v["red_called_infected"], "fields_clean": v["fields_clean"],
+                    "red_called_white": v["red_called_white"]}
+            forgot = memory_scores(model)
+            row |= {f"{lab} {k}": forgot[d][k] for d, lab in enumerate(kept)
+                    for k in ("infected_found", "red_called_infected") if d in forgot}
+            rows.append(row)
+            shown = {k: _pct(v) if isinstance(v, float) and k not in ("seconds", "threshold")
+                     else v for k, v in row.items() if k != "left"}
+            print("  " + ", ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+    save_rows(cache / recipe / "adapt.csv", rows)
+
+
+def score_features(model, features, windows: Windows, path: Path) -> None:
+    """:func:`score_lab` from features computed once (only the last layer moves when a
+    classifier adapts)."""
+    import torch
+
+    with torch.no_grad():
+        p = (model.out(features) / model.config.temperature).softmax(dim=1).numpy()
+        d = model.distances(features).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, p=p, d=d, y=windows.y, field=windows.field,
+             threshold=model.config.infected_threshold, limit=model.config.distance_limit)
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"-> {path}")
 
 
 def run(recipe: str, leave: list[str], cache: Path, epochs: int | None) -> None:
@@ -413,8 +450,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score",
                                          "adapt"))
-    parser.add_argument("--way", default="out-replay", choices=tuple(ADAPT),
-                        help="adapt: how the classifier adapts")
+    parser.add_argument("--way", action="append", choices=tuple(ADAPT),
+                        help="adapt: how the classifier adapts (repeatable; default: each)")
     parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
                         "exported model's folder)")
     parser.add_argument("recipes", nargs="*", help=f"of {', '.join(RECIPES)}")
@@ -443,7 +480,7 @@ def main() -> None:
             sys.exit(f"{args.data}: the shared data is not there (bbbc041seg, txlpbc, bccd, mpidb_pf)")
         cut(args.data, args.cache)
     elif args.step == "adapt":
-        adapt(args.recipes[0], args.leave or list(HEALTHY), args.cache, args.way)
+        adapt(args.recipes[0], args.leave or list(HEALTHY), args.cache, args.way or list(ADAPT))
     elif args.step in ("run", "ship", "profile"):
         if len(args.recipes) != 1:
             parser.error(f"{args.step}: name one recipe")

@@ -12,7 +12,7 @@ import torch
 from bloomseg.data.images import read_image
 from bloomseg.data.synthetic import write_typed_dataset
 from bloomseg.data.vocabulary import CLASSES, read_classes
-from bloomseg.errors import ConfigError, OutputExistsError
+from bloomseg.errors import ConfigError, DataError, OutputExistsError
 from bloomseg.model.classifier import ClassifierConfig
 from bloomseg.model.files import load_classifier
 from bloomseg.train.classifier import (
@@ -196,7 +196,7 @@ def test_a_red_cell_of_a_dataset_without_infections_teaches_red_or_infected():
 def test_each_epoch_draws_every_class_alike():
     y = np.array([0] * 90 + [1] * 5 + [5] * 5)
     windows = _windows(y, np.zeros(100, int))
-    drawn = y[balanced_draw(windows, 300, np.random.default_rng(0))]
+    drawn = y[balanced_draw(windows.y, windows.dataset, 300, np.random.default_rng(0))]
     assert np.bincount(drawn, minlength=7)[[0, 1, 5]].tolist() == [100, 100, 100]
 
 
@@ -205,7 +205,7 @@ def test_each_dataset_weighs_alike_within_a_class():
     y = np.array([0] * 100 + [1] * 20)
     dataset = np.array([0] * 90 + [1] * 10 + [1] * 20)
     windows = _windows(y, dataset)
-    drawn = balanced_draw(windows, 400, np.random.default_rng(0))
+    drawn = balanced_draw(windows.y, windows.dataset, 400, np.random.default_rng(0))
     assert len(drawn) == 400
     red = drawn[y[drawn] == 0]
     assert np.bincount(dataset[red]).tolist() == [100, 100]
@@ -415,33 +415,68 @@ def test_a_plain_folder_of_healthy_blood_teaches_its_cells_are_not_infected(tmp_
     assert (plain / "splits.json").is_file()  # beside the images, as for a --data root
 
 
+def _cells(n: int, kind: str, seed: int = 0, dataset: int = 0) -> Windows:
+    rng = np.random.default_rng(seed)
+    return Windows(rng.integers(0, 256, (n, 4, 64, 64)).astype(np.uint8),
+                   np.full(n, CLASSES.index(kind)), np.ones((n, len(CLASSES)), bool),
+                   np.full(n, dataset), np.zeros(n, int), np.full((n, 3), 0.5, np.float32),
+                   np.arange(n))
+
+
 def test_adapting_to_corrected_cells_learns_them_and_the_anchor_holds_the_start():
     """A few cells the user says are platelets: the adapted last layer calls them so;
-    drawn back hard enough to where it started, it does not move; the threshold is
-    checked again on the user's cells and never lowered."""
+    drawn back hard enough to where it started, it does not move; nothing but the last
+    layer learns."""
     from bloomseg.model.classifier import CellClassifier
-    from bloomseg.train.classifier import adapt_classifier, probabilities, recheck_threshold
+    from bloomseg.train.classifier import adapt_classifier, probabilities
 
-    rng = np.random.default_rng(0)
-    n = 24
-    cells = Windows(rng.integers(0, 256, (n, 4, 64, 64)).astype(np.uint8),
-                    np.full(n, CLASSES.index("platelet")), np.ones((n, len(CLASSES)), bool),
-                    np.zeros(n, int), np.zeros(n, int), np.full((n, 3), 0.5, np.float32),
-                    np.arange(n))
+    cells = _cells(24, "platelet")
     torch.manual_seed(0)
     model = CellClassifier(ClassifierConfig(width=4, inputs="relative", infected_threshold=0.5))
     start = {k: v.clone() for k, v in model.state_dict().items()}
     held = CellClassifier(model.config)
     held.load_state_dict(start)  # the same start, adapted with the anchor
-    adapt_classifier(held, cells, None, steps=60, lr=1e-2, anchor=1e9)
-    adapt_classifier(model, cells, None, steps=60, lr=1e-2, anchor=0.0)
+    adapt_classifier(held, cells, steps=60, lr=1e-2, anchor=1e9)
+    adapt_classifier(model, cells, steps=60, lr=1e-2, anchor=0.0)
     moved = (model.out.weight - start["out.weight"]).abs().max()
     assert (held.out.weight - start["out.weight"]).abs().max() < moved / 3
     p = probabilities(model, cells)
     assert (p.argmax(axis=1) == CLASSES.index("platelet")).mean() > 0.9
-    assert torch.equal(model.stages[0][0].weight, start["stages.0.0.weight"])  # only `out` learnt
-    threshold = recheck_threshold(model, cells)
+    for name, value in model.state_dict().items():
+        if not name.startswith("out."):
+            assert torch.equal(value, start[name]), name  # only `out` learnt
+    with pytest.raises(DataError, match="no corrected cells"):
+        adapt_classifier(model, cells[np.zeros(0, int)])
+
+
+def test_the_memory_is_replayed_and_the_threshold_checked_on_it_and_the_users_cells():
+    """A classifier keeps features of its training and validation cells; adapting
+    replays them, and the threshold is the lowest that keeps the validation cells'
+    false calls in budget, raised above the user's cells where that costs little."""
+    from bloomseg.model.classifier import CellClassifier
+    from bloomseg.train.classifier import (
+        adapt_classifier,
+        keep_memory,
+        memory_scores,
+        probabilities,
+        recheck_threshold,
+    )
+
+    torch.manual_seed(0)
+    model = CellClassifier(ClassifierConfig(width=4, inputs="relative", infected_threshold=0.5,
+                                            temperature=1.0, max_false_calls=0.002))
+    train = Windows.join([_cells(200, "red_blood_cell", 1), _cells(30, "ring", 2, dataset=1)], 64)
+    train.view[::2] = 1  # augmented views are not kept
+    val = Windows.join([_cells(150, "red_blood_cell", 3), _cells(20, "ring", 4, dataset=1)], 64)
+    kept = keep_memory(model, train, val)
+    assert kept == 100 + 15 + len(val)  # the images themselves, each class and lab: all here
+    assert model.memory_val.sum() == len(val) and model.memory_features.dtype == torch.float16
+    assert sorted(memory_scores(model)) == [0, 1]
+    cells = _cells(16, "red_blood_cell", 5)
+    adapt_classifier(model, cells, steps=5)
+    check = recheck_threshold(model, cells)
+    assert check.start == 0.5 and check.false_calls is not None
+    assert check.false_calls <= 0.002 or check.threshold == 0.999
+    p = probabilities(model, cells, model.config.temperature)
     infected = p[:, [CLASSES.index(s) for s in ("ring", "trophozoite", "schizont", "gametocyte")]]
-    assert threshold >= 0.5 and (threshold > infected.sum(axis=1).max() or threshold == 0.999)
-    with pytest.raises(ConfigError, match="layers"):
-        adapt_classifier(model, cells, None, layers="all")
+    assert check.still_called == int((infected.sum(axis=1) > check.threshold).sum())

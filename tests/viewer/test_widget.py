@@ -1,5 +1,6 @@
-"""The Segment cells widget: the command line's cells, Cancel, Save after a correction,
-large images block by block, settings refused by name."""
+"""The Segment cells widget: the command line's cells, Cancel, Save after a correction
+of cells and classes, training on the saved corrections, large images block by block,
+settings refused by name."""
 
 from __future__ import annotations
 
@@ -153,20 +154,48 @@ def test_classes_are_offered_only_for_a_model_with_a_classifier(make_napari_view
 
 def test_train_on_corrected_images_then_run_the_adapted_model(make_napari_viewer, qtbot,
                                                               smear_file, tmp_path):
-    """Correct, Save, train on the saved image, and Run the adapted model."""
+    """Correct the cells and their classes, Save, train on the saved image (the
+    segmentation and the classes), and Run the adapted model."""
     from pathlib import Path
+    from types import SimpleNamespace
 
+    from napari.utils.key_bindings import KeyBinding
     from qtpy.QtCore import Qt
 
+    from bloomseg.cells.types import COLOURS
     from bloomseg.data.dataset import is_flat
 
     viewer, widget = _widget(make_napari_viewer, smear_file)
     _run(widget, qtbot)
     layer = viewer.layers[f"{smear_file.stem} cells"]
+    section = widget.class_section
+    for i, cell in enumerate((3, 5)):  # a click on cell 3, then a Shift+click on cell 5
+        y, x = np.argwhere(layer.data == cell).mean(axis=0)
+        section._clicked(layer, SimpleNamespace(position=(y, x), view_direction=None,
+                                                dims_displayed=[0, 1],
+                                                modifiers=["Shift"] if i else []))
+    assert section.picked == [3, 5]
+    called = layer.features.set_index("id")["class"]
+    infected = int((called == "infected").sum()) + sum(called[c] != "infected" for c in (3, 5))
+    section.stage.setCurrentText("trophozoite")
+    layer.keymap[KeyBinding.from_str("I")](layer)  # the key I: infected, at the stage chosen
+    chosen = layer.features[layer.features["id"].isin([3, 5])]
+    assert (chosen["class"] == "infected").all() and (chosen["stage"] == "trophozoite").all()
+    np.testing.assert_allclose(layer.colormap.color_dict[3][:3],
+                               np.array(COLOURS["infected"]) / 255, atol=1e-3)
+    assert f"{infected} infected" in widget.counts.text()  # the counts follow
+    section.pick(layer, 7)
+    section.kind.setCurrentIndex(3)  # the list: platelet
+    section._set_clicked()
+    assert layer.features.loc[layer.features["id"] == 7, "class"].item() == "platelet"
     layer.data = np.where(layer.data == 1, 0, layer.data)  # a correction: a cell erased
     saved = tmp_path / "saved"
     widget.folder.setText(str(saved))
     written = widget.save()
+    _, rows = _table(written["cells"])  # cell 1 erased: the others one lower
+    assert [(rows[i]["class"], rows[i]["stage"]) for i in (1, 3, 5)] == [
+        ("infected", "trophozoite"), ("infected", "trophozoite"), ("platelet", "")]
+    assert float(rows[1]["class_probability"]) == 1.0  # the user's word
     # the image is saved beside its cells, so the folder is one training reads
     assert written["image"] == saved / f"{smear_file.stem}.png" and is_flat(saved)
     np.testing.assert_array_equal(read_image(written["image"]), read_image(smear_file))
@@ -179,7 +208,9 @@ def test_train_on_corrected_images_then_run_the_adapted_model(make_napari_viewer
     assert training.status.text().startswith("adapted model ready"), training.status.text()
     model = Path(widget.model.currentText())
     assert model.parent.parent == saved and model.name == "model"
-    assert f"`{smear_file.stem}.png`" in (model / "MODEL_CARD.md").read_text()
+    card = (model / "MODEL_CARD.md").read_text()
+    assert f"`{smear_file.stem}.png`" in card
+    assert "## Cell classes" in card and "-> platelet: 1 cell(s)" in card  # the classes learnt
     np.testing.assert_array_equal(read_labels(model.parent / "images" / written["labels"].name),
                                   read_labels(written["labels"]))  # what it learned from
     _run(widget, qtbot)  # the next Run uses the adapted model

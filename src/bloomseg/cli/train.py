@@ -39,6 +39,8 @@ def _train(args: argparse.Namespace) -> int:
     from bloomseg.train.run import resume, train
 
     _interrupt_on_sigterm()
+    if args.adapt_classes_only:
+        return _adapt_classes(args)
     if args.resume:
         result = resume(args.resume, progress=not args.quiet)
     else:
@@ -61,6 +63,19 @@ def _train(args: argparse.Namespace) -> int:
     if result.model_dir is not None:
         print(f"adapted model: {result.model_dir} (bloomseg predict {result.model_dir} "
               "IMAGES -o OUT)")
+    return EXIT_OK
+
+
+def _adapt_classes(args: argparse.Namespace) -> int:
+    from bloomseg.train.adapted import adapt_model_classes
+
+    if not args.data or not args.output:
+        print("error: bloomseg train --adapt-classes-only: --data and -o/--output are needed",
+              file=sys.stderr)
+        return EXIT_USAGE
+    folder = adapt_model_classes(args.data, args.output, args.init or "default", args.overwrite,
+                                 log=(lambda line: None) if args.quiet else print)
+    print(f"adapted model: {folder} (bloomseg predict {folder} IMAGES -o OUT)")
     return EXIT_OK
 
 
@@ -95,8 +110,14 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                     "images of your microscope, in minutes: every image trains, "
                     f"{ADAPT['items_per_epoch']} tiles per epoch for {ADAPT['epochs']} epochs "
                     f"at lr {ADAPT['lr']}, --freeze {ADAPT['freeze']}, the cell separation tuned "
-                    "on the images; options you give replace these. The model goes to "
-                    "RUN/model with a model card")
+                    "on the images; options you give replace these. Where the images' "
+                    "<stem>_cells.csv name classes (napari's Save writes them), the cell "
+                    "classifier adapts to them too. The model goes to RUN/model with a "
+                    "model card")
+    io.add_argument("--adapt-classes-only", action="store_true",
+                    help="adapt only the cell classifier of --init (default: the default "
+                    "model) to the classes named in the --data folder's <stem>_cells.csv, in "
+                    "seconds; the segmentation is kept as it is")
     io.add_argument("--hold-out", action="append", default=[], metavar="NAME",
                     help="an image (file name without extension) held out to validate on "
                     "instead of val/ or --val-fraction's share (repeatable)")

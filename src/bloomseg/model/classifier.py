@@ -58,6 +58,13 @@ class ClassifierConfig:
         labs: the training labs (datasets) whose red cells' features are stored
             (:meth:`CellClassifier.set_labs`): a run of fields is judged against them
             (:mod:`bloomseg.quality.run`; 0: none, older classifiers).
+        memory: training and validation cells whose features are stored
+            (:meth:`CellClassifier.set_memory`): adapting to a user's corrected cells
+            shows them beside the user's, and checks the infected threshold on them
+            again (0: none, older classifiers, which adapt without them).
+        max_false_calls: the share of each validation dataset's uninfected red cells
+            the infected threshold was chosen to call infected at most.
+        lab_names: the training datasets' names, by their number in the memory.
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -69,6 +76,9 @@ class ClassifierConfig:
     inputs: str = "rgb"
     distance_limit: float = setting(0.0, Range(float, 0, 1e6))
     labs: int = setting(0, Range(int, 0, 1000))
+    memory: int = setting(0, Range(int, 0, 10**6))
+    max_false_calls: float = setting(0.002, Range(float, 0, 1))
+    lab_names: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, values: dict) -> ClassifierConfig:
@@ -78,7 +88,8 @@ class ClassifierConfig:
             ConfigError: naming the bad setting.
         """
         try:
-            config = cls(**{**values, "classes": tuple(values.get("classes", CLASSES))})
+            config = cls(**{**values, "classes": tuple(values.get("classes", CLASSES)),
+                            "lab_names": tuple(str(n) for n in values.get("lab_names", ()))})
         except TypeError as e:
             raise ConfigError(f"classifier settings: {e}") from None
         if config.classes != CLASSES:
@@ -89,7 +100,7 @@ class ClassifierConfig:
         return config
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"classes": list(self.classes)}
+        return asdict(self) | {"classes": list(self.classes), "lab_names": list(self.lab_names)}
 
 
 def check_inputs(inputs: str, name: str = "inputs") -> None:
@@ -130,6 +141,14 @@ class CellClassifier(nn.Module):
         self.register_buffer("spread", torch.ones(2 * sizes[-1]))
         self.register_buffer("lab_centres", torch.zeros(config.labs, 2 * sizes[-1]))
         self.register_buffer("lab_scatter", torch.ones(config.labs))
+        # features in half precision: they are read only to adapt, and halve the file
+        self.register_buffer("memory_features", torch.zeros(config.memory, 2 * sizes[-1],
+                                                            dtype=torch.float16))
+        self.register_buffer("memory_classes", torch.zeros(config.memory, dtype=torch.int64))
+        self.register_buffer("memory_allowed", torch.zeros(config.memory, len(config.classes),
+                                                           dtype=torch.bool))
+        self.register_buffer("memory_labs", torch.zeros(config.memory, dtype=torch.int64))
+        self.register_buffer("memory_val", torch.zeros(config.memory, dtype=torch.bool))
 
     def features(self, x: Tensor) -> Tensor:
         """(N, 4, crop, crop) -> (N, F) the pooled features the last layer reads."""
@@ -148,6 +167,20 @@ class CellClassifier(nn.Module):
         distance of its fields' profiles from it (per feature)."""
         self.lab_centres = centres.float().clone()
         self.lab_scatter = scatter.float().clone()
+
+    def set_memory(self, features: Tensor, classes: Tensor, allowed: Tensor, labs: Tensor,
+                   val: Tensor) -> None:
+        """Keep training and validation cells' features (M, F), their classes (M,)
+        (``-1``: a cell of malaria-free blood no box names), the classes each may be
+        (M, len(classes)) bool, their lab (M,) and whether each is a validation cell (M,)
+        bool: what :func:`bloomseg.train.classifier.adapt_classifier` replays and checks
+        the threshold on (the layers before the last do not learn there, so the
+        features stay the model's own)."""
+        self.memory_features = features.to(torch.float16).clone()
+        self.memory_classes = classes.long().clone()
+        self.memory_allowed = allowed.bool().clone()
+        self.memory_labs = labs.long().clone()
+        self.memory_val = val.bool().clone()
 
     def distances(self, features: Tensor) -> Tensor:
         """(N, F) features -> (N, len(classes)) each cell's root-mean-square distance
@@ -320,6 +353,28 @@ def red_profile(p: np.ndarray, features: np.ndarray) -> np.ndarray | None:
     return features[red].mean(axis=0).astype(np.float32)
 
 
+def field_windows(config: ClassifierConfig, image: np.ndarray, labels: np.ndarray,
+                  diameter: float, field: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's window of an image, and the field's reference, as the classifier
+    is shown them.
+
+    Args:
+        config: the classifier's crop and window.
+        image: (H, W, 3) uint8, normalised as the segmentation model saw it.
+        labels: (H, W) int cells 1..N; diameter: px, the image's cell diameter.
+        field: (H, W) all the field's cells, where ``labels`` holds only some of them
+            (default: ``labels``).
+
+    Returns:
+        ((N, 4, crop, crop) uint8 :func:`cell_windows`, (3,) :func:`field_reference`).
+    """
+    small, small_labels = to_window_scale(image, labels, config, diameter)
+    reference = field_reference(small, small_labels) if field is None else \
+        field_reference(*to_window_scale(image, field, config, diameter))
+    return cell_windows(small, small_labels, config), reference
+
+
 def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
              diameter: float, batch: int = 256, field: np.ndarray | None = None
              ) -> CellCalls:
@@ -341,10 +396,7 @@ def classify(classifier: CellClassifier, image: np.ndarray, labels: np.ndarray,
     """
     classifier.eval()
     config = classifier.config
-    small, small_labels = to_window_scale(image, labels, config, diameter)
-    reference = field_reference(small, small_labels) if field is None else \
-        field_reference(*to_window_scale(image, field, config, diameter))
-    windows = cell_windows(small, small_labels, config)
+    windows, reference = field_windows(config, image, labels, diameter, field)
     out, far, kept = [], [], []
     with torch.no_grad():
         for start in range(0, len(windows), batch):

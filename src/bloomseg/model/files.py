@@ -409,10 +409,10 @@ def load_classifier(path: str | Path):
         raise CheckpointError(f"{path}: invalid classifier settings: {e}") from None
     model = CellClassifier(config)
     state = payload.pop("state")
-    # a classifier from before its class centres (or its labs) were kept measures no
-    # distance (and judges no run)
+    # a classifier from before its class centres (its labs, its memory) were kept
+    # measures no distance (judges no run, adapts without a replay)
     state = {k: v for k, v in model.state_dict().items()
-             if k in ("centres", "spread", "lab_centres", "lab_scatter")} | state
+             if k in ("centres", "spread") or k.startswith(("lab_", "memory_"))} | state
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

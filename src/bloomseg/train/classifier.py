@@ -29,7 +29,7 @@ cells on smear background, each of its class, at its session's cell diameter.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -475,20 +475,22 @@ def masked_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
             - torch.logsumexp(logits.masked_fill(~allowed, -1e9), dim=1)).mean()
 
 
-def balanced_draw(windows: Windows, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` window indices, the same number of each class present and, within a
-    class, the same number from each dataset that holds it: a microscope with few cells of
-    a class (BBBC041's infected cells beside thousands of MP-IDB crops, its crowded red
-    cells beside txlpbc's) weighs as much as one with many."""
+def balanced_draw(classes: np.ndarray, dataset: np.ndarray, count: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices of cells of ``classes`` (N,) and ``dataset`` (N,), the same
+    number of each class present and, within a class, the same number from each dataset
+    that holds it: a microscope with few cells of a class (BBBC041's infected cells
+    beside thousands of MP-IDB crops, its crowded red cells beside txlpbc's) weighs as
+    much as one with many."""
     # an unboxed cell of healthy blood is drawn as a red cell: most are
-    y = np.where(windows.y == UNBOXED, CLASSES.index("red_blood_cell"), windows.y)
+    y = np.where(classes == UNBOXED, CLASSES.index("red_blood_cell"), classes)
     present = [c for c in range(len(CLASSES)) if (y == c).any()]
     per = int(np.ceil(count / max(1, len(present))))
     chosen = []
     for c in present:
-        sets = np.unique(windows.dataset[y == c])
+        sets = np.unique(dataset[y == c])
         each = int(np.ceil(per / len(sets)))
-        chosen += [rng.choice(np.flatnonzero((y == c) & (windows.dataset == d)), each)
+        chosen += [rng.choice(np.flatnonzero((y == c) & (dataset == d)), each)
                    for d in sets]
     return rng.permutation(np.concatenate(chosen))[:count]
 
@@ -741,7 +743,7 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
             break
         start, losses = time.perf_counter(), []
         model.train()
-        order = balanced_draw(train, cfg.items_per_epoch, rng)
+        order = balanced_draw(train.y, train.dataset, cfg.items_per_epoch, rng)
         for s in range(0, len(order), cfg.batch_size):
             chosen = order[s:s + cfg.batch_size]
             x = train.x[chosen]  # a copy: chosen indexes
@@ -794,9 +796,12 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         "of the validation cells are nearer)")
     labs = set_labs(model, train)
     log(f"red-cell profiles of {labs} training datasets kept (a run is judged against them)")
-    config = ClassifierConfig(**{**config.as_dict(), "classes": CLASSES,
-                                 "infected_threshold": threshold, "temperature": temperature,
-                                 "distance_limit": limit, "labs": labs})
+    memory = keep_memory(model, train, val, cfg.seed)
+    log(f"{memory} cells' features kept in memory (adapting to a user's cells replays them)")
+    config = replace(config, infected_threshold=threshold, temperature=temperature,
+                     distance_limit=limit, labs=labs, memory=memory,
+                     max_false_calls=cfg.max_false_calls,
+                     lab_names=tuple(Path(r).name for r in cfg.all_roots))
     model.config = config
     save_classifier(run / "best.pt", model, {"config": config.as_dict(), "history": history})
     confusion = np.zeros((len(CLASSES), len(CLASSES)), int)
@@ -832,79 +837,191 @@ def set_centres(model: CellClassifier, train: Windows, val: Windows) -> float:
     return float(np.quantile(d[np.arange(len(d)), logits.argmax(axis=1)], DISTANCE_QUANTILE))
 
 
-ADAPT_LAYERS = ("out", "last")
-"""What learns when a classifier adapts to a user's corrected cells: its last layer, or
-its last layer and last convolution stage."""
+MEMORY_PER = 150
+"""Training cells kept in a classifier's memory per class and lab (with every
+validation cell): enough to replay each lab's classes beside a user's corrected cells."""
 
 
-def adapt_classifier(model: CellClassifier, cells: Windows, replay: Windows | None,
-                     steps: int = 150, lr: float = 1e-3, layers: str = "out",
-                     batch: int = 64, seed: int = 0, anchor: float = 1.0) -> CellClassifier:
+def keep_memory(model: CellClassifier, train: Windows, val: Windows, seed: int = 0) -> int:
+    """Keep features of training and validation cells in the classifier
+    (:meth:`~bloomseg.model.classifier.CellClassifier.set_memory`): up to
+    :data:`MEMORY_PER` training cells of each class and lab (the images themselves, not
+    their views), and every validation cell (the infected threshold is checked on them
+    again after adapting, as it was chosen on them).
+
+    Returns:
+        The cells kept.
+    """
+    rng = np.random.default_rng(seed)
+    seen = np.flatnonzero(train.view == 0)
+    kept = []
+    for c in np.unique(train.y[seen]):
+        for d in np.unique(train.dataset[seen]):
+            rows = seen[(train.y[seen] == c) & (train.dataset[seen] == d)]
+            kept.append(rng.choice(rows, min(len(rows), MEMORY_PER), replace=False))
+    chosen = Windows.join([train[np.sort(np.concatenate(kept))], val], train.x.shape[-1])
+    features = features_of(model, chosen)[1]
+    is_val = np.arange(len(chosen)) >= len(chosen) - len(val)
+    model.set_memory(torch.from_numpy(features), torch.from_numpy(chosen.y),
+                     torch.from_numpy(window_allowed(chosen)), torch.from_numpy(chosen.dataset),
+                     torch.from_numpy(is_val))
+    return len(chosen)
+
+
+def turned_features(model: CellClassifier, cells: Windows) -> torch.Tensor:
+    """(8, N, F) the features of each cell in its 8 flips and quarter turns: a few
+    corrected cells shown every way they could lie."""
+    model.eval()
+    t = input_tensor(cells.x, cells.reference, model.config.inputs)
+    with torch.no_grad():
+        return torch.stack([model.features(v.flip(3) if k >= 4 else v) for k in range(8)
+                            for v in [t.rot90(k % 4, dims=(2, 3))]])
+
+
+ADAPT_STEPS, ADAPT_LR, ADAPT_ANCHOR, ADAPT_BATCH = 150, 1e-3, 100.0, 64
+"""The recipe for a few corrected fields, chosen by leaving a lab out
+(``benchmarks/classes_unseen.py adapt``): the last layer learns the user's cells beside
+as many replayed memory cells a step, drawn back to where it started."""
+
+
+def adapt_classifier(model: CellClassifier, cells: Windows, steps: int = ADAPT_STEPS,
+                     lr: float = ADAPT_LR, anchor: float = ADAPT_ANCHOR,
+                     batch: int = ADAPT_BATCH, seed: int = 0) -> CellClassifier:
     """A trained classifier adapted to a few corrected cells, in place.
 
-    Each step shows a batch of the user's cells (each class drawn alike, flipped and
-    turned) and, with ``replay``, as many of the windows it was trained on, so that it
-    learns the user's lab without forgetting the others; only ``layers``
-    (:data:`ADAPT_LAYERS`) learn, and they are drawn back towards where they started
-    (the start model's knowledge is the prior a few cells refine).
+    Only the last layer learns, so the cells' features are computed once (each cell in
+    its 8 flips and turns) and every step is cheap. Each step shows a batch of the
+    user's cells (each class drawn alike) and as many of the classifier's memory
+    (:func:`keep_memory`; none in a classifier from before it), so that it learns the
+    user's lab without forgetting the others; the weights are drawn back towards where
+    they started (the start model's knowledge is the prior a few cells refine). The
+    temperature, class centres, labs and memory are kept (their features do not move).
 
     Args:
-        model: the classifier to adapt (its temperature, centres and labs are kept).
+        model: the classifier to adapt.
         cells: the user's cells, ``y`` what the user says each is.
-        replay: training windows shown beside them (None: none).
         steps, lr, batch, seed: the optimisation.
-        layers: ``out`` or ``last``.
-        anchor: the weight of the squared distance of the learning weights from where
-            they started.
+        anchor: the weight of the squared distance of the weights from where they started.
 
     Returns:
         The model, adapted, in eval mode.
+
+    Raises:
+        DataError: no cells.
     """
-    if layers not in ADAPT_LAYERS:
-        raise ConfigError(f"layers: {layers!r} is not one of {', '.join(ADAPT_LAYERS)}")
-    learning = [model.out] + ([model.stages[-1]] if layers == "last" else [])
-    for q in model.parameters():
-        q.requires_grad_(False)
-    params = [q for m in learning for q in m.parameters()]
-    for q in params:
-        q.requires_grad_(True)
+    if not len(cells):
+        raise DataError("no corrected cells to adapt the classifier to")
+    features = turned_features(model, cells).flatten(0, 1)
+    allowed = torch.from_numpy(np.tile(window_allowed(cells), (8, 1)))
+    y, lab = np.tile(cells.y, 8), np.zeros(8 * len(cells), int)
+    train = ~model.memory_val
+    memory = model.memory_features[train].float()
+    memory_allowed = model.memory_allowed[train]
+    memory_y, memory_lab = model.memory_classes[train].numpy(), model.memory_labs[train].numpy()
+    params = list(model.out.parameters())
     start = [q.detach().clone() for q in params]
     optimiser = torch.optim.Adam(params, lr=lr)
     rng = np.random.default_rng(seed)
-    allowed = window_allowed(cells)
-    replay_allowed = window_allowed(replay) if replay is not None and len(replay) else None
-    model.train()
-    for m in model.modules():  # the batch statistics stay the start model's
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
     for _ in range(steps):
-        chosen = balanced_draw(cells, batch, rng)
-        x, ref, ok = cells.x[chosen], cells.reference[chosen], allowed[chosen]
-        if replay_allowed is not None:
-            more = balanced_draw(replay, batch, rng)
-            x = np.concatenate([x, replay.x[more]])
-            ref = np.concatenate([ref, replay.reference[more]])
-            ok = np.concatenate([ok, replay_allowed[more]])
-        loss = masked_loss(model(batch_tensor(x, ref, model.config.inputs, rng)),
-                           torch.from_numpy(ok))
+        chosen = balanced_draw(y, lab, batch, rng)
+        loss = masked_loss(model.out(features[chosen]), allowed[chosen])
+        if len(memory):
+            more = balanced_draw(memory_y, memory_lab, batch, rng)
+            loss = loss + masked_loss(model.out(memory[more]), memory_allowed[more])
         loss = loss + anchor * sum(((q - q0) ** 2).sum() for q, q0 in zip(params, start))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    for q in model.parameters():
-        q.requires_grad_(True)
     return model.eval()
 
 
-def recheck_threshold(model: CellClassifier, cells: Windows) -> float:
-    """The infected threshold checked again on the user's cells: the start model's, or
-    the lowest of :data:`THRESHOLDS` above every cell the user says is not infected."""
-    p = probabilities(model, cells, model.config.temperature)
-    infected = p[:, STAGE_INDEX].sum(axis=1)
+def memory_scores(model: CellClassifier) -> dict[int, dict]:
+    """Per lab of a classifier's memory (:func:`keep_memory`), its validation cells at
+    the classifier's threshold: ``infected_found`` and ``red_called_infected`` (NaN
+    where the lab has none of those cells); empty without a memory."""
+    from bloomseg.cells.types import infected_calls
+
+    val = model.memory_val
+    with torch.no_grad():
+        p = (model.out(model.memory_features[val].float()) / model.config.temperature
+             ).softmax(dim=1).numpy()
+    y, lab = model.memory_classes[val].numpy(), model.memory_labs[val].numpy()
+    called = infected_calls(p, model.config.infected_threshold)
+    out = {}
+    for d in np.unique(lab):
+        here = lab == d
+        truth = here & np.isin(y, STAGE_INDEX)
+        red = here & np.isin(y, [CLASSES.index("red_blood_cell"), UNBOXED])
+        out[int(d)] = {"infected_found": float(called[truth].mean()) if truth.any() else np.nan,
+                       "red_called_infected": float(called[red].mean()) if red.any() else np.nan}
+    return out
+
+
+KEEP_RECALL = 0.9
+"""A threshold raised above a user's corrected cells may cost at most this share of the
+memory's infected recall: beyond it the threshold stays, and the cells still called
+infected are said (correct more fields)."""
+
+
+@dataclass
+class ThresholdCheck:
+    """The infected threshold checked again after adapting.
+
+    Attributes:
+        threshold: the threshold chosen.
+        start: the classifier's before.
+        still_called: the user's cells said not to be infected that it still calls so.
+        recall: the memory's validation infected recall at it (None: no memory, or none
+            infected there).
+        false_calls: the worst memory lab's share of uninfected red cells called
+            infected at it (None: no memory).
+    """
+
+    threshold: float
+    start: float
+    still_called: int
+    recall: float | None = None
+    false_calls: float | None = None
+
+
+def recheck_threshold(model: CellClassifier, cells: Windows) -> ThresholdCheck:
+    """The infected threshold checked again on the memory's validation cells and the
+    user's cells, as training chose it (:func:`tune_infected`: the lowest that calls at
+    most ``max_false_calls`` of each lab's uninfected red cells infected, the user's
+    cells a lab of their own), then raised above every cell the user says is not
+    infected where that keeps :data:`KEEP_RECALL` of the recall. A classifier without
+    memory keeps its threshold, raised above the user's cells.
+
+    Args:
+        model: the adapted classifier; cells: the user's cells.
+    """
+    config = model.config
+    start = config.infected_threshold
+    p_user = (model.out(turned_features(model, cells)[0]) / config.temperature).softmax(dim=1)
+    infected = p_user.detach().numpy()[:, STAGE_INDEX].sum(axis=1)
     clean = ~np.isin(cells.y, STAGE_INDEX)
     worst = float(infected[clean].max()) if clean.any() else 0.0
-    above = [t for t in THRESHOLDS if t > worst]
-    return max(model.config.infected_threshold, above[0] if above else float(THRESHOLDS[-1]))
+    above = [float(t) for t in THRESHOLDS if t > worst] or [float(THRESHOLDS[-1])]
+    checked = model.memory_val
+    if not checked.any():
+        threshold = max(start, above[0])
+        return ThresholdCheck(threshold, start, int((infected[clean] > threshold).sum()))
+    with torch.no_grad():
+        p = (model.out(model.memory_features[checked].float()) / config.temperature).softmax(dim=1)
+    labs = model.memory_labs[checked].numpy()
+    p_all = np.concatenate([p.numpy(), p_user.detach().numpy()])
+    y = np.concatenate([model.memory_classes[checked].numpy(), cells.y])
+    dataset = np.concatenate([labs, np.full(len(cells), labs.max() + 1)])
+    base, rows = tune_infected(p_all, y, config.max_false_calls, dataset)
+    at = {r["threshold"]: r for r in rows}
+    threshold = base
+    if worst > base:
+        raised = next(t for t in above if t in at)
+        if at[raised]["recall"] >= KEEP_RECALL * at[base]["recall"]:
+            threshold = raised
+    row = at[threshold]
+    return ThresholdCheck(threshold, start, int((infected[clean] > threshold).sum()),
+                          row["recall"] if row["infected"] else None, row["false_call_rate"])
 
 
 MIN_LAB_FIELDS = 5

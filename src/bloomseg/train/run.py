@@ -481,9 +481,11 @@ class _Run:
         model_dir = None
         if cfg.adapt:
             from bloomseg.train.adapted import write_adapted_model
+            from bloomseg.train.corrected import adapt_classes
 
+            classes = adapt_classes(cfg.init, cfg.data, self.run_dir, self.log)
             model_dir = write_adapted_model(self.run_dir, cfg, self.train_images,
-                                            time.perf_counter() - self.started)
+                                            time.perf_counter() - self.started, classes)
             self.log(f"the adapted model and its MODEL_CARD.md: {model_dir}")
         return TrainResult(self.run_dir, best_row["epoch"], best_row["val_dice"],
                            self.history, stopped, score_of(best_row), model_dir)

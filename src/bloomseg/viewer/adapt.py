@@ -1,6 +1,7 @@
 """The **Train on corrected** section of the Segment cells widget: fine-tune the model on
-the images saved (corrected) in the output folder, in a worker thread, with progress,
-the time left and Cancel; the adapted model is then the one Run uses."""
+the images saved (corrected) in the output folder, and its cell classifier on the classes
+their tables name, in a worker thread, with progress, the time left and Cancel; the
+adapted model is then the one Run uses."""
 
 from __future__ import annotations
 
@@ -37,16 +38,20 @@ class _Signals(QObject):
     step = Signal(int, int, float)  # steps done, in all, seconds since the start
 
 
-def saved_images(folder: str | Path) -> list[tuple[Path, Path]]:
-    """(image, labels) of every image saved with its cells in ``folder`` (Save writes
-    both), by name; none where the folder holds none or does not exist."""
+def saved_images(folder: str | Path) -> list[tuple[Path, ...]]:
+    """(image, labels, and the cell table where there is one) of every image saved with
+    its cells in ``folder`` (Save writes them), by name; none where the folder holds none
+    or does not exist."""
     from bloomseg.data.dataset import LABELS_END, is_flat, scan_split
+    from bloomseg.train.corrected import CELLS_END
 
     folder = Path(folder)
     if not folder.is_dir() or not is_flat(folder):
         return []
     scan = scan_split(folder, "train", need_mask=False)
-    return [(s.image, folder / f"{s.stem}{LABELS_END}") for s in scan.samples]
+    return [(s.image, folder / f"{s.stem}{LABELS_END}")
+            + ((table,) if (table := folder / f"{s.stem}{CELLS_END}").is_file() else ())
+            for s in scan.samples]
 
 
 def left(done: int, total: int, seconds: float) -> str:
@@ -104,14 +109,14 @@ class TrainSection(QGroupBox):
         (a new one ticked)."""
         unticked = {i.text() for i in self._items() if i.checkState() != Qt.Checked}
         self.images.clear()
-        for image, _ in saved_images(self.owner.folder.text().strip()):
+        for image, *_ in saved_images(self.owner.folder.text().strip()):
             item = QListWidgetItem(image.name)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Unchecked if image.name in unticked else Qt.Checked)
             self.images.addItem(item)
 
-    def chosen(self) -> list[tuple[Path, Path]]:
-        """The ticked saved images, with their labels."""
+    def chosen(self) -> list[tuple[Path, ...]]:
+        """The ticked saved images, with their labels and cell tables."""
         names = {i.text() for i in self._items() if i.checkState() == Qt.Checked}
         return [pair for pair in saved_images(self.owner.folder.text().strip())
                 if pair[0].name in names]
@@ -159,7 +164,7 @@ class TrainSection(QGroupBox):
         self._cancel.set()
         self.status.setText("cancelling…")
 
-    def _train(self, pairs: list[tuple[Path, Path]], run: Path, init: str,
+    def _train(self, pairs: list[tuple[Path, ...]], run: Path, init: str,
                settings: dict) -> Path:
         """The training, in the worker thread; returns the adapted model's folder."""
         from bloomseg.train import TrainConfig, train

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
 from bloomseg.viewer.adapt import TrainSection
+from bloomseg.viewer.classes import SET, ClassSection, apply_classes
 from bloomseg.viewer.controls import error_text, row, start_worker
 from bloomseg.viewer.layers import (
     LAYER_SUFFIX,
@@ -143,11 +144,16 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.counts)
+        self.class_section = ClassSection(self)
+        layout.addWidget(self.class_section)
         layout.addWidget(row(self.save_button, self.overwrite))
         self.training = TrainSection(self)
         self.folder.editingFinished.connect(self.training.refresh)
         layout.addWidget(self.training)
         layout.addStretch()
+        self.viewer.layers.events.inserted.connect(self._inserted)
+        for layer in self.viewer.layers:
+            self._offer_classes(layer)
 
     # ---- settings -------------------------------------------------------------
     def spec(self) -> SegmenterSpec:
@@ -383,6 +389,17 @@ class SegmentWidget(QWidget):
     def _layer(self, name: str):
         return next((layer for layer in self.viewer.layers if layer.name == name), None)
 
+    def _inserted(self, event) -> None:
+        self._offer_classes(event.value)
+
+    def _offer_classes(self, layer) -> None:
+        """A cells layer (the widget's, or one read from outputs) has its cells picked
+        and named by the Cell classes section."""
+        from napari.layers import Labels
+
+        if isinstance(layer, Labels) and META in layer.metadata:
+            self.class_section.attach(layer)
+
     def _remove(self, name: str) -> None:
         layer = self._layer(name)
         if layer is not None:
@@ -409,7 +426,8 @@ class SegmentWidget(QWidget):
         """Write the files ``predict`` writes for the cells layer's image (labels TIFF,
         cells CSV, GeoJSON, mask, overlay) from the layer as it is now: cells painted,
         erased, split or merged by hand are measured anew, and named anew where the model
-        has a classifier and classes are on.
+        has a classifier and classes are on, but for the classes set by hand (the Cell
+        classes section), which are written as set.
 
         Args:
             folder: the output folder (default: the widget's).
@@ -443,7 +461,7 @@ class SegmentWidget(QWidget):
         if labels.shape != image.shape[:2]:
             raise ConfigError(f"{layer.name!r} is {labels.shape[1]}x{labels.shape[0]} but its image "
                               f"is {image.shape[1]}x{image.shape[0]}")
-        labels = relabel_sequential(labels.astype(np.int64))[0]  # erased cells leave no gaps
+        labels, forward, _ = relabel_sequential(labels.astype(np.int64))  # erased cells leave no gaps
         diameter = {"diameter": "", "diameter_source": "", "diameter_note": ""} | \
             meta.get("diameter", {})
         types = None
@@ -452,6 +470,12 @@ class SegmentWidget(QWidget):
             if segmenter.classifier is not None:
                 size = float(diameter["diameter"]) if diameter["diameter"] not in ("", None) else None
                 types = segmenter.classes_of(image, labels, size)
+        set_by_hand = meta.get(SET, {})
+        if set_by_hand:
+            if types is None:
+                raise ConfigError("classes were set by hand, but classes are off: tick 'name "
+                                  "each cell' (a model with a cell classifier) to save them")
+            types = apply_classes(types, set_by_hand, forward)
         stem = image_stem(name)
         written = save_corrected(image, labels, types, diameter, folder, stem,
                                  self.overwrite.isChecked() if overwrite is None else overwrite,
