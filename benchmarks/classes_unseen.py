@@ -7,6 +7,7 @@
     python benchmarks/classes_unseen.py profile RECIPE
     python benchmarks/classes_unseen.py score NAME --classifier PATH --leave LAB
     python benchmarks/classes_unseen.py adapt RECIPE [--leave LAB ...] [--way WAY ...]
+    python benchmarks/classes_unseen.py user RECIPE [--leave LAB ...]
 
 ``cut`` segments every train and val image of each lab with the default model once and
 keeps every cell's window (the cells a box matches with its class, the others unboxed),
@@ -37,7 +38,8 @@ trained elsewhere (the one shipped before, on a lab it never saw) into ``CACHE/N
 same way with :data:`SHIP` settings; ``bloomseg export`` puts it beside the model.
 ``adapt RECIPE`` corrects 2 fields of each healthy lab left out as a user would and
 adapts that lab's classifier to them (:func:`adapt`): the recipe of ``train --adapt``
-for classes is chosen by its worst lab here, forgetting beside.
+for classes is chosen by its worst lab here, forgetting beside. ``user RECIPE`` takes
+the same path with the command line, timed (:func:`user`).
 ``profile RECIPE`` keeps every lab's red-cell profile in a classifier ``ship`` trained
 before classifiers kept them (what ``ship`` now does at its end; the weights unchanged).
 """
@@ -230,14 +232,10 @@ def adapt(recipe: str, leave: list[str], cache: Path, ways: list[str]) -> None:
 
     import torch
 
-    from bloomseg.cells.types import cell_types
-    from bloomseg.model.files import load_classifier
     from bloomseg.train.classifier import (
         adapt_classifier,
         features_of,
-        keep_memory,
         memory_scores,
-        probabilities,
         recheck_threshold,
     )
 
@@ -245,32 +243,19 @@ def adapt(recipe: str, leave: list[str], cache: Path, ways: list[str]) -> None:
     labs = {lab: load(cache, lab) for lab in LABS}
     rows = []
     for left in leave:
-        start = load_classifier(cache / recipe / left / "best.pt")[0]
+        start = remembering(recipe, left, labs, cache)
         kept = [lab for lab in LABS if lab != left]
-        parts = split_windows(labs, kept)
-        keep_memory(start, parts["train"], parts["val"])
-        seen = Windows.join([w[w.view == 0] for w in labs[left].values()], CROP)
-        seen.field = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
-                                     enumerate(labs[left].values())]) * 100000 + seen.field
-        p = probabilities(start, seen, start.config.temperature)
-        kinds = np.array([t["class"] for t in cell_types(p, start.config.infected_threshold)])
-        # the first 2 fields with an infected call, else the first 2 (confirmed as called)
-        fields = ([f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()]
-                  or list(np.unique(seen.field)))[:2]
+        seen = fields_of(labs[left])
+        fields, said, changed = corrected_as_a_user(start, seen)
         chosen = np.isin(seen.field, fields)
-        called = p.argmax(axis=1)
-        # a boxed cell is what its box says; an unboxed one as called, an infected call red
-        said = np.where(np.isin(called, STAGE_INDEX) | (kinds == "infected"), RED, called)
-        said = np.where(seen.y != UNBOXED, seen.y, said)
         cells = seen[chosen]
         cells.y = said[chosen]
         cells.known[:] = True
         rest = seen[~chosen]
         rest_features = torch.from_numpy(features_of(start, rest)[1])
         out = cache / recipe / f"{left}-adapted"
-        print(f"{left}: {len(cells)} cells of {len(fields)} fields corrected "
-              f"({int((kinds[chosen] == 'infected').sum())} infected calls); the other "
-              f"{len(np.unique(rest.field))} fields scored", flush=True)
+        print(f"{left}: {len(cells)} cells of {len(fields)} fields corrected ({changed} calls "
+              f"changed); the other {len(np.unique(rest.field))} fields scored", flush=True)
         for way in ["start", *ways]:
             model = copy.deepcopy(start)
             began = time.perf_counter()
@@ -297,6 +282,142 @@ def adapt(recipe: str, leave: list[str], cache: Path, ways: list[str]) -> None:
                      else v for k, v in row.items() if k != "left"}
             print("  " + ", ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
     save_rows(cache / recipe / "adapt.csv", rows)
+
+
+def remembering(recipe: str, left: str, labs: dict, cache: Path):
+    """The classifier trained without ``left``, with the memory of the other labs' cells
+    that ``fit_classes`` now keeps (it was trained before it kept one)."""
+    from bloomseg.model.files import load_classifier
+    from bloomseg.train.classifier import keep_memory
+
+    model = load_classifier(cache / recipe / left / "best.pt")[0]
+    kept = [lab for lab in LABS if lab != left]
+    parts = split_windows(labs, kept)
+    memory = keep_memory(model, parts["train"], parts["val"])
+    model.config = replace(model.config, memory=memory, lab_names=tuple(kept))
+    return model
+
+
+def fields_of(lab: dict[str, Windows]) -> Windows:
+    """A lab's cells (the images, not their views), ``field`` numbering its train and
+    val fields apart (split * 100000 + field)."""
+    seen = Windows.join([w[w.view == 0] for w in lab.values()], CROP)
+    seen.field = np.concatenate([np.full(int((w.view == 0).sum()), s) for s, w in
+                                 enumerate(lab.values())]) * 100000 + seen.field
+    return seen
+
+
+def corrected_as_a_user(model, seen: Windows) -> tuple[list[int], np.ndarray, int]:
+    """The first 2 fields with an infected call (else the first 2), and what a user says
+    of every cell: a boxed cell what its box says, an unboxed one as called, but an
+    infected call a red cell.
+
+    Returns:
+        (the 2 fields, (N,) the classes said, how many calls of the 2 fields that changes).
+    """
+    from bloomseg.cells.types import cell_types
+    from bloomseg.data.vocabulary import kind_of
+    from bloomseg.train.classifier import probabilities
+
+    p = probabilities(model, seen, model.config.temperature)
+    kinds = np.array([t["class"] for t in cell_types(p, model.config.infected_threshold)])
+    fields = ([f for f in np.unique(seen.field) if (kinds[seen.field == f] == "infected").any()]
+              or list(np.unique(seen.field)))[:2]
+    called = np.where(kinds == "infected", CLASSES.index("ring"), p.argmax(axis=1))
+    said = np.where(np.isin(called, STAGE_INDEX), RED, called)
+    said = np.where(seen.y != UNBOXED, seen.y, said)
+    chosen = np.isin(seen.field, fields)
+    changed = sum(kind_of(int(a)) != kind_of(int(b)) for a, b in zip(called[chosen], said[chosen]))
+    return fields, said, int(changed)
+
+
+def user(recipe: str, left: str, data: Path, cache: Path) -> None:
+    """The whole user's path on a healthy lab left out, with the command line: a model
+    of the default segmentation and the classifier trained without the lab (with its
+    memory), ``bloomseg predict --cells`` of the 2 fields :func:`corrected_as_a_user`
+    picks, their ``<stem>_cells.csv`` corrected as a user would (a cell matching a box
+    (IoU >= 0.5) what the box says; else an infected call a red cell), then
+    ``bloomseg train --adapt`` and ``--adapt-classes-only`` on that folder, each timed
+    as a whole command. The adapted classifiers are scored on the lab's other fields
+    (the cached cells) beside the start's; ``benchmarks/cell_classes.py --model`` gives
+    their BBBC041 test figures. Everything goes to ``CACHE/RECIPE/LAB-user``."""
+    import shutil
+    import subprocess
+    import time
+
+    import torch
+
+    from bloomseg.cells.matching import box_pairs, cell_boxes
+    from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
+    from bloomseg.data.images import read_image, read_labels
+    from bloomseg.data.vocabulary import kind_of, read_classes
+    from bloomseg.model.files import export_model, load_classifier, save_classifier
+    from bloomseg.train.classifier import features_of
+
+    torch.set_num_threads(2)
+    out = cache / recipe / f"{left}-user"
+    out.mkdir(parents=True, exist_ok=True)
+    labs = {lab: load(cache, lab) for lab in LABS}
+    model = remembering(recipe, left, labs, cache)
+    save_classifier(out / "classifier.pt", model, {"config": model.config.as_dict()})
+    start = export_model("default", out / "start", overwrite=True, classifier=out / "classifier.pt")
+    seen = fields_of(labs[left])
+    fields, _, changed = corrected_as_a_user(model, seen)
+    samples = lab_samples(data, left)
+    folder = out / "fields"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    names = read_classes(str(data / ROOTS[left]))
+    for f in fields:
+        sample = samples[("train", "val")[f // 100000]][f % 100000]
+        shutil.copyfile(sample.image, folder / sample.image.name)
+        subprocess.run([sys.executable, "-m", "bloomseg", "predict", str(start),
+                        str(folder / sample.image.name), "-o", str(folder), "--cells", "-q",
+                        "--overwrite"], check=True)
+        table = folder / f"{sample.stem}_cells.csv"
+        labels = read_labels(folder / f"{sample.stem}_labels.tif")
+        yolo = read_boxes(sample.boxes)
+        image = read_image(sample.image)
+        truth = names.targets(yolo[:, 0])
+        boxed = {c + 1: int(truth[b]) for c, b in
+                 box_pairs(cell_boxes(labels)[0], yolo_to_xyxy(yolo, *image.shape[:2]))}
+        with open(table, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames, list(reader)
+        for row in rows:
+            said = boxed.get(int(row["id"]))
+            if said is not None:
+                kind = kind_of(said)
+                row["class"], row["stage"] = kind, CLASSES[said] if kind == "infected" else ""
+            elif row["class"] == "infected":
+                row["class"], row["stage"] = "red_blood_cell", ""
+        with open(table, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, columns)
+            w.writeheader()
+            w.writerows(rows)
+    print(f"{left}: 2 fields predicted and corrected as a user would ({changed} calls of the "
+          f"cached cells changed) in {folder}", flush=True)
+    runs = {"adapt": ["--adapt"], "classes-only": ["--adapt-classes-only"]}
+    rest = seen[~np.isin(seen.field, fields)]
+    features = torch.from_numpy(features_of(model, rest)[1])
+    score_features(model, features, rest, out / "start" / "scores.npz")
+    rows = [{"way": "start", "seconds": 0.0} | scores(out / "start" / "scores.npz")]
+    for name, flags in runs.items():
+        run = out / name
+        shutil.rmtree(run, ignore_errors=True)
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bloomseg", "train", *flags, "--init", str(start),
+                        "--data", str(folder), "-o", str(run), "-q"], check=True)
+        seconds = time.perf_counter() - began
+        adapted = load_classifier(run / "model")[0]
+        score_features(adapted, features, rest, run / "scores.npz")
+        rows.append({"way": name, "seconds": round(seconds, 1)} | scores(run / "scores.npz"))
+    for row in rows:
+        print(f"  {row['way']}: {row['seconds']} s (the whole command); other fields "
+              f"{row['fields']}: red called infected {_pct(row['red_called_infected'])}, clean "
+              f"{row['fields_clean']:.1%}, red called white {_pct(row['red_called_white'])}",
+              flush=True)
+    save_rows(out / "user.csv", rows)
 
 
 def score_features(model, features, windows: Windows, path: Path) -> None:
@@ -449,7 +570,7 @@ def _pct(v: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score",
-                                         "adapt"))
+                                         "adapt", "user"))
     parser.add_argument("--way", action="append", choices=tuple(ADAPT),
                         help="adapt: how the classifier adapts (repeatable; default: each)")
     parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
@@ -479,6 +600,9 @@ def main() -> None:
         if not (args.data / "bccd").is_dir():
             sys.exit(f"{args.data}: the shared data is not there (bbbc041seg, txlpbc, bccd, mpidb_pf)")
         cut(args.data, args.cache)
+    elif args.step == "user":
+        for lab in args.leave or list(HEALTHY):
+            user(args.recipes[0], lab, args.data, args.cache)
     elif args.step == "adapt":
         adapt(args.recipes[0], args.leave or list(HEALTHY), args.cache, args.way or list(ADAPT))
     elif args.step in ("run", "ship", "profile"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bloomseg.errors import BloomsegError, DataError, ImageError, WeightsError
 from bloomseg.lazy import lazy_exports
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 _NAMES = {
     "load_backbone": "bloomseg.backbone",
