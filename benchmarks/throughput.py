@@ -1,0 +1,183 @@
+"""The main job's throughput: the README's command against the network's own cost.
+
+    python benchmarks/throughput.py [--data ../shared/data] [--smears 10] [--runs 3]
+                                    [--workers 1 --workers 2] [--out out/throughput.csv]
+
+On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
+``--runs``:
+
+- **end to end**: ``bloomseg predict default DIR -o OUT --cells`` in a fresh process on
+  all N smears and on 1; seconds per smear = (T(N) - T(1)) / (N - 1), so the process
+  start and the model load are not counted; T(1) is the **cold start** (import, load,
+  one smear). With ``--workers``, each number of workers is timed the same way.
+- **the floor**: the segmentation network's forward pass at the model's cell size (each
+  smear resampled as ``predict`` does, then the network alone), per smear, in this
+  process; the ratio of the two.
+- **per stage**: the same command's work in this process (``segment_files``), each
+  stage's seconds per smear: reading, normalising, the size, the network, the cells, the
+  classes, the verdict, and each output file.
+
+Printed as tables and written as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import importlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = {
+    "read": ("bloomseg.data.images", "read_image"),
+    "size": ("bloomseg.inference.segmenter", "Segmenter.scale_of"),
+    "network": ("bloomseg.inference.segmenter", "Segmenter.logits"),
+    "cells": ("bloomseg.inference.segmenter", "separate"),
+    "classes": ("bloomseg.inference.segmenter", "Segmenter._name_cells"),
+    "verdict": ("bloomseg.outputs.run", "judge"),
+    "measure": ("bloomseg.cells.measure", "measure_cells"),
+    "labels file": ("bloomseg.cells.formats", "save_labels"),
+    "cell table": ("bloomseg.outputs.run", "save_cell_table"),
+    "geojson": ("bloomseg.cells.formats", "geojson_features"),
+    "overlay": ("bloomseg.figures", "label_overlay"),
+    "gallery": ("bloomseg.figures", "cell_gallery"),
+    "png files": ("bloomseg.files", "save_png"),
+    "run's end": ("bloomseg.outputs.run", "finish_run"),
+}
+"""Each stage timed: the module and the name in it (``Class.method``) of its function,
+where the code that runs it looks it up."""
+
+
+def command(smears: list[Path], out: Path, workers: int) -> float:
+    """Seconds of the README's command on ``smears`` in a fresh process."""
+    folder = out / "in"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for s in smears:
+        (folder / s.name).symlink_to(s.resolve())
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bloomseg", "predict", "default", str(folder), "-o",
+                    str(out / "out"), "--cells", "-q", "--overwrite", *extra], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def floor(smears: list[Path]) -> list[float]:
+    """The network's forward pass per smear at the model's cell size, as predict runs it."""
+    from bloomseg.data.images import read_image
+    from bloomseg.data.resampling import grid_factor, resample
+    from bloomseg.inference.segmenter import Segmenter
+    from bloomseg.model.inputs import normalise
+
+    segmenter = Segmenter.load("default")
+    times = []
+    for s in smears:
+        image = read_image(s)
+        seen = normalise(image, segmenter.normalise, None)
+        scale = segmenter.scale_of(image, None, seen)
+        factor = grid_factor(segmenter.cell_diameter / scale.diameter)
+        scaled = seen if factor == 1 else resample(seen, factor)
+        start = time.perf_counter()
+        segmenter.logits(scaled)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def stages(smears: list[Path], out: Path) -> dict[str, float]:
+    """Seconds per smear in each stage of ``segment_files`` (in this process)."""
+    from bloomseg.inference.segmenter import Segmenter
+    from bloomseg.outputs.options import OutputOptions
+    from bloomseg.outputs.run import segment_files
+
+    spent: dict[str, float] = defaultdict(float)
+    undo = []
+    for stage, (module, path) in STAGES.items():
+        holder = importlib.import_module(module)
+        *owners, name = path.split(".")
+        for owner in owners:
+            holder = getattr(holder, owner)
+        original = getattr(holder, name)
+
+        def timed(*args, _original=original, _stage=stage, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_stage] += time.perf_counter() - start
+
+        setattr(holder, name, functools.wraps(original)(timed))
+        undo.append((holder, name, original))
+    try:
+        segmenter = Segmenter.load("default")
+        start = time.perf_counter()
+        segment_files(segmenter, smears, out / "stages", OutputOptions(cells=True),
+                      overwrite=True, progress=False)
+        spent["total"] = time.perf_counter() - start
+    finally:
+        for holder, name, original in undo:
+            setattr(holder, name, original)
+    return {k: v / len(smears) for k, v in spent.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data", type=Path)
+    parser.add_argument("--smears", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, action="append", help="(default: 1)")
+    parser.add_argument("--out", default="out/throughput.csv", type=Path)
+    args = parser.parse_args()
+    folder = args.data / "bbbc041seg" / "test" / "original"
+    if not folder.is_dir():
+        sys.exit(f"{folder}: the shared data is not there")
+    smears = sorted(folder.iterdir())[:args.smears]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        per_worker = defaultdict(list)
+        cold, net = [], []
+        for run in range(args.runs):  # side by side: each run times every way once
+            for workers in args.workers or [1]:
+                many = command(smears, tmp / f"w{workers}", workers)
+                one = command(smears[:1], tmp / f"w{workers}-1", workers)
+                per_worker[workers].append((many - one) / (len(smears) - 1))
+                if workers == 1:
+                    cold.append(one)
+            net.append(statistics.median(floor(smears)))
+            print(f"run {run + 1}: " + ", ".join(f"{w} worker(s) {v[-1]:.2f} s/smear"
+                                                 for w, v in per_worker.items())
+                  + f", network {net[-1]:.2f} s, cold start {cold[-1]:.2f} s", flush=True)
+        parts = stages(smears, tmp)
+    network = statistics.median(net)
+    print("\n| workers | seconds per smear | x the network's forward |\n| --- | --- | --- |")
+    for workers, values in per_worker.items():
+        v = statistics.median(values)
+        print(f"| {workers} | {v:.2f} | {v / network:.2f} |")
+        rows.append({"what": f"end to end, {workers} worker(s)", "seconds": round(v, 3),
+                     "ratio": round(v / network, 3)})
+    print(f"\nthe network's forward pass at the model's cell size: {network:.3f} s per smear; "
+          f"cold start (import, load, one smear): {statistics.median(cold):.2f} s")
+    rows += [{"what": "network forward", "seconds": round(network, 3), "ratio": 1.0},
+             {"what": "cold start", "seconds": round(statistics.median(cold), 3), "ratio": ""}]
+    print("\n| stage (in process) | seconds per smear |\n| --- | --- |")
+    for stage, v in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"| {stage} | {v:.3f} |")
+        rows.append({"what": f"stage: {stage}", "seconds": round(v, 3), "ratio": ""})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        w = csv.DictWriter(f, ["what", "seconds", "ratio"])
+        w.writeheader()
+        w.writerows(rows)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
