@@ -104,12 +104,17 @@ def save_csv(path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> 
         f.write(buffer.getvalue())
 
 
+PNG_LEVEL = 1
+"""zlib's effort for PNGs: level 1 writes a smear's overlay four times as fast as
+Pillow's default 6, for files about a sixth larger (the pixels are the same)."""
+
+
 def save_png(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
     from PIL import Image
 
     with atomic_output(path) as f:
-        Image.fromarray(array).save(f, format="PNG")
+        Image.fromarray(array).save(f, format="PNG", compress_level=PNG_LEVEL)
 
 
 def existing(paths: Iterable[str | Path]) -> list[Path]:

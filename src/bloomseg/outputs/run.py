@@ -2,15 +2,17 @@
 stopping the rest.
 
 One image is one call of :func:`segment_image`, which writes every output atomically and
-turns any failure into a summary row; :func:`segment_files` runs those calls in this
-process and :mod:`bloomseg.outputs.cluster` on Dask workers, and both end with
-:func:`finish_run`. :func:`output_paths` is the one place that names an image's files;
+turns any failure into a summary row; :func:`segment_files` runs its two parts
+(:func:`predict_image`, then the writing it returns) in this process, an image's outputs
+written in a thread while the next is predicted, and :mod:`bloomseg.outputs.cluster` on
+Dask workers, and both end with :func:`finish_run`. :func:`output_paths` is the one place that names an image's files;
 the rows it returns carry them, so the report is handed everything it shows.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -234,14 +236,12 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
     return paths | ({"infected": gallery} if gallery.is_file() else {})
 
 
-def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
-                       options: OutputOptions) -> tuple[dict, list[dict] | None]:
-    from PIL import Image
-
-    from bloomseg.cells.formats import coco_annotations
+def _predict_in_memory(segmenter, path: Path, outputs: dict[str, Path],
+                       options: OutputOptions) -> Callable[[], tuple[dict, list | None]]:
+    """Read and predict an image; returns what writes its outputs and gives its row's
+    fields (and COCO annotations): the part :func:`segment_files` runs while the next
+    image is predicted."""
     from bloomseg.data.images import LazyImage, read_image
-    from bloomseg.figures import overlay
-    from bloomseg.files import atomic_output, save_png
 
     if path.suffix.lower() == ".zarr":
         with LazyImage(path, options.max_pixels) as source:
@@ -249,23 +249,88 @@ def _segment_in_memory(segmenter, path: Path, outputs: dict[str, Path],
     else:
         image = read_image(path, options.max_pixels)
     result = segmenter.predict(image, instances=options.cells)
-    save_png(outputs["mask"], result.mask.astype(np.uint8) * 255)
-    if options.save_prob:
-        with atomic_output(outputs["prob"]) as f:
-            Image.fromarray(result.probability.astype(np.float32), mode="F").save(f, format="TIFF")
     row = {"width": image.shape[1], "height": image.shape[0],
            "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}",
            **diameter_fields(result.scale)}
-    annotations = None
     if result.labels is not None:
         row.update(qc_fields(judge(result), result.red_profile))
+
+    def write() -> tuple[dict, list | None]:
+        from PIL import Image
+
+        from bloomseg.cells.formats import coco_annotations
+        from bloomseg.figures import overlay
+        from bloomseg.files import atomic_output, save_png
+
+        save_png(outputs["mask"], result.mask.astype(np.uint8) * 255)
+        if options.save_prob:
+            with atomic_output(outputs["prob"]) as f:
+                Image.fromarray(result.probability.astype(np.float32), mode="F").save(
+                    f, format="TIFF")
+        if result.labels is None:
+            save_png(outputs["overlay"], overlay(image, result.mask))
+            return row, None
         row.update(save_cells(image, result.labels, result.classes, diameter_fields(result.scale),
                               outputs, gallery_path(outputs["labels"].parent, path.stem)))
-        if options.coco:
-            annotations = coco_annotations(result.labels)
-    else:
-        save_png(outputs["overlay"], overlay(image, result.mask))
-    return row, annotations
+        return row, coco_annotations(result.labels) if options.coco else None
+
+    return write
+
+
+def _failed(path: Path, error: Exception) -> str:
+    """A row's status for an image that could not be done."""
+    if isinstance(error, BloomsegError):
+        return f"failed: {error}"
+    return f"failed: {path}: {type(error).__name__}: {error}"
+
+
+WRITES_AHEAD = 1
+"""Images whose outputs are being written while the next is predicted."""
+UNFORESEEN = (MemoryError, RuntimeError, ValueError, OSError)
+"""Trouble with one image that must not end the batch (a bloomseg error aside)."""
+
+
+def predict_image(segmenter, path: str | Path, out_dir: str | Path,
+                  options: OutputOptions = OutputOptions(), progress: bool = False
+                  ) -> Callable[[], dict]:
+    """:func:`segment_image` in two parts: this one reads and predicts the image (or, for
+    a large image, does it all); the function it returns writes the outputs and gives
+    the row. Neither raises for a bad image: the row says what went wrong."""
+    from bloomseg.data.images import LazyImage, image_pixels
+    from bloomseg.files import save_json
+    from bloomseg.outputs.large import segment_large
+
+    path, out_dir = Path(path), Path(out_dir)
+    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
+    record = record_path(out_dir, path.stem)
+    try:
+        record.unlink(missing_ok=True)  # until every output is rewritten
+        large = options.large
+        if large is None:
+            large = image_pixels(path) > LARGE_PIXELS
+        outputs = output_paths(out_dir, path.stem, options, large)
+        if large:
+            with LazyImage(path, options.max_pixels) as source:
+                done = segment_large(segmenter, source, outputs, options, progress)
+            write = lambda: done  # noqa: E731 (written already)
+        else:
+            write = _predict_in_memory(segmenter, path, outputs, options)
+    except (BloomsegError, *UNFORESEEN) as e:
+        failure = row | {"status": _failed(path, e)}
+        return lambda: failure
+
+    def finish() -> dict:
+        try:
+            fields, annotations = write()
+            row.update(fields)
+            row["status"] = "ok"
+            save_json(record, {"row": row, "large": large} |
+                      ({"coco": annotations} if options.coco else {}))
+        except (BloomsegError, *UNFORESEEN) as e:
+            return row | {"status": _failed(path, e)}
+        return row | {"files": written_files(out_dir, path.stem, options, large)}
+
+    return finish
 
 
 def segment_image(segmenter, path: str | Path, out_dir: str | Path,
@@ -285,40 +350,7 @@ def segment_image(segmenter, path: str | Path, out_dir: str | Path,
         The image's summary row (:data:`SUMMARY_COLUMNS`); ``status`` is ``ok`` or
         ``failed: ...`` (the reason, naming the file).
     """
-    from bloomseg.data.images import LazyImage, image_pixels
-    from bloomseg.files import save_json
-    from bloomseg.outputs.large import segment_large
-
-    path, out_dir = Path(path), Path(out_dir)
-    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {"image": str(path)}
-    record = record_path(out_dir, path.stem)
-    try:
-        record.unlink(missing_ok=True)  # until every output is rewritten
-        large = options.large
-        if large is None:
-            large = image_pixels(path) > LARGE_PIXELS
-        outputs = output_paths(out_dir, path.stem, options, large)
-        if large:
-            with LazyImage(path, options.max_pixels) as source:
-                fields, annotations = segment_large(segmenter, source, outputs, options, progress)
-        else:
-            fields, annotations = _segment_in_memory(segmenter, path, outputs, options)
-        row.update(fields)
-    except BloomsegError as e:
-        row["status"] = f"failed: {e}"
-        return row
-    except (MemoryError, RuntimeError, ValueError, OSError) as e:
-        # unforeseen trouble with one image must not end the batch
-        row["status"] = f"failed: {path}: {type(e).__name__}: {e}"
-        return row
-    row["status"] = "ok"
-    try:
-        save_json(record, {"row": row, "large": large} |
-                  ({"coco": annotations} if options.coco else {}))
-    except BloomsegError as e:
-        row["status"] = f"failed: {e}"
-        return row
-    return row | {"files": written_files(out_dir, path.stem, options, large)}
+    return predict_image(segmenter, path, out_dir, options, progress)()
 
 
 def finish_run(out_dir: str | Path, rows: list[dict], options: OutputOptions,
@@ -399,19 +431,42 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
         One summary row per input; ``status`` is ``ok``, ``skipped: ...`` (outputs
         exist) or ``failed: ...`` (the reason, naming the file).
     """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     options.check()
     out_dir = Path(out_dir)
-    rows = []
-    for path in tqdm(paths, desc="segmenting", unit="image", disable=not progress):
-        planned = planned_row(out_dir, path, options, overwrite, resume)
-        if planned is not None:
-            rows.append(planned)
-            continue
-        row = segment_image(segmenter, path, out_dir, options, progress)
-        if progress and row["status"] != "ok":
-            tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
-        rows.append(row)
+    rows: list[dict | None] = [None] * len(paths)
+    pending: deque = deque()
+    bar = tqdm(total=len(paths), desc="segmenting", unit="image", disable=not progress)
+
+    def collect(left: int) -> None:
+        """Wait for the writes of all but the last ``left`` images predicted."""
+        while len(pending) > left:
+            i, future = pending.popleft()
+            rows[i] = row = future.result()
+            if progress and row["status"] != "ok":
+                tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
+            bar.update()
+
+    # an image's outputs are written while the next one is predicted: the network keeps
+    # the cores busy while the writing's single-threaded work goes on beside it
+    with ThreadPoolExecutor(1, thread_name_prefix="bloomseg-writer") as writer:
+        try:
+            for i, path in enumerate(paths):
+                planned = planned_row(out_dir, path, options, overwrite, resume)
+                if planned is not None:
+                    collect(0)  # the bar in order
+                    rows[i] = planned
+                    bar.update()
+                    continue
+                finish = predict_image(segmenter, path, out_dir, options, progress)
+                collect(WRITES_AHEAD - 1)  # memory stays flat: one image written at a time
+                pending.append((i, writer.submit(finish)))
+            collect(0)
+        finally:
+            bar.close()
     finish_run(out_dir, rows, options, segmenter.name, getattr(segmenter, "classifier", None))
     return rows
