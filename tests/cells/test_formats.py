@@ -78,6 +78,45 @@ def test_polygons_rasterise_back_to_the_cells():
     assert ring[:, 0].min() == pytest.approx(90, abs=0.5) and ring[:, 0].max() == pytest.approx(100, abs=0.5)
 
 
+def _to_chain(point: np.ndarray, chain: np.ndarray) -> float:
+    """A point's distance to a polygonal chain (to the nearest point of its segments)."""
+    a, d = chain[:-1], np.diff(chain, axis=0)
+    length2 = np.maximum((d * d).sum(axis=1), 1e-12)
+    t = np.clip(((point - a) * d).sum(axis=1) / length2, 0, 1)
+    return float(np.hypot(*(point - a - t[:, None] * d).T).min())
+
+
+def test_outlines_are_within_a_pixel_of_those_traced_one_cell_at_a_time():
+    """The outlines simplified for every cell at once keep every traced point within the
+    tolerance, and lie within 1 px of skimage's simplification of the same trace (what
+    the GeoJSON held before it was made faster)."""
+    from scipy import ndimage
+    from skimage.measure import approximate_polygon, find_contours
+
+    from skimage.draw import ellipse
+
+    from bloomseg.cells.formats import simplified
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((300, 400), np.int32)
+    for i in range(30):  # cells of every shape and slant, some cut by others
+        rr, cc = ellipse(rng.uniform(0, 300), rng.uniform(0, 400), rng.uniform(8, 30),
+                         rng.uniform(8, 30), labels.shape, rotation=rng.uniform(0, np.pi))
+        labels[rr, cc] = i + 1
+    traced = [find_contours(np.pad(labels[box] == i, 1).astype(np.float32), 0.5)[0]
+              for i, box in enumerate(ndimage.find_objects(labels), start=1) if box is not None]
+    assert len(traced) >= 25
+    ours = simplified(traced, 0.5)
+    for trace, ring in zip(traced, ours):
+        assert np.array_equal(ring[0], trace[0]) and np.array_equal(ring[-1], trace[-1])
+        assert max(_to_chain(p, ring) for p in trace) <= 0.5 + 1e-9
+        before = approximate_polygon(trace, 0.5)
+        assert max(_to_chain(p, before) for p in ring) <= 1.0
+        assert max(_to_chain(p, ring) for p in before) <= 1.0
+    polygons = cell_polygons(labels)
+    assert sorted(polygons) == [i for i in range(1, labels.max() + 1) if (labels == i).any()]
+
+
 def test_geojson_is_a_valid_feature_collection_for_qupath():
     labels = blobs()
     rows = measure_cells(labels, np.zeros((*labels.shape, 3), np.uint8))

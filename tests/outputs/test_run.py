@@ -111,3 +111,36 @@ def test_corrected_cells_replace_an_images_outputs_and_its_record(tmp_path):
     np.testing.assert_array_equal(read_image(written["mask"])[..., 0] > 0, corrected > 0)
     # --resume and the summary see the corrected count
     assert finished_row(out, path, options)["cells"] == 1
+
+
+def test_writing_beside_the_next_prediction_changes_no_file_and_one_bad_image_is_skipped(tmp_path):
+    """segment_files writes an image's outputs while the next is predicted: every file
+    is byte for byte what segment_image writes alone, rows in input order, and an image
+    that cannot be read is one failed row among the others."""
+    from conftest import Components
+
+    from bloomseg.outputs.run import segment_image
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = np.full((120, 160, 3), 230, np.uint8)
+        for _ in range(6):
+            y, x = rng.integers(10, 110), rng.integers(10, 150)
+            image[max(0, y - 8):y + 8, max(0, x - 8):x + 8] = 60
+        Image.fromarray(image).save(inputs / f"s{i}.png")
+    (inputs / "s2.png").write_bytes(b"not a png")
+    paths = sorted(inputs.iterdir())
+    options = OutputOptions(cells=True)
+    rows = segment_files(Components(), paths, tmp_path / "together", options, progress=False)
+    assert [r["image"] for r in rows] == [str(p) for p in paths]
+    assert [r["status"] for r in rows][:2] == ["ok", "ok"] and rows[3]["status"] == "ok"
+    assert rows[2]["status"].startswith("failed") and "s2.png" in rows[2]["status"]
+    for path in paths:
+        alone = segment_image(Components(), path, tmp_path / "alone", options)
+        if alone["status"] != "ok":
+            continue
+        for kind, file in output_paths(tmp_path / "alone", path.stem, options).items():
+            if file.exists():
+                assert file.read_bytes() == (tmp_path / "together" / file.name).read_bytes(), kind
