@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--data ../shared/data] [--smears 10] [--runs 3]
                                     [--workers 1 --workers 2] [--out out/throughput.csv]
+    python benchmarks/throughput.py --memory 10 --memory 200
 
 On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 ``--runs``:
@@ -17,7 +18,9 @@ On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
   stage's seconds per smear: reading, normalising, the size, the network, the cells, the
   classes, the verdict, and each output file.
 
-Printed as tables and written as CSV.
+Printed as tables and written as CSV. ``--memory N`` instead runs the command on N
+smears (the 10 in turn, each under its own name) and prints its peak resident memory
+(``/usr/bin/time``), for each N given: a long run's memory must stay flat.
 """
 
 from __future__ import annotations
@@ -68,6 +71,21 @@ def command(smears: list[Path], out: Path, workers: int) -> float:
                     str(out / "out"), "--cells", "-q", "--overwrite", *extra], check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def peak_memory(smears: list[Path], count: int, out: Path) -> int:
+    """Peak resident KiB of the README's command on ``count`` smears (``smears`` in turn)."""
+    folder = out / f"memory-{count}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        s = smears[i % len(smears)]
+        (folder / f"{i:04d}-{s.name}").symlink_to(s.resolve())
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "bloomseg",
+                           "predict", "default", str(folder), "-o", str(out / f"out-{count}"),
+                           "--cells", "-q", "--overwrite"], check=True, text=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return int(done.stderr.strip().splitlines()[-1])
 
 
 def floor(smears: list[Path]) -> list[float]:
@@ -133,12 +151,21 @@ def main() -> None:
     parser.add_argument("--smears", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, action="append", help="(default: 1)")
+    parser.add_argument("--memory", type=int, action="append", metavar="N",
+                        help="the peak memory of a run of N smears instead (repeatable)")
     parser.add_argument("--out", default="out/throughput.csv", type=Path)
     args = parser.parse_args()
     folder = args.data / "bbbc041seg" / "test" / "original"
     if not folder.is_dir():
         sys.exit(f"{folder}: the shared data is not there")
     smears = sorted(folder.iterdir())[:args.smears]
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("| smears | peak resident memory |\n| --- | --- |")
+            for count in args.memory:
+                print(f"| {count} | {peak_memory(smears, count, Path(tmp)) / 1024:.0f} MiB |",
+                      flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

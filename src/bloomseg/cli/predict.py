@@ -49,7 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
         print("error: bloomseg predict: no input images found", file=sys.stderr)
         return EXIT_FAILED
     if on_cluster:
-        from bloomseg.outputs.cluster import connect, segment_files_on_cluster
+        from bloomseg.outputs.cluster import connect, cpu_count, segment_files_on_cluster
 
         with connect(args.workers, args.scheduler) as client:
             if not args.quiet:
@@ -57,9 +57,12 @@ def _predict(args: argparse.Namespace) -> int:
                       f"{len(client.scheduler_info()['workers'])} workers", file=sys.stderr)
             # the run's classes are judged here against the labs the classifier learnt
             classifier = spec.load().classifier if args.instances else None
+            # a local cluster's workers share this machine's cores: each its share
+            threads = max(1, cpu_count() // args.workers) if args.workers else None
             rows = segment_files_on_cluster(client, spec, paths, args.output, outputs,
                                             args.overwrite, progress=not args.quiet,
-                                            resume=args.resume, classifier=classifier)
+                                            threads=threads, resume=args.resume,
+                                            classifier=classifier)
     else:
         classifier = segmenter.classifier
         rows = segment_files(segmenter, paths, args.output, outputs, args.overwrite,

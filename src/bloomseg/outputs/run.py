@@ -2,11 +2,12 @@
 stopping the rest.
 
 One image is one call of :func:`segment_image`, which writes every output atomically and
-turns any failure into a summary row; :func:`segment_files` runs its two parts
-(:func:`predict_image`, then the writing it returns) in this process, an image's outputs
-written in a thread while the next is predicted, and :mod:`bloomseg.outputs.cluster` on
-Dask workers, and both end with :func:`finish_run`. :func:`output_paths` is the one place that names an image's files;
-the rows it returns carry them, so the report is handed everything it shows.
+turns any failure into a summary row; :func:`segment_files` runs its parts in this
+process (:func:`read_ahead` and :func:`predict_image`, then the writing it returns: the
+next image read and an image's outputs written in threads while one is predicted), and
+:mod:`bloomseg.outputs.cluster` on Dask workers, and both end with :func:`finish_run`.
+:func:`output_paths` is the one place that names an image's files; the rows it returns
+carry them, so the report is handed everything it shows.
 """
 
 from __future__ import annotations
@@ -236,19 +237,45 @@ def save_corrected(image: np.ndarray, labels: np.ndarray, types: list[dict] | No
     return paths | ({"infected": gallery} if gallery.is_file() else {})
 
 
-def _predict_in_memory(segmenter, path: Path, outputs: dict[str, Path],
-                       options: OutputOptions) -> Callable[[], tuple[dict, list | None]]:
-    """Read and predict an image; returns what writes its outputs and gives its row's
-    fields (and COCO annotations): the part :func:`segment_files` runs while the next
-    image is predicted."""
+def _read_whole(path: Path, options: OutputOptions) -> np.ndarray:
     from bloomseg.data.images import LazyImage, read_image
 
     if path.suffix.lower() == ".zarr":
         with LazyImage(path, options.max_pixels) as source:
-            image = source.read(0, source.shape[0], 0, source.shape[1])
-    else:
-        image = read_image(path, options.max_pixels)
-    result = segmenter.predict(image, instances=options.cells)
+            return source.read(0, source.shape[0], 0, source.shape[1])
+    return read_image(path, options.max_pixels)
+
+
+def read_ahead(segmenter, path: str | Path, options: OutputOptions = OutputOptions()):
+    """An image read, and the cell size it is segmented at decided, before its turn
+    (:func:`segment_files` does it while the image before is predicted: the classical
+    size estimate is single-threaded work).
+
+    Returns:
+        (image, its :class:`~bloomseg.inference.scale.Scale`, or None for a segmenter
+        that decides none); None for a large image (read block by block in its turn); or
+        the error that reading it raised, for its turn to report.
+    """
+    from bloomseg.data.images import image_pixels
+
+    path = Path(path)
+    try:
+        if options.large or (options.large is None and image_pixels(path) > LARGE_PIXELS):
+            return None
+        image = _read_whole(path, options)
+        return image, (segmenter.scale_of(image) if hasattr(segmenter, "scale_of") else None)
+    except (BloomsegError, *UNFORESEEN) as e:
+        return e
+
+
+def _predict_in_memory(segmenter, path: Path, outputs: dict[str, Path],
+                       options: OutputOptions, read=None) -> Callable[[], tuple[dict, list | None]]:
+    """Read (unless ``read`` holds it: :func:`read_ahead`) and predict an image; returns
+    what writes its outputs and gives its row's fields (and COCO annotations): the part
+    :func:`segment_files` runs while the next image is predicted."""
+    image, scale = read if read is not None else (_read_whole(path, options), None)
+    result = segmenter.predict(image, instances=options.cells,
+                               **({"diameter": scale} if scale is not None else {}))
     row = {"width": image.shape[1], "height": image.shape[0],
            "cell_fraction": f"{result.mask.mean():.6f}", "seconds": f"{result.seconds:.3f}",
            **diameter_fields(result.scale)}
@@ -284,18 +311,17 @@ def _failed(path: Path, error: Exception) -> str:
     return f"failed: {path}: {type(error).__name__}: {error}"
 
 
-WRITES_AHEAD = 1
-"""Images whose outputs are being written while the next is predicted."""
 UNFORESEEN = (MemoryError, RuntimeError, ValueError, OSError)
 """Trouble with one image that must not end the batch (a bloomseg error aside)."""
 
 
 def predict_image(segmenter, path: str | Path, out_dir: str | Path,
-                  options: OutputOptions = OutputOptions(), progress: bool = False
-                  ) -> Callable[[], dict]:
+                  options: OutputOptions = OutputOptions(), progress: bool = False,
+                  read=None) -> Callable[[], dict]:
     """:func:`segment_image` in two parts: this one reads and predicts the image (or, for
-    a large image, does it all); the function it returns writes the outputs and gives
-    the row. Neither raises for a bad image: the row says what went wrong."""
+    a large image, does it all; ``read``: what :func:`read_ahead` gave for it); the
+    function it returns writes the outputs and gives the row. Neither raises for a bad
+    image: the row says what went wrong."""
     from bloomseg.data.images import LazyImage, image_pixels
     from bloomseg.files import save_json
     from bloomseg.outputs.large import segment_large
@@ -305,16 +331,18 @@ def predict_image(segmenter, path: str | Path, out_dir: str | Path,
     record = record_path(out_dir, path.stem)
     try:
         record.unlink(missing_ok=True)  # until every output is rewritten
+        if isinstance(read, Exception):
+            raise read
         large = options.large
         if large is None:
-            large = image_pixels(path) > LARGE_PIXELS
+            large = read is None and image_pixels(path) > LARGE_PIXELS
         outputs = output_paths(out_dir, path.stem, options, large)
         if large:
             with LazyImage(path, options.max_pixels) as source:
                 done = segment_large(segmenter, source, outputs, options, progress)
             write = lambda: done  # noqa: E731 (written already)
         else:
-            write = _predict_in_memory(segmenter, path, outputs, options)
+            write = _predict_in_memory(segmenter, path, outputs, options, read)
     except (BloomsegError, *UNFORESEEN) as e:
         failure = row | {"status": _failed(path, e)}
         return lambda: failure
@@ -431,7 +459,6 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
         One summary row per input; ``status`` is ``ok``, ``skipped: ...`` (outputs
         exist) or ``failed: ...`` (the reason, naming the file).
     """
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -439,33 +466,39 @@ def segment_files(segmenter, paths: list[Path], out_dir: str | Path,
     options.check()
     out_dir = Path(out_dir)
     rows: list[dict | None] = [None] * len(paths)
-    pending: deque = deque()
     bar = tqdm(total=len(paths), desc="segmenting", unit="image", disable=not progress)
-
-    def collect(left: int) -> None:
-        """Wait for the writes of all but the last ``left`` images predicted."""
-        while len(pending) > left:
-            i, future = pending.popleft()
-            rows[i] = row = future.result()
-            if progress and row["status"] != "ok":
-                tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
+    todo = []
+    for i, path in enumerate(paths):
+        rows[i] = planned_row(out_dir, path, options, overwrite, resume)
+        if rows[i] is None:
+            todo.append((i, path))
+        else:
             bar.update()
 
-    # an image's outputs are written while the next one is predicted: the network keeps
-    # the cores busy while the writing's single-threaded work goes on beside it
-    with ThreadPoolExecutor(1, thread_name_prefix="bloomseg-writer") as writer:
+    def written(i: int, future) -> None:
+        rows[i] = row = future.result()
+        if progress and row["status"] != "ok":
+            tqdm.write(f"skipped {row['status'].removeprefix('failed: ')}")
+        bar.update()
+
+    # the next image is read (and its size decided) and an image's outputs written
+    # while one is predicted: the network keeps the cores busy while single-threaded
+    # work goes on beside it; one image each way at a time, so memory stays flat
+    with ThreadPoolExecutor(1, thread_name_prefix="bloomseg-reader") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="bloomseg-writer") as writer:
         try:
-            for i, path in enumerate(paths):
-                planned = planned_row(out_dir, path, options, overwrite, resume)
-                if planned is not None:
-                    collect(0)  # the bar in order
-                    rows[i] = planned
-                    bar.update()
-                    continue
-                finish = predict_image(segmenter, path, out_dir, options, progress)
-                collect(WRITES_AHEAD - 1)  # memory stays flat: one image written at a time
-                pending.append((i, writer.submit(finish)))
-            collect(0)
+            ahead = reader.submit(read_ahead, segmenter, todo[0][1], options) if todo else None
+            last = None
+            for k, (i, path) in enumerate(todo):
+                read = ahead.result()
+                if k + 1 < len(todo):
+                    ahead = reader.submit(read_ahead, segmenter, todo[k + 1][1], options)
+                finish = predict_image(segmenter, path, out_dir, options, progress, read)
+                if last is not None:
+                    written(*last)
+                last = (i, writer.submit(finish))
+            if last is not None:
+                written(*last)
         finally:
             bar.close()
     finish_run(out_dir, rows, options, segmenter.name, getattr(segmenter, "classifier", None))
