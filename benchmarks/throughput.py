@@ -3,6 +3,7 @@
     python benchmarks/throughput.py [--data ../shared/data] [--smears 10] [--runs 3]
                                     [--workers 1 --workers 2] [--out out/throughput.csv]
     python benchmarks/throughput.py --memory 10 --memory 200
+    python benchmarks/throughput.py --compare OLD_OUT NEW_OUT
 
 On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 ``--runs``:
@@ -21,6 +22,10 @@ On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 Printed as tables and written as CSV. ``--memory N`` instead runs the command on N
 smears (the 10 in turn, each under its own name) and prints its peak resident memory
 (``/usr/bin/time``), for each N given: a long run's memory must stay flat.
+``--compare`` checks that two output folders of the same smears (one written by an
+earlier bloomseg: ``PYTHONPATH=OLD/src python -m bloomseg predict ...``) differ only in
+time: label TIFFs, masks' and overlays' pixels and cell tables the same, the GeoJSON
+outlines within 1 px, summary.csv the same but for ``seconds``.
 """
 
 from __future__ import annotations
@@ -88,6 +93,49 @@ def peak_memory(smears: list[Path], count: int, out: Path) -> int:
     return int(done.stderr.strip().splitlines()[-1])
 
 
+def _to_chain(point, chain) -> float:
+    import numpy as np
+
+    a, d = chain[:-1], np.diff(chain, axis=0)
+    t = np.clip(((point - a) * d).sum(axis=1) / np.maximum((d * d).sum(axis=1), 1e-12), 0, 1)
+    return float(np.hypot(*(point - a - t[:, None] * d).T).min())
+
+
+def compare(old: Path, new: Path) -> bool:
+    """Print how two output folders of the same smears differ; True where only in time."""
+    import json
+
+    import numpy as np
+
+    from bloomseg.data.images import read_image, read_labels
+
+    same = True
+    for labels in sorted(old.glob("*_labels.tif")):
+        stem = labels.name.removesuffix("_labels.tif")
+        checks = {"labels": np.array_equal(read_labels(labels), read_labels(new / labels.name)),
+                  "cells.csv": (old / f"{stem}_cells.csv").read_bytes()
+                  == (new / f"{stem}_cells.csv").read_bytes()}
+        for kind in ("mask", "overlay"):
+            checks[kind] = np.array_equal(read_image(old / f"{stem}_{kind}.png"),
+                                          read_image(new / f"{stem}_{kind}.png"))
+        a, b = (json.loads((f / f"{stem}.geojson").read_text())["features"] for f in (old, new))
+        worst = 0.0
+        for fa, fb in zip(a, b):
+            checks["geojson properties"] = checks.get("geojson properties", True) and \
+                fa["properties"] == fb["properties"]
+            for ra, rb in zip(fa["geometry"]["coordinates"], fb["geometry"]["coordinates"]):
+                ra, rb = np.array(ra), np.array(rb)
+                worst = max(worst, *(_to_chain(p, rb) for p in ra), *(_to_chain(p, ra) for p in rb))
+        checks["geojson within 1 px"] = len(a) == len(b) and worst <= 1.0
+        same &= all(checks.values())
+        print(f"{stem}: " + ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in checks.items())
+              + f" (outlines at most {worst:.2f} px apart)")
+    rows = [list(csv.DictReader(open(f / "summary.csv", encoding="utf-8"))) for f in (old, new)]
+    differ = sorted({k for ra, rb in zip(*rows) for k in ra if ra[k] != rb.get(k)} - {"seconds"})
+    print(f"summary.csv: {'the same but for seconds' if not differ else f'DIFFERENT in {differ}'}")
+    return same and not differ
+
+
 def floor(smears: list[Path]) -> list[float]:
     """The network's forward pass per smear at the model's cell size, as predict runs it."""
     from bloomseg.data.images import read_image
@@ -153,8 +201,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, action="append", help="(default: 1)")
     parser.add_argument("--memory", type=int, action="append", metavar="N",
                         help="the peak memory of a run of N smears instead (repeatable)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
+                        help="check that two output folders differ only in time")
     parser.add_argument("--out", default="out/throughput.csv", type=Path)
     args = parser.parse_args()
+    if args.compare:
+        sys.exit(0 if compare(*args.compare) else 1)
     folder = args.data / "bbbc041seg" / "test" / "original"
     if not folder.is_dir():
         sys.exit(f"{folder}: the shared data is not there")
