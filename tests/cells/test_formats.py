@@ -91,9 +91,8 @@ def test_outlines_are_within_a_pixel_of_those_traced_one_cell_at_a_time():
     tolerance, and lie within 1 px of skimage's simplification of the same trace (what
     the GeoJSON held before it was made faster)."""
     from scipy import ndimage
-    from skimage.measure import approximate_polygon, find_contours
-
     from skimage.draw import ellipse
+    from skimage.measure import approximate_polygon, find_contours
 
     from bloomseg.cells.formats import simplified
 

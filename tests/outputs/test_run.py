@@ -117,9 +117,8 @@ def test_writing_beside_the_next_prediction_changes_no_file_and_one_bad_image_is
     """segment_files writes an image's outputs while the next is predicted: every file
     is byte for byte what segment_image writes alone, rows in input order, and an image
     that cannot be read is one failed row among the others."""
-    from conftest import Components
-
     from bloomseg.outputs.run import segment_image
+    from conftest import Components
 
     inputs = tmp_path / "in"
     inputs.mkdir()

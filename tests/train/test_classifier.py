@@ -479,4 +479,4 @@ def test_the_memory_is_replayed_and_the_threshold_checked_on_it_and_the_users_ce
     assert check.false_calls <= 0.002 or check.threshold == 0.999
     p = probabilities(model, cells, model.config.temperature)
     infected = p[:, [CLASSES.index(s) for s in ("ring", "trophozoite", "schizont", "gametocyte")]]
-    assert check.still_called == int((infected.sum(axis=1) > check.threshold).sum())
+    assert check.still_called == int((infected.sum(axis=1) >= check.threshold).sum())

@@ -32,6 +32,9 @@ def test_the_reader_opens_an_output_folder_with_its_image_and_table(cli_outputs,
     assert list(settings["features"]["id"]) == [int(r["id"]) for r in rows]
     assert set(settings["colormap"]) >= {int(r["id"]) for r in rows}
     assert settings["metadata"]["bloomseg"]["diameter"]["diameter"] == rows[0]["image_diameter"]
+    # the saved classes are what the user said: Save keeps them
+    assert settings["metadata"]["bloomseg"]["set_classes"] == {
+        int(r["id"]): (r["class"], r["stage"]) for r in rows}
     # one label file on its own reads the same
     single = get_reader(str(cli_outputs / f"{smear_file.stem}_labels.tif"))
     assert len(single(str(cli_outputs / f"{smear_file.stem}_labels.tif"))) == 2

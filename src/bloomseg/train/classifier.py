@@ -1005,7 +1005,7 @@ def recheck_threshold(model: CellClassifier, cells: Windows) -> ThresholdCheck:
     checked = model.memory_val
     if not checked.any():
         threshold = max(start, above[0])
-        return ThresholdCheck(threshold, start, int((infected[clean] > threshold).sum()))
+        return ThresholdCheck(threshold, start, int((infected[clean] >= threshold).sum()))
     with torch.no_grad():
         p = (model.out(model.memory_features[checked].float()) / config.temperature).softmax(dim=1)
     labs = model.memory_labs[checked].numpy()
@@ -1020,7 +1020,7 @@ def recheck_threshold(model: CellClassifier, cells: Windows) -> ThresholdCheck:
         if at[raised]["recall"] >= KEEP_RECALL * at[base]["recall"]:
             threshold = raised
     row = at[threshold]
-    return ThresholdCheck(threshold, start, int((infected[clean] > threshold).sum()),
+    return ThresholdCheck(threshold, start, int((infected[clean] >= threshold).sum()),
                           row["recall"] if row["infected"] else None, row["false_call_rate"])
 
 

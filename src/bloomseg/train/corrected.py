@@ -224,9 +224,9 @@ def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
     save_classifier(path, model, {"config": model.config.as_dict(),
                                   "adapted": {"fields": len(fields), "cells": len(cells),
                                               "corrected": corrected}})
-    done = ClassesAdapted(path, [f.image.name for f in fields], len(cells), corrected, float(np.mean(before == said)),
-                          float(np.mean(after == said)), check, memory_before,
-                          memory_scores(model), time.perf_counter() - began)
+    done = ClassesAdapted(path, [f.image.name for f in fields], len(cells), corrected,
+                          float(np.mean(before == said)), float(np.mean(after == said)), check,
+                          memory_before, memory_scores(model), time.perf_counter() - began)
     log(f"classes adapted in {done.seconds:.1f} s: {done.agreement_after:.1%} of the named cells "
         f"called as named (before {done.agreement_before:.1%}); infected threshold "
         f"{check.start} -> {check.threshold}" + (f"; {check.still_called} cell(s) named not "

@@ -11,16 +11,11 @@ from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton, QVBoxLayou
 from bloomseg.data.vocabulary import KINDS, STAGES
 from bloomseg.errors import ConfigError
 from bloomseg.viewer.controls import row
-from bloomseg.viewer.layers import META, class_colormap, counts_text
+from bloomseg.viewer.layers import META, SET, class_colormap, counts_text
 
 KEYS = {"r": "red_blood_cell", "i": "infected", "w": "white_blood_cell", "t": "platelet"}
 """The key that sets each common class on the picked cells (free in napari's Labels
 layer: its own keys are digits and E, P, F, L, Z, M, X, B)."""
-SET = "set_classes"
-"""The key of a cells layer's metadata (:data:`~bloomseg.viewer.layers.META`) that holds
-the classes set by hand: {cell: (class, stage)}."""
-
-
 def set_classes(layer, cells: list[int], kind: str, stage: str = "") -> None:
     """Set the class of some cells of a cells layer: its table, colours and the record
     Save reads.
@@ -63,7 +58,7 @@ def set_classes(layer, cells: list[int], kind: str, stage: str = "") -> None:
 
 def apply_classes(types: list[dict], set_by_hand: dict, forward) -> list[dict]:
     """The class rows Save writes: the classifier's, with the classes set by hand in
-    their place (the user's word: probability 1, not uncertain).
+    their place where they differ (the user's word: probability 1, not uncertain).
 
     Args:
         types: one class row per saved cell (label order, 1..N).
@@ -74,7 +69,8 @@ def apply_classes(types: list[dict], set_by_hand: dict, forward) -> list[dict]:
     rows = [dict(t) for t in types]
     for cell, (kind, stage) in set_by_hand.items():
         saved = int(forward[np.array([int(cell)])][0]) if int(cell) < len(forward) else 0
-        if 0 < saved <= len(rows):
+        if 0 < saved <= len(rows) and (rows[saved - 1]["class"], rows[saved - 1]["stage"]) \
+                != (kind, stage):
             rows[saved - 1] |= {"class": kind, "stage": stage, "class_probability": 1.0,
                                 "uncertain": False}
     return rows

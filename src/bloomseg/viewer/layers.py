@@ -18,6 +18,12 @@ LAYER_SUFFIX = " cells"
 META = "bloomseg"
 """The key of a cells layer's ``metadata`` that holds what Save needs: ``image`` (the
 image layer's name) and ``diameter`` (its diameter fields)."""
+SET = "set_classes"
+"""The key of a cells layer's metadata (:data:`~bloomseg.viewer.layers.META`) that holds
+the classes set by hand: {cell: (class, stage)}; a layer read from saved outputs starts
+with its table's (what was saved is what the user said)."""
+
+
 
 
 def labels_name(image_name: str) -> str:
@@ -55,6 +61,15 @@ def labels_layer(labels: np.ndarray, image_name: str, features, diameter: dict
     if "class" in features.columns:
         settings["colormap"] = class_colormap(features["id"], features["class"])
     return labels, settings, "labels"
+
+
+def table_classes(features) -> dict:
+    """{cell: (class, stage)} of a cell table's named rows."""
+    if "class" not in features.columns or "id" not in features.columns:
+        return {}
+    stages = features["stage"] if "stage" in features.columns else [""] * len(features)
+    return {int(i): (str(k), str(s or "")) for i, k, s in zip(features["id"], features["class"],
+                                                               stages) if k in KINDS}
 
 
 def table_diameter(features) -> dict:

@@ -11,7 +11,7 @@ from bloomseg.data.images import IMAGE_SUFFIXES
 from bloomseg.outputs.options import OutputOptions
 from bloomseg.outputs.run import LABELS_END, output_paths, read_record
 from bloomseg.outputs.summary import SUMMARY_FILE
-from bloomseg.viewer.layers import labels_layer, table_diameter
+from bloomseg.viewer.layers import META, SET, labels_layer, table_classes, table_diameter
 
 
 def label_files(path: str | Path) -> list[Path]:
@@ -77,7 +77,10 @@ def read_cells(labels_file: Path) -> list[tuple]:
     image = find_image(folder, stem)
     if image is not None:
         layers.append((read_image(image, None), {"name": stem, "rgb": True}, "image"))
-    layers.append(labels_layer(labels, stem, features, table_diameter(features)))
+    data, settings, kind = labels_layer(labels, stem, features, table_diameter(features))
+    # the saved classes are what the user said: Save keeps them (bloomseg.viewer.classes)
+    settings["metadata"][META][SET] = table_classes(features)
+    layers.append((data, settings, kind))
     return layers
 
 

@@ -30,11 +30,12 @@ from qtpy.QtWidgets import (
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
 from bloomseg.viewer.adapt import TrainSection
-from bloomseg.viewer.classes import SET, ClassSection, apply_classes
+from bloomseg.viewer.classes import ClassSection, apply_classes
 from bloomseg.viewer.controls import error_text, row, start_worker
 from bloomseg.viewer.layers import (
     LAYER_SUFFIX,
     META,
+    SET,
     counts_text,
     image_stem,
     labels_layer,
