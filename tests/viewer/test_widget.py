@@ -146,8 +146,15 @@ def test_classes_are_offered_only_for_a_model_with_a_classifier(make_napari_view
     widget.model.setCurrentText(str(plain))
     assert not widget.classes.isEnabled()
     _run(widget, qtbot)
-    assert "class" not in viewer.layers[f"{smear_file.stem} cells"].features.columns
+    layer = viewer.layers[f"{smear_file.stem} cells"]
+    assert "class" not in layer.features.columns
     assert "parasitemia" not in widget.counts.text()
+    # cells not named cannot be given a class: said in the section, no traceback
+    widget.class_section._set_clicked()
+    assert "pick a cell first" in widget.class_section.status.text()
+    widget.class_section.pick(layer, 1)
+    widget.class_section._set_clicked()
+    assert "are not named: Run with classes on" in widget.class_section.status.text()
     widget.model.setCurrentText("default")
     assert widget.classes.isEnabled()
 

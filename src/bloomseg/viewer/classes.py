@@ -16,6 +16,8 @@ from bloomseg.viewer.layers import META, SET, class_colormap, counts_text
 KEYS = {"r": "red_blood_cell", "i": "infected", "w": "white_blood_cell", "t": "platelet"}
 """The key that sets each common class on the picked cells (free in napari's Labels
 layer: its own keys are digits and E, P, F, L, Z, M, X, B)."""
+
+
 def set_classes(layer, cells: list[int], kind: str, stage: str = "") -> None:
     """Set the class of some cells of a cells layer: its table, colours and the record
     Save reads.
@@ -27,7 +29,8 @@ def set_classes(layer, cells: list[int], kind: str, stage: str = "") -> None:
             one of :data:`~bloomseg.data.vocabulary.STAGES`.
 
     Raises:
-        ConfigError: no cell, an unknown class or stage, or a cell not in the layer.
+        ConfigError: no cell, an unknown class or stage, a cell not in the layer, or a
+            layer whose cells are not named.
     """
     if kind not in KINDS:
         raise ConfigError(f"class {kind!r} is not one of {', '.join(KINDS)}")
@@ -38,14 +41,13 @@ def set_classes(layer, cells: list[int], kind: str, stage: str = "") -> None:
     if not cells:
         raise ConfigError("pick a cell first: click it (Shift+click adds more)")
     features = layer.features.copy()
-    missing = [c for c in cells if c not in set(features["id"].astype(int))] \
-        if "id" in features.columns else cells
+    if not {"id", "class", "stage"} <= set(features.columns):
+        raise ConfigError(f"the cells of {layer.name!r} are not named: Run with classes on (a "
+                          "model with a cell classifier), then set their classes")
+    missing = [c for c in cells if c not in set(features["id"].astype(int))]
     if missing:
         raise ConfigError(f"cell {missing[0]} is not in the layer's table: Save, or Run again, "
                           "after painting new cells, then set their class")
-    for column in ("class", "stage"):
-        if column not in features.columns:
-            features[column] = ""
     rows = features["id"].astype(int).isin(cells)
     features.loc[rows, "class"] = kind
     features.loc[rows, "stage"] = stage
