@@ -130,3 +130,14 @@ def test_report_renders_in_chromium(tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), np.float64)
     assert pixels.std() > 20  # not a blank page
     assert (pixels < 200).mean() > 0.02  # text, tables and plots drawn
+
+
+def test_a_sheet_of_cells_is_shown_at_its_own_size():
+    """An infected cells' sheet keeps its pixels: one cell is not blown up to the
+    column's width, nor six shrunk into it (each cell the same size on screen)."""
+    from bloomseg.outputs.report import _STYLE, figure
+
+    sheet = figure("a_infected.png", "a.png: 1 cells called infected", cells=True)
+    assert sheet.startswith('<figure class="cells">')
+    assert "figure.cells img { width: auto; max-width: 100%; }" in _STYLE
+    assert figure("a_overlay.png", "a.png").startswith("<figure>")

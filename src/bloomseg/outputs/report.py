@@ -30,6 +30,7 @@ th { background: #eee; } td:first-child, th:first-child { text-align: left; }
 .gallery { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; width: 380px; } figure.wide { width: 100%; }
 figure img { width: 100%; border: 1px solid #ccc; }
+figure.cells { width: auto; max-width: 100%; } figure.cells img { width: auto; max-width: 100%; }
 figcaption { font-size: .85em; color: #333; }
 .plots img { max-width: 560px; width: 100%; border: 1px solid #ddd; }
 """
@@ -62,8 +63,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], raw: bool = F
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def figure(path: str, caption: str, wide: bool = False) -> str:
-    cls = ' class="wide"' if wide else ""
+def figure(path: str, caption: str, wide: bool = False, cells: bool = False) -> str:
+    """A linked picture with its caption: 380 px wide, the page's width (``wide``), or
+    at its own size (``cells``: a sheet of cells, every cell the same size on screen
+    however many the sheet holds)."""
+    cls = ' class="wide"' if wide else ' class="cells"' if cells else ""
     return (f'<figure{cls}><a href="{_url(path)}"><img src="{_url(path)}" alt="{_e(caption)}" '
             f'loading="lazy"></a><figcaption>{_e(caption)}</figcaption></figure>')
 
@@ -211,7 +215,7 @@ def _classes_section(named: list[dict], total: dict | None) -> str:
              "<code>uncertain</code>) and counted here, with the parasitemia without the "
              "uncertain infected calls.</p>")
     pictures = "".join(figure(r["files"]["infected"], f"{Path(r['image']).name}: "
-                              f"{r['infected']} cells called infected")
+                              f"{r['infected']} cells called infected", cells=True)
                        for r in named if "infected" in r.get("files", {}))
     if pictures:
         body += f"<h3>Infected cells</h3><div class='gallery'>{pictures}</div>"
