@@ -174,7 +174,7 @@ def _kinds(model, cells: Windows) -> np.ndarray:
 
 
 def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
-                  log=print) -> ClassesAdapted | None:
+                  log=print, required: bool = True) -> ClassesAdapted | None:
     """Adapt the classifier of ``init`` to the classes named in ``folders``' cell
     tables (:func:`~bloomseg.train.classifier.adapt_classifier`, the threshold checked
     again by :func:`~bloomseg.train.classifier.recheck_threshold`) and write it to
@@ -185,12 +185,14 @@ def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
         folders: images, ``<stem>_labels.tif`` and ``<stem>_cells.csv``.
         run: the run folder.
         log: told of each step.
+        required: a start model without a classifier is an error (else it is logged,
+            and nothing is done: ``train --adapt`` still adapts the segmentation).
 
     Returns:
         What was done, or None where no table there names classes.
 
     Raises:
-        ConfigError: the model has no classifier. DataError: no cell named.
+        ConfigError: the model has no classifier (``required``). DataError: no cell named.
     """
     from bloomseg.inference.segmenter import Segmenter
     from bloomseg.model.files import save_classifier
@@ -201,6 +203,10 @@ def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
     began = time.perf_counter()
     segmenter = Segmenter.load(init)
     if segmenter.classifier is None:
+        if not required:
+            log(f"classes: {init} has no cell classifier: the classes the tables name are not "
+                "learnt")
+            return None
         raise ConfigError(f"{init}: the model has no cell classifier to adapt the classes of")
     model = segmenter.classifier
     cells = Windows.join([field_cells(segmenter, f, i) for i, f in enumerate(fields)],

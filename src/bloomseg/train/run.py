@@ -483,7 +483,7 @@ class _Run:
             from bloomseg.train.adapted import write_adapted_model
             from bloomseg.train.corrected import adapt_classes
 
-            classes = adapt_classes(cfg.init, cfg.data, self.run_dir, self.log)
+            classes = adapt_classes(cfg.init, cfg.data, self.run_dir, self.log, required=False)
             model_dir = write_adapted_model(self.run_dir, cfg, self.train_images,
                                             time.perf_counter() - self.started, classes)
             self.log(f"the adapted model and its MODEL_CARD.md: {model_dir}")
