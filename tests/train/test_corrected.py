@@ -122,3 +122,19 @@ def test_adapting_the_classes_only_writes_a_model_with_the_adapted_classifier_an
     assert main(["train", "--adapt-classes-only", "--data", str(folder), "-o",
                  str(tmp_path / "other")]) == EXIT_FAILED
     assert "no image there has its <stem>_labels.tif and a <stem>_cells.csv" in capsys.readouterr().err
+
+
+def test_a_start_model_without_a_classifier_is_refused_or_skipped_as_asked(predicted, tmp_path):
+    from bloomseg.errors import ConfigError
+    from bloomseg.model.files import CLASSIFIER_FILES, export_model
+    from bloomseg.train.corrected import adapt_classes
+
+    plain = export_model("default", tmp_path / "plain")
+    for name in CLASSIFIER_FILES:
+        (plain / name).unlink()
+    lines = []
+    assert adapt_classes(plain, [predicted], tmp_path / "run", lines.append, required=False) is None
+    assert any("has no cell classifier: the classes the tables name are not learnt" in line
+               for line in lines)
+    with pytest.raises(ConfigError, match="no cell classifier to adapt"):
+        adapt_classes(plain, [predicted], tmp_path / "run", lines.append)
