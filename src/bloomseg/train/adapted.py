@@ -4,6 +4,7 @@ what it was adapted from and on which images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -180,7 +181,8 @@ adapted by `bloomseg train --adapt-classes-only` (bloomseg {__version__}) on
 
 
 def adapt_model_classes(data: list[str | Path], out: str | Path, init: str | Path = "default",
-                        overwrite: bool = False, log=print) -> Path:
+                        overwrite: bool = False,
+                        log: Callable[[str], None] = print) -> Path:
     """``bloomseg train --adapt-classes-only``: adapt ``init``'s cell classifier to the
     classes named in ``data``'s cell tables, its segmentation unchanged (in seconds).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -174,7 +175,8 @@ def _kinds(model, cells: Windows) -> np.ndarray:
 
 
 def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
-                  log=print, required: bool = True) -> ClassesAdapted | None:
+                  log: Callable[[str], None] = print,
+                  required: bool = True) -> ClassesAdapted | None:
     """Adapt the classifier of ``init`` to the classes named in ``folders``' cell
     tables (:func:`~bloomseg.train.classifier.adapt_classifier`, the threshold checked
     again by :func:`~bloomseg.train.classifier.recheck_threshold`) and write it to
