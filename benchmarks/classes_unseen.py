@@ -226,7 +226,8 @@ def adapt(recipe: str, leave: list[str], cache: Path, ways: list[str]) -> None:
     every other infected call to red cell; the other cells as called, confirmed),
     adapted each of ``ways`` (:data:`ADAPT`), its threshold checked again, and scored on
     the lab's other fields; and, for forgetting, on the val cells of the labs it learnt.
-    Writes ``CACHE/RECIPE/LAB-adapted/adapt.csv``."""
+    Writes each lab's scores under ``CACHE/RECIPE/LAB-adapted/`` and the table to
+    ``CACHE/RECIPE/adapt.csv``."""
     import copy
     import time
 
