@@ -78,7 +78,7 @@ def read_cells(labels_file: Path) -> list[tuple]:
     if image is not None:
         layers.append((read_image(image, None), {"name": stem, "rgb": True}, "image"))
     data, settings, kind = labels_layer(labels, stem, features, table_diameter(features))
-    # the saved classes are what the user said: Save keeps them (bloomseg.viewer.classes)
+    # the saved classes are what the user said: Save keeps them (bloomseg.viewer.naming)
     settings["metadata"][META][SET] = table_classes(features)
     layers.append((data, settings, kind))
     return layers

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
 from bloomseg.errors import BloomsegError, ConfigError
 from bloomseg.inference.options import AUTO, IMAGE_DIAMETER, THRESHOLD, SegmenterSpec
 from bloomseg.viewer.adapt import TrainSection
-from bloomseg.viewer.classes import ClassSection, apply_classes
 from bloomseg.viewer.controls import error_text, row, start_worker
 from bloomseg.viewer.layers import (
     LAYER_SUFFIX,
@@ -43,6 +42,7 @@ from bloomseg.viewer.layers import (
     table_diameter,
     table_frame,
 )
+from bloomseg.viewer.naming import ClassSection, apply_classes
 
 
 class Cancelled(Exception):
