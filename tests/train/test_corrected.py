@@ -110,6 +110,9 @@ def test_adapting_the_classes_only_writes_a_model_with_the_adapted_classifier_an
     card = (model / "MODEL_CARD.md").read_text()
     assert f"Adapted to {len(rows) - 1} named cells of 1 image(s)" in card
     assert "-> platelet: 1 cell(s)" in card and "`smear.png`" in card
+    # the shipped classifier's memory: replayed, and each training lab measured by name
+    assert "each step beside cells of the labs it learnt" in card
+    assert all(f"| {lab} |" in card for lab in ("bbbc041", "raabin", "pbc", "bccd", "mpidb"))
     assert str(tmp_path) not in card
     classifier = load_classifier(model)[0]
     assert classifier.config.infected_threshold >= 0.5

@@ -53,38 +53,36 @@ def classes_section(classes: ClassesAdapted | None, start_has: bool) -> str:
     if classes is None:
         return ("## Cell classes\n\nThe start model's classifier, unchanged"
                 if start_has else "## Cell classes\n\nNone") + " (no cell table named classes).\n"
-    from bloomseg.model.files import load_classifier
-
-    config = load_classifier(classes.classifier)[0].config
     changes = "\n".join(f"- {k.replace('_', ' ')}: {n} cell(s)"
                         for k, n in sorted(classes.corrected.items(), key=lambda kv: -kv[1]))
     check = classes.check
     still = (f" {check.still_called} cell(s) named not infected are still called infected: the "
-             "threshold was not raised above them, as that would have cost more than a tenth "
-             "of the infected cells found on the training labs; correct more images."
-             if check.still_called else "")
+             "threshold was not raised above them (that would have cost more than a tenth of "
+             "the infected cells found on the training labs, or it is at its highest); "
+             "correct more images." if check.still_called else "")
     rows = "\n".join(
-        f"| {config.lab_names[d] if d < len(config.lab_names) else f'lab {d + 1}'} | "
-        f"{_pct(v['infected_found'])} | {_pct(classes.memory_after[d]['infected_found'])} | "
-        f"{_pct(v['red_called_infected'])} | {_pct(classes.memory_after[d]['red_called_infected'])} |"
-        for d, v in classes.memory_before.items())
+        f"| {lab} | {_pct(v['infected_found'])} | {_pct(classes.memory_after[lab]['infected_found'])} "
+        f"| {_pct(v['red_called_infected'])} | "
+        f"{_pct(classes.memory_after[lab]['red_called_infected'])} |"
+        for lab, v in classes.memory_before.items())
+    how = ("each step beside cells of the labs it learnt" if rows else
+           "nothing replayed: the start classifier keeps no memory of its training cells")
     measured = ("\n\nOn the validation cells of the labs the classifier was trained on (kept "
                 "in its memory), at the threshold of each:\n\n| lab | infected found, before | "
                 "after | red cells called infected, before | after |\n| --- | --- | --- | --- "
                 f"| --- |\n{rows}\n" if rows else
-                "\n\nThe start classifier keeps no memory of its training cells: nothing was "
-                "replayed, and what it still knows of other labs was not measured.\n")
+                "\n\nWhat it still knows of other labs was not measured (no memory).\n")
     return f"""## Cell classes
 
 Adapted to {classes.cells} named cells of {len(classes.fields)} image(s) in {classes.seconds:.0f} s
-(the last layer only, each step beside cells of the labs it learnt, drawn back to where
-it started). The calls corrected (what the start classifier called them -> what you said):
+(the last layer only, {how}, drawn back to where it started). The calls corrected (what
+the start classifier called them -> what you said):
 
 {changes or "- none: every named cell was called as named (confirmed)"}
 
 - Called as you named them: {classes.agreement_before:.1%} before, {classes.agreement_after:.1%} after.
 - Infected threshold {check.start} before, {check.threshold} after (checked again on your
-  cells and the training labs' validation cells).{still}{measured}"""
+  cells{" and the training labs' validation cells" if rows else ""}).{still}{measured}"""
 
 
 def write_adapted_model(run_dir: Path, cfg: TrainConfig, images: list[TrainImage],

@@ -150,8 +150,9 @@ class ClassesAdapted:
         agreement_before, agreement_after: the share of the user's cells the classifier
             calls what the user says, before and after.
         check: the infected threshold checked again.
-        memory_before, memory_after: per training lab of the classifier's memory, the
-            validation cells' figures (:func:`~bloomseg.train.classifier.memory_scores`).
+        memory_before, memory_after: per training lab of the classifier's memory, by
+            name, the validation cells' figures
+            (:func:`~bloomseg.train.classifier.memory_scores`; empty without a memory).
         seconds: how long it took.
     """
 
@@ -217,7 +218,12 @@ def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
         raise DataError(f"{', '.join(map(str, folders))}: the cell tables name no cell's class")
     said = np.array([kind_of(int(c)) for c in cells.y])
     before = _kinds(model, cells)
-    memory_before = memory_scores(model)
+    def by_lab() -> dict[str, dict]:
+        names = model.config.lab_names
+        return {names[d] if d < len(names) else f"lab {d + 1}": v
+                for d, v in memory_scores(model).items()}
+
+    memory_before = by_lab()
     log(f"classes: {len(cells)} named cells of {len(fields)} image(s); the start classifier "
         f"calls {np.mean(before == said):.1%} of them as named")
     adapt_classifier(model, cells)
@@ -234,7 +240,7 @@ def adapt_classes(init: str | Path, folders: list[str | Path], run: str | Path,
                                               "corrected": corrected}})
     done = ClassesAdapted(path, [f.image.name for f in fields], len(cells), corrected,
                           float(np.mean(before == said)), float(np.mean(after == said)), check,
-                          memory_before, memory_scores(model), time.perf_counter() - began)
+                          memory_before, by_lab(), time.perf_counter() - began)
     log(f"classes adapted in {done.seconds:.1f} s: {done.agreement_after:.1%} of the named cells "
         f"called as named (before {done.agreement_before:.1%}); infected threshold "
         f"{check.start} -> {check.threshold}" + (f"; {check.still_called} cell(s) named not "
