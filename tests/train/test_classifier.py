@@ -384,6 +384,66 @@ def test_hard_negatives_change_a_red_cell_without_adding_a_parasite():
         assert added.max() > 0.5  # a second cell's density somewhere
         assert added[outside].sum() > 0.3 * added.sum()  # most of it beside the cell
         assert (over[3] == x[0, 3]).all()
+        alone = hard_negatives(x, rng, ("isolated",))[0]
+        assert (alone[:, cell] == x[0][:, cell]).all()  # the cell as it was
+        assert abs(alone[:3, outside].astype(float).mean() - 240) < 1  # plain background
+        assert 0.5 < alone[:3, outside].astype(float).std() < 4  # with a camera's grain
+
+
+def test_an_isolated_cell_loses_its_neighbours_for_the_window_s_background():
+    """A neighbour beside the cell becomes the window's plain background colour."""
+    from bloomseg.train.classifier import hard_negatives
+
+    x = np.zeros((1, 4, 64, 64), np.uint8)
+    x[0, :3] = np.array([230, 225, 235])[:, None, None]
+    yy, xx = np.mgrid[:64, :64]
+    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2
+    neighbour = (yy - 32) ** 2 + (xx - 58) ** 2 < 10 ** 2
+    x[0, :3, neighbour] = (150, 90, 120)
+    x[0, :3, cell] = (200, 120, 140)
+    x[0, 3] = cell
+    alone = hard_negatives(x, np.random.default_rng(0), ("isolated",))[0]
+    assert np.abs(alone[:3, neighbour].mean(axis=1) - [230, 225, 235]).max() < 1
+    assert (alone[:, cell] == x[0][:, cell]).all()
+
+
+def test_faded_windows_make_the_cell_paler_evenly_and_keep_the_rest():
+    """Every pixel of the cell's density times one factor in low..1; outside unchanged."""
+    from bloomseg.model.classifier import optical_density
+    from bloomseg.train.classifier import faded
+
+    x = np.zeros((1, 4, 64, 64), np.uint8)
+    x[0, :3] = 235
+    yy, xx = np.mgrid[:64, :64]
+    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
+    nucleus = (yy - 30) ** 2 + (xx - 34) ** 2 < 7 ** 2
+    x[0, 3] = cell
+    x[0, :3, cell] = (190, 170, 200)
+    x[0, :3, nucleus] = (70, 40, 110)
+    for seed in range(5):
+        pale = faded(x, np.random.default_rng(seed), low=0.35)[0]
+        ratio = optical_density(pale[:3, nucleus]) / optical_density(x[0][:3, nucleus])
+        assert np.ptp(ratio) < 0.05 and 0.33 < ratio.mean() <= 1.0
+        assert (pale[:, ~cell] == x[0][:, ~cell]).all() and (pale[3] == x[0, 3]).all()
+
+
+def test_zoomed_windows_show_the_cell_larger_about_its_centre():
+    """Enlarged by 1..most about the window's centre: a cell's mask grows by the factor
+    squared (at most), the centre stays the centre, and a factor of 1 changes nothing."""
+    from bloomseg.train.classifier import zoomed
+
+    x = np.zeros((1, 4, 64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    cell = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 10 ** 2
+    x[0, 3] = cell
+    x[0, :3] = np.where(cell, 120, 230)
+    assert (zoomed(x, np.random.default_rng(0), most=1.0) == x).all()
+    for seed in range(5):
+        big = zoomed(x, np.random.default_rng(seed), most=1.8)[0]
+        grown = big[3].sum() / cell.sum()
+        assert 1.0 <= grown <= 1.8 ** 2 * 1.1
+        assert big[3, 32, 32] == 1 and big[0, 32, 32] == 120
+        assert set(np.unique(big[3])) <= {0, 1}
 
 
 def test_a_plain_folder_of_healthy_blood_teaches_its_cells_are_not_infected(tmp_path, monkeypatch):

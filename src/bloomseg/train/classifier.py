@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bloomseg.cells.matching import box_pairs, cell_boxes
 from bloomseg.data.boxes import read_boxes, yolo_to_xyxy
@@ -325,7 +326,9 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
     ``filled``, its pale centre filled to the density of the rest of the cell;
     ``blurred``, the window blurred (sigma 1 to 2.5 px of the 64); ``overlapped``, a copy
     of the cell laid over it, 0.5 to 0.9 of its diameter away (densities add where two
-    red cells overlap).
+    red cells overlap); ``isolated``, everything around the cell made plain background
+    with a camera's grain, as single-cell crops are put on it (:func:`crop_windows`): a
+    cell alone is no evidence either.
 
     Args:
         x: (N, 4, crop, crop) uint8 windows of red cells.
@@ -348,6 +351,9 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
             out[i, :3] = np.stack([gaussian_filter(c.astype(np.float32), sigma)
                                    for c in out[i, :3]]).round().clip(0, 255)
             continue
+        if kind == "isolated":
+            out[i, :3] = _isolated(out[i, :3], cell, rng)
+            continue
         if kind == "overlapped":
             density = optical_density(out[i, :3])  # (3, crop, crop)
             diameter = 2 * np.sqrt(cell.sum() / np.pi)
@@ -362,6 +368,67 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
         else:  # the pallor: the cell's pixels paler than its median, brought up to it
             density = np.maximum(density, np.median(density, axis=0))
         out[i, :3, cell] = density_rgb(density)
+    return out
+
+
+def _isolated(rgb: np.ndarray, cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(3, crop, crop) uint8: ``rgb`` with every pixel outside ``cell`` the window's plain
+    background (the median of its brightest quarter outside the cell) plus grain of sd 2."""
+    outside = rgb[:, ~cell].astype(np.float32)  # (3, K)
+    if not outside.size:
+        return rgb
+    bright = outside.sum(axis=0) >= np.quantile(outside.sum(axis=0), 0.75)
+    colour = np.median(outside[:, bright], axis=1)
+    out = rgb.astype(np.float32)
+    out[:, ~cell] = colour[:, None] + rng.normal(0, 2, outside.shape)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def zoomed(x: np.ndarray, rng: np.random.Generator, most: float = 1.8) -> np.ndarray:
+    """Windows shown larger: each one's centre enlarged by a factor drawn from 1 to
+    ``most`` to the whole window (the cell's mask with it). A white cell of a lab whose
+    cells are estimated small, or a large one, fills its window: still a white cell.
+
+    Args:
+        x: (N, 4, crop, crop) uint8 windows.
+        rng: draws the factors.
+
+    Returns:
+        (N, 4, crop, crop) uint8.
+    """
+    out = np.empty_like(x)
+    crop = x.shape[-1]
+    for i in range(len(x)):
+        side = max(8, int(round(crop / float(rng.uniform(1.0, most)))))
+        top = (crop - side) // 2
+        part = torch.from_numpy(x[i:i + 1, :, top:top + side, top:top + side].astype(np.float32))
+        rgb = F.interpolate(part[:, :3], size=(crop, crop), mode="bilinear", align_corners=False)
+        mask = F.interpolate(part[:, 3:], size=(crop, crop), mode="nearest")
+        out[i, :3] = rgb[0].round().clamp(0, 255).numpy()
+        out[i, 3] = mask[0, 0].numpy()
+    return out
+
+
+def faded(x: np.ndarray, rng: np.random.Generator, low: float = 0.35) -> np.ndarray:
+    """Windows whose cell is paler evenly: its optical density times a factor drawn from
+    ``low`` to 1 (the background and neighbours kept). Against its field's red cells a
+    white cell's nucleus is far denser under one stain than another: its shape, size and
+    texture make it white, not its density.
+
+    Args:
+        x: (N, 4, crop, crop) uint8 windows.
+        rng: draws the factors.
+
+    Returns:
+        (N, 4, crop, crop) uint8.
+    """
+    from bloomseg.model.classifier import density_rgb, optical_density
+
+    out = x.copy()
+    for i in range(len(out)):
+        cell = out[i, 3] > 0
+        density = optical_density(out[i, :3].transpose(1, 2, 0)[cell])  # (K, 3)
+        out[i, :3, cell] = density_rgb(density * float(rng.uniform(low, 1.0)))
     return out
 
 
@@ -735,6 +802,7 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     red_only = allowed[:, CLASSES.index("red_blood_cell")] & (allowed.sum(axis=1) == 1)
     infected = allowed[:, STAGE_INDEX].any(axis=1) & (allowed.sum(axis=1) == 1)
     hosts = np.flatnonzero(red_only & (train.view == 0))
+    white = train.y == CLASSES.index("white_blood_cell")
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -752,6 +820,14 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
                     x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds)
+            if cfg.zoomed_white:  # white cells that fill their window are still white
+                big = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < cfg.zoomed_white))
+                if big.size:
+                    x[big] = zoomed(x[big], rng)
+            if cfg.faded_white:  # a paler nucleus than the labs learnt is still white
+                pale = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < cfg.faded_white))
+                if pale.size:
+                    x[pale] = faded(x[pale], rng)
             if cfg.transplants and len(hosts):  # parasites moved onto other labs' red cells
                 moved = np.flatnonzero(infected[chosen] & (rng.random(len(chosen)) < cfg.transplants))
                 if moved.size:

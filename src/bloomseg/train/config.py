@@ -222,7 +222,7 @@ class TrainResult:
     model_dir: Path | None = None  # an adapted model's exported folder (``--adapt``)
 
 
-HARD_NEGATIVES = ("dense", "filled", "blurred", "overlapped")
+HARD_NEGATIVES = ("dense", "filled", "blurred", "overlapped", "isolated")
 """What a red cell may be made to look like without becoming infected
 (:func:`bloomseg.train.classifier.hard_negatives`)."""
 HARD_KINDS = HARD_NEGATIVES[:3]
@@ -261,6 +261,10 @@ class ClassesConfig:
         transplants: the share of infected cells in a batch whose parasite is laid onto
             an uninfected red cell of another dataset instead
             (:func:`bloomseg.train.classifier.transplanted`).
+        zoomed_white: the share of white cells in a batch shown larger, up to the whole
+            window (:func:`bloomseg.train.classifier.zoomed`).
+        faded_white: the share of white cells in a batch made paler evenly
+            (:func:`bloomseg.train.classifier.faded`).
     """
 
     model: str = "default"
@@ -282,6 +286,8 @@ class ClassesConfig:
     hard_negatives: float = setting(0.3, Range(float, 0, 1))
     hard_kinds: tuple[str, ...] = HARD_KINDS
     transplants: float = setting(0.0, Range(float, 0, 1))
+    zoomed_white: float = setting(0.0, Range(float, 0, 1))
+    faded_white: float = setting(0.0, Range(float, 0, 1))
 
     @property
     def all_roots(self) -> list[str]:
