@@ -73,8 +73,6 @@ RECIPES = {
                             "hard_kinds": HARD_KINDS, "transplants": 0.5},
     "relative-hard-seed1": {"inputs": "relative", "hard_negatives": 0.3,
                             "hard_kinds": HARD_KINDS, "seed": 1},
-    "relative-hard-averaged": {"inputs": "relative", "hard_negatives": 0.3,
-                               "hard_kinds": HARD_KINDS, "average_last": 3},
     "relative-hard-isolated": {"inputs": "relative", "hard_negatives": 0.3,
                                "hard_kinds": HARD_KINDS + ("isolated",)},
     "relative-hard-isolated-zoomed": {"inputs": "relative", "hard_negatives": 0.3,
@@ -201,9 +199,6 @@ def ship(recipe: str, cache: Path, epochs: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     parts = split_windows({lab: load(cache, lab) for lab in LABS}, list(LABS))
     settings = SHIP | RECIPES[recipe] | ({"epochs": epochs} if epochs else {})
-    if settings.get("average_last"):  # the same share of the epochs as a left-out run's
-        settings["average_last"] = round(settings["average_last"] * settings["epochs"]
-                                         / TRAINING["epochs"])
     log = run_log(out / "train.log", True)
     log(f"{recipe} on every lab: {len(parts['train'])} train windows, {len(parts['val'])} val, "
         f"{settings}")

@@ -50,7 +50,7 @@ def trained(typed, tmp_path_factory, monkeypatch_module):
                                classmethod(lambda cls, name, **kw: Drawn()))
     cfg = ClassesConfig(model="drawn", data=[str(typed)], out=str(run), epochs=12,
                         items_per_epoch=512, batch_size=32, width=8, views=1, lr=3e-3,
-                        early_stopping=0, average_last=4)
+                        early_stopping=0)
     return train_classes(cfg, progress=False), cfg
 
 
@@ -107,7 +107,6 @@ def test_the_run_folder_records_its_choices(trained):
     assert payload["config"]["infected_threshold"] == result.infected_threshold
     log = (run / "train.log").read_text()
     assert "matched cells red_blood_cell" in log and "infected threshold" in log
-    assert "the last 4 epochs' weights averaged: val" in log
     # a finished run is not overwritten by a new one without --overwrite
     with pytest.raises(OutputExistsError):
         train_classes(cfg, progress=False)
@@ -133,44 +132,6 @@ def test_the_training_lab_is_kept_and_its_own_fields_are_familiar(trained, typed
         predictions.append(red_profile(p, features))
     run = run_status(predictions, model.lab_centres.numpy(), model.lab_scatter.numpy())
     assert run.status == "ok" and run.fields >= 3
-
-
-def test_averaged_weights_are_the_epochs_mean_with_their_norms_measured_again(trained):
-    """The running mean of three states is their mean; loaded, the batch norms' statistics
-    are measured again on training cells, and the network still names every kind."""
-    from bloomseg.train.classifier import _running_mean, averaged
-
-    result, cfg = trained
-    model = load_classifier(result.run_dir / "best.pt")[0]
-    states = []
-    average = None
-    for i, shift in enumerate((0.0, 0.3, -0.9), start=1):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(shift)
-        states.append({k: v.detach().clone() for k, v in model.named_parameters()})
-        average = _running_mean(average, model, i)
-    for k in average:
-        assert torch.allclose(average[k], sum(s[k] for s in states) / 3, atol=1e-5), k
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.6)  # back where the three started: the trained weights
-    with np.load(result.run_dir / "windows.npz") as saved:
-        train, val = (Windows(*(saved[f"{split}_{f}"] for f in Windows.FIELDS))
-                      for split in ("train", "val"))
-    averaged(model, {k: v.detach().clone() for k, v in model.named_parameters()},
-             train, 512, 32, np.random.default_rng(0))
-    assert not model.training
-    norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert norm.momentum == 0.1 and int(norm.num_batches_tracked) == 16
-    scores = selection_scores(probabilities_of(model, val), val, cfg.max_false_calls)
-    assert scores["balanced_recall"] > 0.9
-
-
-def probabilities_of(model, windows):
-    from bloomseg.train.classifier import probabilities
-
-    return probabilities(model, windows)
 
 
 def test_a_parasite_moved_onto_another_red_cell_keeps_its_excess_density():

@@ -796,7 +796,6 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         optimiser.load_state_dict(payload["optimiser"])
         schedule.load_state_dict(payload["schedule"])
         history = payload["history"]
-        average = payload.get("average")
         log(f"resuming after epoch {len(history)}")
     allowed = window_allowed(train)
     # hard negatives only where the cell is known to be an uninfected red cell
@@ -805,8 +804,6 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     hosts = np.flatnonzero(red_only & (train.view == 0))
     white = train.y == CLASSES.index("white_blood_cell")
     rng = np.random.default_rng(cfg.seed + len(history))
-    if not (resume and (run / "last.pt").is_file()):
-        average = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
                 epoch - 1 - _best(history)["epoch"] >= cfg.early_stopping:
@@ -853,22 +850,9 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
         info = {"config": config.as_dict(), "history": history}
         if _best(history)["epoch"] == epoch:
             save_classifier(run / "best.pt", model, info)
-        if cfg.average_last and epoch > cfg.epochs - cfg.average_last:
-            average = _running_mean(average, model, epoch - (cfg.epochs - cfg.average_last))
         save_classifier(run / "last.pt", model, info | {
-            "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-            **({"average": average} if average is not None else {})})
+            "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()})
         save_csv(run / "history.csv", history, list(dict.fromkeys(k for r in history for k in r)))
-    if average is not None and len(history) == cfg.epochs:
-        averaged(model, average, train, cfg.items_per_epoch, cfg.batch_size, rng)
-        scores = selection_scores(probabilities(model, val), val, cfg.max_false_calls)
-        log(f"the last {cfg.average_last} epochs' weights averaged: val "
-            + ", ".join(f"{k.removeprefix('recall_')} {v:.3f}" for k, v in scores.items()))
-        if scores["selection"] > _best(history)["selection"]:
-            history.append({"epoch": cfg.epochs + 1, "averaged": cfg.average_last, **scores})
-            save_classifier(run / "best.pt", model, {"config": config.as_dict(), "history": history})
-            save_csv(run / "history.csv", history,
-                     list(dict.fromkeys(k for r in history for k in r)))
     best = _best(history)
     payload = read_classifier_file(run / "best.pt")
     model.load_state_dict(payload["state"])
@@ -906,43 +890,6 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     scores = {k: v for k, v in best.items()
               if k.startswith(("recall", "balanced", "selection", "infected"))}
     return ClassesResult(run, best["epoch"], scores, threshold)
-
-
-def _running_mean(average: dict | None, model: CellClassifier, count: int) -> dict:
-    """The mean of ``count`` epochs' weights, ``model``'s the newest (its parameters:
-    the batch norms' statistics are measured again, :func:`averaged`)."""
-    state = {k: v.detach().clone() for k, v in model.named_parameters()}
-    if average is None or count == 1:
-        return state
-    return {k: average[k] + (state[k] - average[k]) / count for k in state}
-
-
-def averaged(model: CellClassifier, average: dict, train: Windows, items: int,
-             batch_size: int, rng: np.random.Generator) -> None:
-    """Load averaged weights (:func:`_running_mean`) into ``model`` and measure its batch
-    norms' statistics again, in training batches of ``items`` cells drawn as an epoch
-    draws them: an average of weights is a network no epoch trained, and the means of
-    its layers' outputs are not the average of theirs.
-
-    Args:
-        model: the classifier (changed in place, left in eval mode).
-        average: the averaged parameters (:func:`_running_mean`).
-        train: the training windows; items, batch_size: how many drawn, in batches.
-    """
-    model.load_state_dict(average, strict=False)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain mean over every batch
-    model.train()
-    order = balanced_draw(train.y, train.dataset, items, rng)
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            chosen = order[s:s + batch_size]
-            model(batch_tensor(train.x[chosen], train.reference[chosen], model.config.inputs, rng))
-    for m in norms:
-        m.momentum = 0.1
-    model.eval()
 
 
 def set_centres(model: CellClassifier, train: Windows, val: Windows) -> float:

@@ -265,8 +265,6 @@ class ClassesConfig:
             window (:func:`bloomseg.train.classifier.zoomed`).
         faded_white: the share of white cells in a batch made paler evenly
             (:func:`bloomseg.train.classifier.faded`).
-        average_last: the weights of the last this many epochs averaged into one more
-            candidate for the best (:func:`bloomseg.train.classifier.averaged`); 0: none.
     """
 
     model: str = "default"
@@ -290,7 +288,6 @@ class ClassesConfig:
     transplants: float = setting(0.0, Range(float, 0, 1))
     zoomed_white: float = setting(0.0, Range(float, 0, 1))
     faded_white: float = setting(0.0, Range(float, 0, 1))
-    average_last: int = setting(0, COUNT)
 
     @property
     def all_roots(self) -> list[str]:
