@@ -73,6 +73,8 @@ RECIPES = {
                             "hard_kinds": HARD_KINDS, "transplants": 0.5},
     "relative-hard-seed1": {"inputs": "relative", "hard_negatives": 0.3,
                             "hard_kinds": HARD_KINDS, "seed": 1},
+    "relative-hard-platelet": {"inputs": "relative", "hard_negatives": 0.3,
+                               "hard_kinds": HARD_KINDS + ("platelet",)},
     "relative-hard-isolated": {"inputs": "relative", "hard_negatives": 0.3,
                                "hard_kinds": HARD_KINDS + ("isolated",)},
     "relative-hard-isolated-zoomed": {"inputs": "relative", "hard_negatives": 0.3,

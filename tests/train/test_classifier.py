@@ -407,6 +407,42 @@ def test_an_isolated_cell_loses_its_neighbours_for_the_window_s_background():
     assert (alone[:, cell] == x[0][:, cell]).all()
 
 
+def test_a_platelet_laid_on_a_red_cell_adds_its_own_density_on_the_cell():
+    """The donor's platelet density over its background, times the references' ratio,
+    is added around a pixel of the cell; nothing else changes; a clump as large as half
+    the cell, or no platelet to lay, leaves the cell as it was."""
+    from bloomseg.model.classifier import optical_density
+    from bloomseg.train.classifier import hard_negatives
+
+    yy, xx = np.mgrid[:64, :64]
+    host = np.zeros((1, 4, 64, 64), np.uint8)
+    host[0, :3] = 235
+    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
+    host[0, 3] = cell
+    host[0, :3, cell] = (200, 150, 160)
+    donor = np.zeros((1, 4, 64, 64), np.uint8)
+    donor[0, :3] = 240
+    body = (yy - 32) ** 2 + (xx - 32) ** 2 < 3 ** 2
+    donor[0, 3] = body
+    donor[0, :3, body] = (120, 80, 170)
+    ref = np.ones((1, 3), np.float32)
+    for seed in range(5):
+        laid = hard_negatives(host, np.random.default_rng(seed), ("platelet",),
+                              (ref * 2, donor, ref))[0]
+        added = optical_density(laid[:3]) - optical_density(host[0, :3])  # (3, 64, 64)
+        own = ((optical_density(donor[0, :3]) - optical_density(np.uint8(240))) * body).sum(axis=(1, 2))
+        changed = np.abs(added).sum(axis=0) > 0.05
+        assert 0 < changed.sum() <= body.sum() and cell[changed].mean() > 0.5
+        # twice the donor's excess (the host's field is twice as dense); uint8 rounds
+        assert (added * changed).sum(axis=(1, 2)) == pytest.approx(2 * own, rel=0.1)
+        assert (laid[3] == host[0, 3]).all()
+    clump = donor.copy()
+    clump[0, 3] = (yy - 32) ** 2 + (xx - 32) ** 2 < 11 ** 2
+    for platelets in ((ref, clump, ref), (ref, donor[:0], ref[:0]), None):
+        same = hard_negatives(host, np.random.default_rng(0), ("platelet",), platelets)
+        assert (same == host).all()
+
+
 def test_faded_windows_make_the_cell_paler_evenly_and_keep_the_rest():
     """Every pixel of the cell's density times one factor in low..1; outside unchanged."""
     from bloomseg.model.classifier import optical_density

@@ -319,7 +319,9 @@ def window_allowed(windows: Windows) -> np.ndarray:
 
 
 def hard_negatives(x: np.ndarray, rng: np.random.Generator,
-                   kinds: tuple[str, ...] = HARD_NEGATIVES) -> np.ndarray:
+                   kinds: tuple[str, ...] = HARD_NEGATIVES,
+                   platelets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                   ) -> np.ndarray:
     """Red cells changed in ways that are no evidence of a parasite, each by one of
     ``kinds`` (:data:`~bloomseg.train.config.HARD_NEGATIVES`) drawn at random:
     ``dense``, its density multiplied evenly (x1.2 to x2.5: a spherocyte, a thick smear);
@@ -328,12 +330,17 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
     of the cell laid over it, 0.5 to 0.9 of its diameter away (densities add where two
     red cells overlap); ``isolated``, everything around the cell made plain background
     with a camera's grain, as single-cell crops are put on it (:func:`crop_windows`): a
-    cell alone is no evidence either.
+    cell alone is no evidence either; ``platelet``, a platelet laid on the cell (its
+    density over its own background added, in proportion to the two fields' references,
+    centred on a pixel of the cell): a dark dot on a red cell that is no parasite.
 
     Args:
         x: (N, 4, crop, crop) uint8 windows of red cells.
         rng: draws the kind and its strength.
         kinds: the kinds to draw from.
+        platelets: for ``platelet``: (the cells' field references (N, 3), platelet
+            windows (M, 4, crop, crop), their references (M, 3)); without them, or
+            with no platelet, the kind is skipped.
 
     Returns:
         The changed copies, uint8.
@@ -353,6 +360,12 @@ def hard_negatives(x: np.ndarray, rng: np.random.Generator,
             continue
         if kind == "isolated":
             out[i, :3] = _isolated(out[i, :3], cell, rng)
+            continue
+        if kind == "platelet":
+            if platelets is not None and len(platelets[1]):
+                j = int(rng.integers(len(platelets[1])))
+                out[i, :3] = _platelet_on(out[i, :3], cell, platelets[1][j],
+                                          platelets[0][i] / platelets[2][j], rng)
             continue
         if kind == "overlapped":
             density = optical_density(out[i, :3])  # (3, crop, crop)
@@ -382,6 +395,37 @@ def _isolated(rgb: np.ndarray, cell: np.ndarray, rng: np.random.Generator) -> np
     out = rgb.astype(np.float32)
     out[:, ~cell] = colour[:, None] + rng.normal(0, 2, outside.shape)
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def _platelet_on(rgb: np.ndarray, cell: np.ndarray, donor: np.ndarray, scale: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(3, crop, crop) uint8: ``rgb`` with the platelet of window ``donor`` laid on a
+    random pixel of ``cell``, turned by one of the 8 flips and rotations; its density
+    over its background times ``scale`` (3,) (the host field's reference over the donor
+    field's) added to the host's."""
+    from bloomseg.model.classifier import density_rgb, optical_density
+
+    body = donor[3] > 0
+    if body.sum() < 3 or body.sum() > cell.sum() / 2:  # no platelet, or a clump
+        return rgb
+    density = optical_density(donor[:3])
+    background = np.median(density[:, ~body], axis=1) if (~body).any() else 0.0
+    rows, cols = np.nonzero(body)
+    top, left = rows.min(), cols.min()
+    excess = np.where(body, np.maximum(density - np.asarray(background)[:, None, None], 0), 0)
+    excess = excess[:, top:rows.max() + 1, left:cols.max() + 1] * scale[:, None, None]
+    k = int(rng.integers(8))
+    excess = np.rot90(excess, k % 4, axes=(1, 2))
+    excess = excess[:, :, ::-1] if k >= 4 else excess
+    h, w = excess.shape[1:]
+    ys, xs = np.nonzero(cell)
+    at = int(rng.integers(len(ys)))
+    y0, x0 = ys[at] - h // 2, xs[at] - w // 2
+    size = rgb.shape[1]
+    laid = np.zeros((3, size, size), np.float32)
+    ty0, tx0, ty1, tx1 = max(y0, 0), max(x0, 0), min(y0 + h, size), min(x0 + w, size)
+    laid[:, ty0:ty1, tx0:tx1] = excess[:, ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
+    return density_rgb(optical_density(rgb) + laid)
 
 
 def zoomed(x: np.ndarray, rng: np.random.Generator, most: float = 1.8) -> np.ndarray:
@@ -802,6 +846,8 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     red_only = allowed[:, CLASSES.index("red_blood_cell")] & (allowed.sum(axis=1) == 1)
     infected = allowed[:, STAGE_INDEX].any(axis=1) & (allowed.sum(axis=1) == 1)
     hosts = np.flatnonzero(red_only & (train.view == 0))
+    lying = train.y == CLASSES.index("platelet")  # laid on red cells by hard negatives
+    platelets = (train.x[lying], train.reference[lying])
     white = train.y == CLASSES.index("white_blood_cell")
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -819,7 +865,8 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
-                    x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds)
+                    x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds,
+                                             (reference[hard], *platelets))
             if cfg.zoomed_white:  # white cells that fill their window are still white
                 big = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < cfg.zoomed_white))
                 if big.size:

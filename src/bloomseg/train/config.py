@@ -222,7 +222,7 @@ class TrainResult:
     model_dir: Path | None = None  # an adapted model's exported folder (``--adapt``)
 
 
-HARD_NEGATIVES = ("dense", "filled", "blurred", "overlapped", "isolated")
+HARD_NEGATIVES = ("dense", "filled", "blurred", "overlapped", "isolated", "platelet")
 """What a red cell may be made to look like without becoming infected
 (:func:`bloomseg.train.classifier.hard_negatives`)."""
 HARD_KINDS = HARD_NEGATIVES[:3]
