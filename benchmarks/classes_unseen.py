@@ -8,6 +8,7 @@
     python benchmarks/classes_unseen.py score NAME --classifier PATH --leave LAB
     python benchmarks/classes_unseen.py adapt RECIPE [--leave LAB ...] [--way WAY ...]
     python benchmarks/classes_unseen.py user RECIPE [--leave LAB ...]
+    python benchmarks/classes_unseen.py ensemble RECIPE RECIPE [...] [--leave LAB ...]
 
 ``cut`` segments every train and val image of each lab with the default model once and
 keeps every cell's window (the cells a box matches with its class, the others unboxed),
@@ -40,6 +41,8 @@ same way with :data:`SHIP` settings; ``bloomseg export`` puts it beside the mode
 adapts that lab's classifier to them (:func:`adapt`): the recipe of ``train --adapt``
 for classes is chosen by its worst lab here, forgetting beside. ``user RECIPE`` takes
 the same path with the command line, timed (:func:`user`).
+``ensemble R1 R2 ...`` names each lab left out with those recipes' classifiers
+together (:func:`ensemble`), for ``table "R1+R2"``.
 ``profile RECIPE`` keeps every lab's red-cell profile in a classifier ``ship`` trained
 before classifiers kept them (what ``ship`` now does at its end; the weights unchanged).
 """
@@ -454,6 +457,34 @@ def score_features(model, features, windows: Windows, path: Path) -> None:
              threshold=model.config.infected_threshold, limit=model.config.distance_limit)
 
 
+def ensemble(recipes: list[str], leave: list[str], cache: Path) -> None:
+    """The labs left out named by the recipes' classifiers together: their calibrated
+    probabilities averaged, the infected threshold chosen again on the val cells of the
+    labs they learnt (as training chooses it), into ``CACHE/R1+R2.../LAB/scores.npz``
+    for ``table`` (no distance limit: no call is marked uncertain)."""
+    from bloomseg.model.files import load_classifier
+    from bloomseg.train.classifier import probabilities, tune_infected
+
+    labs = {lab: load(cache, lab) for lab in LABS}
+    name = "+".join(recipes)
+    for left in leave:
+        kept = [lab for lab in LABS if lab != left]
+        val = split_windows({lab: labs[lab] for lab in kept}, kept)["val"]
+        named, budgets = [], []
+        for recipe in recipes:
+            model = load_classifier(cache / recipe / left / "best.pt")[0]
+            named.append(probabilities(model, val, model.config.temperature))
+            budgets.append(RECIPES.get(recipe, {}).get("max_false_calls", 0.002))
+        threshold, _ = tune_infected(np.mean(named, axis=0), val.y, min(budgets), val.dataset)
+        each = [np.load(cache / recipe / left / "scores.npz") for recipe in recipes]
+        out = cache / name / left / "scores.npz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        p = np.mean([s["p"] for s in each], axis=0)
+        np.savez(out, p=p, d=np.zeros_like(p), y=each[0]["y"], field=each[0]["field"],
+                 threshold=threshold, limit=np.inf)
+        print(f"{name} without {left}: infected threshold {threshold} -> {out}")
+
+
 def save_rows(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -591,7 +622,7 @@ def _pct(v: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=("cut", "run", "table", "ship", "profile", "score",
-                                         "adapt", "user"))
+                                         "adapt", "user", "ensemble"))
     parser.add_argument("--way", action="append", choices=tuple(ADAPT),
                         help="adapt: how the classifier adapts (repeatable; default: each)")
     parser.add_argument("--classifier", help="score: the classifier (a run folder or an "
@@ -624,6 +655,10 @@ def main() -> None:
     elif args.step == "user":
         for lab in args.leave or list(HEALTHY):
             user(args.recipes[0], lab, args.data, args.cache)
+    elif args.step == "ensemble":
+        if len(args.recipes) < 2:
+            parser.error("ensemble: name two recipes or more")
+        ensemble(args.recipes, args.leave or [lab for lab in LABS if lab != "mpidb"], args.cache)
     elif args.step == "adapt":
         adapt(args.recipes[0], args.leave or list(HEALTHY), args.cache, args.way or list(ADAPT))
     elif args.step in ("run", "ship", "profile"):
