@@ -78,6 +78,8 @@ RECIPES = {
                             "hard_kinds": HARD_KINDS, "seed": 1},
     "relative-hard-platelet": {"inputs": "relative", "hard_negatives": 0.3,
                                "hard_kinds": HARD_KINDS + ("platelet",)},
+    "relative-hard-seed2": {"inputs": "relative", "hard_negatives": 0.3,
+                            "hard_kinds": HARD_KINDS, "seed": 2},
     "relative-hard-isolated": {"inputs": "relative", "hard_negatives": 0.3,
                                "hard_kinds": HARD_KINDS + ("isolated",)},
     "relative-hard-isolated-zoomed": {"inputs": "relative", "hard_negatives": 0.3,
