@@ -65,37 +65,24 @@ from bloomseg.train.config import HARD_KINDS, HARD_NEGATIVES
 LABS = ("bbbc041", "raabin", "pbc", "bccd", "mpidb")
 HEALTHY = ("raabin", "pbc", "bccd")
 """Labs of normal blood: every cell is a negative for 'infected'."""
+_HARD = {"inputs": "relative", "hard_negatives": 0.3, "hard_kinds": HARD_KINDS}
+_ISOLATED = _HARD | {"hard_kinds": HARD_KINDS + ("isolated",)}
 RECIPES = {
     "rgb": {"inputs": "rgb", "hard_negatives": 0.0},
     "relative": {"inputs": "relative", "hard_negatives": 0.0},
-    "relative-hard": {"inputs": "relative", "hard_negatives": 0.3, "hard_kinds": HARD_KINDS},
-    "relative-hard5": {"inputs": "relative", "hard_negatives": 0.5, "hard_kinds": HARD_KINDS},
-    "relative-hard3o": {"inputs": "relative", "hard_negatives": 0.3,
-                        "hard_kinds": HARD_NEGATIVES},
-    "relative-hard-moved": {"inputs": "relative", "hard_negatives": 0.3,
-                            "hard_kinds": HARD_KINDS, "transplants": 0.5},
-    "relative-hard-seed1": {"inputs": "relative", "hard_negatives": 0.3,
-                            "hard_kinds": HARD_KINDS, "seed": 1},
-    "relative-hard-platelet": {"inputs": "relative", "hard_negatives": 0.3,
-                               "hard_kinds": HARD_KINDS + ("platelet",)},
-    "relative-hard-seed2": {"inputs": "relative", "hard_negatives": 0.3,
-                            "hard_kinds": HARD_KINDS, "seed": 2},
-    "relative-hard-isolated": {"inputs": "relative", "hard_negatives": 0.3,
-                               "hard_kinds": HARD_KINDS + ("isolated",)},
-    "relative-hard-isolated-zoomed": {"inputs": "relative", "hard_negatives": 0.3,
-                                      "hard_kinds": HARD_KINDS + ("isolated",),
-                                      "zoomed_white": 0.5},
-    "relative-hard-isolated-moved": {"inputs": "relative", "hard_negatives": 0.3,
-                                     "hard_kinds": HARD_KINDS + ("isolated",),
-                                     "transplants": 0.5},
-    "relative-hard-isolated-seed1": {"inputs": "relative", "hard_negatives": 0.3,
-                                     "hard_kinds": HARD_KINDS + ("isolated",), "seed": 1},
-    "relative-hard-isolated-faded": {"inputs": "relative", "hard_negatives": 0.3,
-                                     "hard_kinds": HARD_KINDS + ("isolated",),
-                                     "faded_white": 0.5},
-    "relative-hard-isolated-faded-seed1": {"inputs": "relative", "hard_negatives": 0.3,
-                                           "hard_kinds": HARD_KINDS + ("isolated",),
-                                           "faded_white": 0.5, "seed": 1},
+    "relative-hard": _HARD,
+    "relative-hard5": _HARD | {"hard_negatives": 0.5},
+    "relative-hard3o": _HARD | {"hard_kinds": HARD_NEGATIVES[:4]},
+    "relative-hard-moved": _HARD | {"transplants": 0.5},
+    "relative-hard-seed1": _HARD | {"seed": 1},
+    "relative-hard-seed2": _HARD | {"seed": 2},
+    "relative-hard-platelet": _HARD | {"hard_kinds": HARD_KINDS + ("platelet",)},
+    "relative-hard-isolated": _ISOLATED,
+    "relative-hard-isolated-seed1": _ISOLATED | {"seed": 1},
+    "relative-hard-isolated-zoomed": _ISOLATED | {"zoomed_white": 0.5},
+    "relative-hard-isolated-faded": _ISOLATED | {"faded_white": 0.5},
+    "relative-hard-isolated-faded-seed1": _ISOLATED | {"faded_white": 0.5, "seed": 1},
+    "relative-hard-isolated-moved": _ISOLATED | {"transplants": 0.5},
 }
 """ClassesConfig settings of each recipe tried (the rest: :data:`TRAINING`)."""
 TRAINING = {"epochs": 6, "items_per_epoch": 3000, "early_stopping": 0, "width": 16}
