@@ -352,6 +352,23 @@ def test_an_unboxed_cell_of_healthy_blood_may_be_anything_but_infected():
     assert tune_infected(p, y, max_false=0.0)[0] == 0.65
 
 
+def _disc(radius: float, cy: float = 32, cx: float = 32) -> np.ndarray:
+    """(64, 64) bool: a disc of a 64-pixel window."""
+    yy, xx = np.mgrid[:64, :64]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+
+
+def _window(background, cell: np.ndarray, *painted) -> np.ndarray:
+    """(1, 4, 64, 64) uint8: a window of ``background`` colour whose mask is ``cell``,
+    each (region, colour) of ``painted`` drawn on it in turn."""
+    x = np.zeros((1, 4, 64, 64), np.uint8)
+    x[0, :3] = np.broadcast_to(np.asarray(background)[:, None, None], (3, 64, 64))
+    x[0, 3] = cell
+    for region, colour in painted:
+        x[0, :3, region] = colour
+    return x
+
+
 def test_hard_negatives_change_a_red_cell_without_adding_a_parasite():
     """Denser evenly: every pixel's density times one factor (its hue kept); pallor
     filled: no pixel of the cell paler than its median; blurred: the same mean;
@@ -359,14 +376,8 @@ def test_hard_negatives_change_a_red_cell_without_adding_a_parasite():
     from bloomseg.model.classifier import optical_density
     from bloomseg.train.classifier import hard_negatives
 
-    x = np.zeros((1, 4, 64, 64), np.uint8)
-    x[0, :3] = 240
-    yy, xx = np.mgrid[:64, :64]
-    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2
-    pallor = (yy - 32) ** 2 + (xx - 32) ** 2 < 5 ** 2
-    x[0, 3] = cell
-    x[0, :3, cell] = (200, 120, 140)
-    x[0, :3, pallor] = (225, 190, 200)
+    cell, pallor = _disc(12), _disc(5)
+    x = _window((240, 240, 240), cell, (cell, (200, 120, 140)), (pallor, (225, 190, 200)))
     outside = ~cell
     for seed in range(5):
         rng = np.random.default_rng(seed)
@@ -394,14 +405,8 @@ def test_an_isolated_cell_loses_its_neighbours_for_the_window_s_background():
     """A neighbour beside the cell becomes the window's plain background colour."""
     from bloomseg.train.classifier import hard_negatives
 
-    x = np.zeros((1, 4, 64, 64), np.uint8)
-    x[0, :3] = np.array([230, 225, 235])[:, None, None]
-    yy, xx = np.mgrid[:64, :64]
-    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2
-    neighbour = (yy - 32) ** 2 + (xx - 58) ** 2 < 10 ** 2
-    x[0, :3, neighbour] = (150, 90, 120)
-    x[0, :3, cell] = (200, 120, 140)
-    x[0, 3] = cell
+    cell, neighbour = _disc(12), _disc(10, cx=58)
+    x = _window((230, 225, 235), cell, (neighbour, (150, 90, 120)), (cell, (200, 120, 140)))
     alone = hard_negatives(x, np.random.default_rng(0), ("isolated",))[0]
     assert np.abs(alone[:3, neighbour].mean(axis=1) - [230, 225, 235]).max() < 1
     assert (alone[:, cell] == x[0][:, cell]).all()
@@ -414,17 +419,9 @@ def test_a_platelet_laid_on_a_red_cell_adds_its_own_density_on_the_cell():
     from bloomseg.model.classifier import optical_density
     from bloomseg.train.classifier import hard_negatives
 
-    yy, xx = np.mgrid[:64, :64]
-    host = np.zeros((1, 4, 64, 64), np.uint8)
-    host[0, :3] = 235
-    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
-    host[0, 3] = cell
-    host[0, :3, cell] = (200, 150, 160)
-    donor = np.zeros((1, 4, 64, 64), np.uint8)
-    donor[0, :3] = 240
-    body = (yy - 32) ** 2 + (xx - 32) ** 2 < 3 ** 2
-    donor[0, 3] = body
-    donor[0, :3, body] = (120, 80, 170)
+    cell, body = _disc(14), _disc(3)
+    host = _window((235, 235, 235), cell, (cell, (200, 150, 160)))
+    donor = _window((240, 240, 240), body, (body, (120, 80, 170)))
     ref = np.ones((1, 3), np.float32)
     for seed in range(5):
         laid = hard_negatives(host, np.random.default_rng(seed), ("platelet",),
@@ -437,7 +434,7 @@ def test_a_platelet_laid_on_a_red_cell_adds_its_own_density_on_the_cell():
         assert (added * changed).sum(axis=(1, 2)) == pytest.approx(2 * own, rel=0.1)
         assert (laid[3] == host[0, 3]).all()
     clump = donor.copy()
-    clump[0, 3] = (yy - 32) ** 2 + (xx - 32) ** 2 < 11 ** 2
+    clump[0, 3] = _disc(11)
     for platelets in ((ref, clump, ref), (ref, donor[:0], ref[:0]), None):
         same = hard_negatives(host, np.random.default_rng(0), ("platelet",), platelets)
         assert (same == host).all()
@@ -448,14 +445,8 @@ def test_faded_windows_make_the_cell_paler_evenly_and_keep_the_rest():
     from bloomseg.model.classifier import optical_density
     from bloomseg.train.classifier import faded
 
-    x = np.zeros((1, 4, 64, 64), np.uint8)
-    x[0, :3] = 235
-    yy, xx = np.mgrid[:64, :64]
-    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 14 ** 2
-    nucleus = (yy - 30) ** 2 + (xx - 34) ** 2 < 7 ** 2
-    x[0, 3] = cell
-    x[0, :3, cell] = (190, 170, 200)
-    x[0, :3, nucleus] = (70, 40, 110)
+    cell, nucleus = _disc(14), _disc(7, cy=30, cx=34)
+    x = _window((235, 235, 235), cell, (cell, (190, 170, 200)), (nucleus, (70, 40, 110)))
     for seed in range(5):
         pale = faded(x, np.random.default_rng(seed), low=0.35)[0]
         ratio = optical_density(pale[:3, nucleus]) / optical_density(x[0][:3, nucleus])
@@ -468,11 +459,8 @@ def test_zoomed_windows_show_the_cell_larger_about_its_centre():
     squared (at most), the centre stays the centre, and a factor of 1 changes nothing."""
     from bloomseg.train.classifier import zoomed
 
-    x = np.zeros((1, 4, 64, 64), np.uint8)
-    yy, xx = np.mgrid[:64, :64]
-    cell = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 10 ** 2
-    x[0, 3] = cell
-    x[0, :3] = np.where(cell, 120, 230)
+    cell = _disc(10, cy=31.5, cx=31.5)
+    x = _window((230, 230, 230), cell, (cell, (120, 120, 120)))
     assert (zoomed(x, np.random.default_rng(0), most=1.0) == x).all()
     for seed in range(5):
         big = zoomed(x, np.random.default_rng(seed), most=1.8)[0]

@@ -847,8 +847,11 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
     infected = allowed[:, STAGE_INDEX].any(axis=1) & (allowed.sum(axis=1) == 1)
     hosts = np.flatnonzero(red_only & (train.view == 0))
     lying = train.y == CLASSES.index("platelet")  # laid on red cells by hard negatives
-    platelets = (train.x[lying], train.reference[lying])
+    platelets = (train.x[lying], train.reference[lying]) if "platelet" in cfg.hard_kinds else None
     white = train.y == CLASSES.index("white_blood_cell")
+    # white cells that fill their window, or with a paler nucleus than the labs learnt,
+    # are still white
+    white_changes = ((cfg.zoomed_white, zoomed), (cfg.faded_white, faded))
     rng = np.random.default_rng(cfg.seed + len(history))
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if history and cfg.early_stopping and \
@@ -865,16 +868,13 @@ def fit_classes(train: Windows, val: Windows, cfg: ClassesConfig, run: Path, log
             if cfg.hard_negatives:  # uninfected red cells made to look unlike themselves
                 hard = np.flatnonzero(red_only[chosen] & (rng.random(len(chosen)) < cfg.hard_negatives))
                 if hard.size:
-                    x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds,
-                                             (reference[hard], *platelets))
-            if cfg.zoomed_white:  # white cells that fill their window are still white
-                big = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < cfg.zoomed_white))
-                if big.size:
-                    x[big] = zoomed(x[big], rng)
-            if cfg.faded_white:  # a paler nucleus than the labs learnt is still white
-                pale = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < cfg.faded_white))
-                if pale.size:
-                    x[pale] = faded(x[pale], rng)
+                    laid = (reference[hard], *platelets) if platelets else None
+                    x[hard] = hard_negatives(x[hard], rng, cfg.hard_kinds, laid)
+            for share, change in white_changes:
+                if share:
+                    some = np.flatnonzero(white[chosen] & (rng.random(len(chosen)) < share))
+                    if some.size:
+                        x[some] = change(x[some], rng)
             if cfg.transplants and len(hosts):  # parasites moved onto other labs' red cells
                 moved = np.flatnonzero(infected[chosen] & (rng.random(len(chosen)) < cfg.transplants))
                 if moved.size:
