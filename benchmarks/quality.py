@@ -248,11 +248,12 @@ def judge_runs(rows: list[dict], profiles: list, classifier) -> dict:
     return runs
 
 
-CLASS_SIGNALS = ("white_share", "uncertain_share", "infected", "infected_uncertain", "red")
+CLASS_SIGNALS = ("white_share", "uncertain_share", "infected", "infected_uncertain", "red",
+                 "infected_possible")
 
 
 SEG_SIGNALS = ("size_methods", "size_found", "cells", "whole_cells", "fragments",
-               "cells_per_area", "unsure")
+               "cells_per_area", "unsure", "large", "weak_cells")
 """The signals of the cells alone (the class signals come from the classifier judged)."""
 
 
@@ -354,18 +355,20 @@ def unseen(recipe: str, data: Path, cache: Path) -> list[dict]:
             w = w[w.view == 0]
             named |= {s * 100000 + int(f): v for f, v in named_fields(model, w).items()}
         keys = sorted(set(named) & set(cells))
-        verdicts = [verdict_of({k: float(cells[f][k]) for k in SEG_SIGNALS}
-                               | class_signals(named[f][1])) for f in keys]
+        values = [{k: float(cells[f][k]) for k in SEG_SIGNALS} | class_signals(named[f][1])
+                  for f in keys]
+        verdicts = [verdict_of(v) for v in values]
         judged_all, lab_run = in_run(verdicts, run_status([named[f][0] for f in keys],
                                                           centres, scatter))
-        for f, own, judged in zip(keys, verdicts, judged_all):
+        for f, own, judged, v in zip(keys, verdicts, judged_all, values):
             kinds = np.array([t["class"] for t in named[f][1]])
             bad_classes = classes_failed(kinds, np.array(named[f][2]), left in HEALTHY)
             rows.append({"domain": f"{left} left out", "way": "as is", "image": cells[f]["image"],
                          "failed": int(bool(cells[f]["cells_failed"]) or bad_classes),
                          "classes_failed": int(bad_classes), "verdict": judged.status,
                          "reasons": " ".join(judged.reasons), "own_verdict": own.status,
-                         "run": lab_run.status, "run_distance": round(lab_run.distance or 0, 3)})
+                         "run": lab_run.status, "run_distance": round(lab_run.distance or 0, 3),
+                         **{k: round(x, 4) for k, x in v.items()}})
         print(f"{left} left out: run {lab_run.status or 'not judged'} ({lab_run.text})", flush=True)
         for lab in kept:
             if lab == "mpidb":

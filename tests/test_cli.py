@@ -491,7 +491,7 @@ def test_predict_gives_each_image_a_quality_verdict_and_strict_totals_leave_flag
         assert printed.count("the run's classes: not judged: 1 field(s) with red cells") == 1
         assert rows["(all images)"]["qc"] == ""
         report = (out / "report.html").read_text(encoding="utf-8")
-        assert "Check these first" in report and "fewer than 5 cells found" in report
+        assert "Check these first" in report and "fewer than 8 cells found" in report
         totals[strict] = rows["(all images)"]
     assert totals[False]["status"] == "total of 2 images"
     assert totals[True]["status"] == "total of 1 images (1 to check left out: --qc-strict)"

@@ -20,9 +20,11 @@ from bloomseg.quality.run import (
     in_run,
     lab_distance,
     outliers,
+    possible_points,
     run_limit,
     run_status,
 )
+from bloomseg.quality.verdict import reasons_text
 from conftest import DarkCells, Dummy, by_colour
 
 CENTRES = np.array([[0.0, 0.0, 0.0, 0.0], [10.0, 10.0, 10.0, 10.0]])
@@ -69,7 +71,8 @@ def signals(infected: float = 0.0, red: float = 100.0, **more) -> dict:
     values = {"size_methods": 0.0, "size_found": 0.0, "cells": red + infected,
               "whole_cells": red + infected, "fragments": 0.0, "cells_per_area": 1.0,
               "unsure": 0.0, "white_share": 0.0, "uncertain_share": 0.0,
-              "infected": infected, "infected_uncertain": 0.0, "red": red}
+              "infected": infected, "infected_uncertain": 0.0, "red": red, "large": 0.0,
+              "weak_cells": 0.0, "infected_possible": 0.0}
     return values | more
 
 
@@ -173,3 +176,23 @@ def test_a_field_of_the_run_written_to_disk_and_read_again(tmp_path, monkeypatch
         assert (total["qc"], total["qc_reasons"]) == (CHECK, "unfamiliar")
     report = (out / "report.html").read_text()
     assert "The run&#x27;s classes" in report and "bloomseg train --adapt" in report
+
+
+def test_possible_infections_that_would_move_a_count_are_flagged_on_a_malaria_run():
+    familiar = run_status([np.zeros(4)] * 5, CENTRES, SCATTER)
+    # 3% infected: a malaria run; 5 possible cells in 103 would add 4.9 points, 4 add 3.9
+    malaria = [signals(3, infected_possible=5.0), signals(3, infected_possible=4.0)] + [
+        signals(3)] * 3
+    seen, _ = in_run([verdict_of(s) for s in malaria], familiar)
+    assert [v.reasons for v in seen] == [("infected_possible",)] + [()] * 4
+    assert "possibly infected" in reasons_text(seen[0].reasons)
+    # where infections are rare the slide's question is each call, not the count
+    rare = [signals(0, infected_possible=5.0)] + [signals(0)] * 4
+    seen, _ = in_run([verdict_of(s) for s in rare], familiar)
+    assert all(v.status == OK for v in seen)
+    # on an unfamiliar run every class is in doubt: said once, not on each field
+    seen, _ = in_run([verdict_of(s) for s in malaria],
+                     run_status([np.full(4, 3.0)] * 5, CENTRES, SCATTER))
+    assert all("infected_possible" not in v.reasons for v in seen)
+    assert possible_points(signals(1, red=49.0, infected_possible=1.0)) == pytest.approx(2.0)
+    assert possible_points(signals(0, red=0.0)) == 0.0

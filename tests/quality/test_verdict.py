@@ -94,7 +94,7 @@ def test_shredded_cells_are_fragments_and_too_many():
 
 
 def test_merged_cells_are_too_few():
-    labels = grid(rows=6)
+    labels = grid(rows=10)
     rows = np.where(labels > 0, (labels - 1) // 5 + 1, 0)  # each row of 5 disks one cell
     verdict = judge(prediction(rows))
     assert verdict.signals["cells_per_area"] == pytest.approx(0.2, abs=0.02)
@@ -114,7 +114,43 @@ def test_unsure_pixels_are_flagged():
     p[(labels > 0) & (labels % 2 == 0)] = 0.55  # half the cells' pixels unsure
     verdict = judge(prediction(labels, probability=p))
     assert verdict.signals["unsure"] == pytest.approx(0.5, abs=0.05)
-    assert verdict.reasons == ("unsure",)
+    assert verdict.signals["weak_cells"] == 0.5
+    assert verdict.reasons == ("unsure", "weak_cells")
+
+
+def test_cells_the_network_is_unsure_of_as_a_whole_are_flagged():
+    labels = grid()
+    p = (labels > 0).astype(np.float32)
+    p[np.isin(labels, (1, 2, 3))] = 0.7  # 3 of 20 cells faint: 15% of pixels, not "many"
+    verdict = judge(prediction(labels, probability=p))
+    assert verdict.signals["weak_cells"] == pytest.approx(3 / 20)
+    assert verdict.reasons == ("weak_cells",)
+    p[labels == 3] = 1.0  # 2 of 20: under the limit
+    assert judge(prediction(labels, probability=p)).status == OK
+
+
+def test_cells_taken_together_are_large_where_classes_say_they_are_not_white():
+    labels = grid()
+    h, w = labels.shape
+    joined = labels.copy()
+    # the first two disks of the first row and the band between them: one cell
+    joined[int(0.9 * D - D / 4):int(0.9 * D + D / 4), int(0.9 * D):int(2.4 * D)] = 1
+    joined[joined == 2] = 1
+    red = named(["red_blood_cell"] * 20)
+    verdict = judge(prediction(joined, classes=red))
+    assert verdict.signals["large"] == pytest.approx(1 / 19)
+    assert verdict.reasons == ("large",)
+    # the same cell called white is a white cell's size; without classes it could be one
+    white = named(["white_blood_cell"] + ["red_blood_cell"] * 19)
+    assert judge(prediction(joined, classes=white)).signals["large"] == 0.0
+    assert judge(prediction(joined)).signals["large"] == 0.0
+
+
+def test_few_cells_are_an_empty_field():
+    labels = grid(rows=1, cols=5)
+    verdict = judge(prediction(labels))
+    assert verdict.signals["cells"] == 5 and verdict.reasons == ("empty",)
+    assert judge(prediction(grid(rows=2, cols=4))).status == OK  # 8 cells
 
 
 def test_an_odd_mix_of_classes_is_flagged():
@@ -125,6 +161,7 @@ def test_an_odd_mix_of_classes_is_flagged():
     assert verdict.reasons == ("white_cells",)
     ok = judge(prediction(labels, classes=named(["red_blood_cell"] * 20)))
     assert ok.status == OK and ok.signals["uncertain_share"] == 0.0
+    assert ok.signals["infected_possible"] == 0.0
 
 
 def test_platelets_are_not_fragments():
@@ -146,3 +183,16 @@ def test_every_reason_reads_a_signal_that_exists():
     values = signals(prediction(labels))
     assert {r.signal for r in REASONS} <= set(values)
     assert len({r.name for r in REASONS}) == len(REASONS)
+
+
+def test_cells_called_red_that_are_more_likely_infected_are_possible_infections():
+    from bloomseg.cells.types import STAGE_INDEX, cell_types
+    from bloomseg.quality.signals import POSSIBLE, class_signals
+
+    p = np.zeros((4, len(CLASSES)))
+    p[:, CLASSES.index("red_blood_cell")] = [1.0, 0.6, 0.45, 0.05]
+    p[:, STAGE_INDEX[0]] = [0.0, 0.4, 0.55, 0.95]  # the stages: 0, 0.4, 0.55, 0.95
+    values = class_signals(cell_types(p, infected_threshold=0.9))
+    # the last is called infected; of the three called red one is past POSSIBLE
+    assert POSSIBLE == 0.5
+    assert (values["infected"], values["red"], values["infected_possible"]) == (1.0, 3.0, 1.0)

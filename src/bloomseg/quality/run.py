@@ -53,6 +53,12 @@ RARE_SHARE = 0.005
 call is a claim that changes the diagnosis of a near-negative slide: the fields that
 hold one are flagged to be confirmed (a design choice: a lab that sees one false
 malaria call stops trusting every number)."""
+POSSIBLE_POINTS = 4.0
+"""On a run with malaria (infected calls not rare) that is not unfamiliar, a field whose
+possibly infected cells (:data:`~bloomseg.quality.signals.POSSIBLE`) would add more than
+this many points to its parasitemia is flagged. Chosen with ``benchmarks/quality.py``
+(val, made failures, labs left out): from 1 point (a failed count's margin) to 4, as many
+failed BBBC041 fields are flagged and half as many good ones."""
 OUTLIER_P = 1e-3
 """A field is an outlier where so many infected calls among its cells would be this
 unlikely at the infected share of the run's other fields (binomial)..."""
@@ -155,12 +161,20 @@ def outliers(signals: Sequence[dict]) -> np.ndarray:
     return (infected >= OUTLIER_MIN) & (tail < OUTLIER_P)
 
 
+def possible_points(signals: dict[str, float]) -> float:
+    """How many points of parasitemia a field's possibly infected cells would add."""
+    named = signals.get("red", 0.0) + signals.get("infected", 0.0)
+    return 100 * signals.get("infected_possible", 0.0) / named if named else 0.0
+
+
 def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict], RunVerdict]:
     """Each field's verdict seen beside the run's other fields.
 
     A field whose infected share is far above the others' is flagged
     (``infected_outlier``), and so is one with infected calls where they are rare in the
-    run (``infected_rare``, :data:`RARE_SHARE`). Where the run is unfamiliar, a field with
+    run (``infected_rare``, :data:`RARE_SHARE`); where they are not, one whose cells called
+    red but possibly infected would move its parasitemia by over :data:`POSSIBLE_POINTS`
+    (``infected_possible``). Where the run is unfamiliar, a field with
     infected calls is flagged (``infected_unfamiliar``: on such a run those are what to
     look at; it stands for ``infected_rare`` too). The reasons that only say again what
     the lab is like (:data:`RESTATING`) give way to the run's verdict where they are
@@ -181,6 +195,9 @@ def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict],
     infected = sum(s.get("infected", 0.0) for s in signals)
     rare = infected < RARE_SHARE * (infected + sum(s.get("red", 0.0) for s in signals))
     doubt = ("infected_unfamiliar",) if run.unfamiliar else ("infected_rare",) if rare else ()
+    # where the run is unfamiliar its classes are all in doubt (said once); where infections
+    # are rare, the slide's question is the calls, not the count
+    count = not run.unfamiliar and not rare
     given = {name: sum(name in v.reasons for v in verdicts) for name in RESTATING}
     usual = {name: n for name, n in given.items() if n and (
         (name == "uncertain_classes" and run.unfamiliar) or (
@@ -191,7 +208,9 @@ def in_run(verdicts: Sequence[Verdict], run: RunVerdict) -> tuple[list[Verdict],
     for v, outlier in zip(verdicts, odd):
         found = verdict_of(v.signals, reasons).reasons + (
             ("infected_outlier",) if outlier else ()) + (
-            doubt if v.signals.get("infected", 0) > 0 else ())
+            doubt if v.signals.get("infected", 0) > 0 else ()) + (
+            ("infected_possible",) if count and possible_points(v.signals) > POSSIBLE_POINTS
+            else ())
         if "empty" in found:
             found = ("empty",)
         out.append(Verdict(CHECK if found else OK, found, v.signals))

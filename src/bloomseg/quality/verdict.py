@@ -31,12 +31,14 @@ class Reason:
     below: bool = False
 
     def applies(self, values: dict[str, float]) -> bool:
-        v = values[self.signal]
+        v = values.get(self.signal)
+        if v is None:  # not measured (a record of an older bloomseg): no reason
+            return False
         return v < self.limit if self.below else v > self.limit
 
 
 REASONS = (
-    Reason("empty", "cells", 5, "fewer than 5 cells found", below=True),
+    Reason("empty", "cells", 8, "fewer than 8 cells found", below=True),
     Reason("size_methods", "size_methods", 0.6, "the size methods disagree"),
     Reason("size_found", "size_found", 0.26, "the cells found are not the size they were "
            "segmented at"),
@@ -46,8 +48,12 @@ REASONS = (
            "cells)"),
     Reason("merged", "cells_per_area", 0.6, "fewer cells than the cell area holds (merged "
            "cells)", below=True),
+    Reason("large", "large", 0.01, "cells over twice a red cell's area, neither white nor "
+           "platelets (cells taken together)"),
     Reason("unsure", "unsure", 0.15, "the network is unsure of many pixels (blur, an "
            "unfamiliar stain)"),
+    Reason("weak_cells", "weak_cells", 0.12, "the network is unsure of many cells as a whole "
+           "(faint or blurred cells, background taken for cells)"),
     Reason("white_cells", "white_share", 0.3, "many cells called white"),
     Reason("uncertain_classes", "uncertain_share", 0.2, "many cells of uncertain class"),
     Reason("infected_uncertain", "infected_uncertain", 0.5, "cells called infected whose "
@@ -55,6 +61,8 @@ REASONS = (
 )
 """Every reason an image is judged on alone, in the order they are reported."""
 RUN_REASONS = {
+    "infected_possible": "cells called red that are possibly infected, enough to add over 4 "
+                         "points to the field's parasitemia: look at them",
     "infected_outlier": "far more cells called infected than in the run's other fields",
     "infected_rare": "cells called infected on a run where they are rare: confirm each",
     "infected_unfamiliar": "cells called infected on a run unlike every lab the classifier "
