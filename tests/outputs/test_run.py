@@ -143,3 +143,20 @@ def test_writing_beside_the_next_prediction_changes_no_file_and_one_bad_image_is
         for kind, file in output_paths(tmp_path / "alone", path.stem, options).items():
             if file.exists():
                 assert file.read_bytes() == (tmp_path / "together" / file.name).read_bytes(), kind
+
+
+def test_a_long_run_gives_the_heap_back_every_few_images(tmp_path, monkeypatch):
+    import bloomseg.outputs.run as run
+
+    trims = []
+    monkeypatch.setattr(run, "trim_heap", lambda: trims.append(1))
+    monkeypatch.setattr(run, "TRIM_EVERY", 2)
+    image = np.full((20, 30, 3), 20, np.uint8)
+    paths = [tmp_path / f"{i}.png" for i in range(5)]
+    for path in paths:
+        Image.fromarray(image).save(path)
+    rows = segment_files(Dark(), paths, tmp_path / "out", progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 5 and len(trims) == 2  # after 2 and 4
+    monkeypatch.undo()
+    run.trim_heap()  # glibc's malloc_trim here; nothing where there is none
+    assert run._LIBC is not None
