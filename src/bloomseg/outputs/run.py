@@ -438,6 +438,9 @@ def skipped_row(path: Path) -> dict:
         "image": str(path), "status": "skipped: outputs exist (use --overwrite)"}
 
 
+_LIBC = None  # the C library once looked up; False where it has no malloc_trim
+
+
 def trim_heap() -> None:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere
     nothing). Freed arrays otherwise leave holes the next image's arrays do not fit, and
@@ -456,7 +459,6 @@ def trim_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
-_LIBC = None
 TRIM_EVERY = 5
 """The heap is trimmed (:func:`trim_heap`) after this many images: each trim costs the
 pages it gives back their first touch again, so not after every image."""

@@ -24,6 +24,7 @@ import numpy as np
 from bloomseg.quality.verdict import (
     CHECK,
     OK,
+    POSSIBLE_POINTS,
     REASONS,
     RUN_REASONS,
     Verdict,
@@ -53,12 +54,6 @@ RARE_SHARE = 0.005
 call is a claim that changes the diagnosis of a near-negative slide: the fields that
 hold one are flagged to be confirmed (a design choice: a lab that sees one false
 malaria call stops trusting every number)."""
-POSSIBLE_POINTS = 4.0
-"""On a run with malaria (infected calls not rare) that is not unfamiliar, a field whose
-possibly infected cells (:data:`~bloomseg.quality.signals.POSSIBLE`) would add more than
-this many points to its parasitemia is flagged. Chosen with ``benchmarks/quality.py``
-(val, made failures, labs left out): from 1 point (a failed count's margin) to 4, as many
-failed BBBC041 fields are flagged and half as many good ones."""
 OUTLIER_P = 1e-3
 """A field is an outlier where so many infected calls among its cells would be this
 unlikely at the infected share of the run's other fields (binomial)..."""

@@ -60,9 +60,16 @@ REASONS = (
            "class is uncertain: look at them"),
 )
 """Every reason an image is judged on alone, in the order they are reported."""
+POSSIBLE_POINTS = 4.0
+"""On a run with malaria (infected calls not rare) that is not unfamiliar, a field whose
+possibly infected cells (:data:`~bloomseg.quality.signals.POSSIBLE`) would add more than
+this many points to its parasitemia is flagged (:func:`bloomseg.quality.run.in_run`).
+Chosen with ``benchmarks/quality.py`` (val, made failures, labs left out): from 1 point
+(a failed count's margin) to 4, as many failed BBBC041 fields are flagged and half as
+many good ones."""
 RUN_REASONS = {
-    "infected_possible": "cells called red that are possibly infected, enough to add over 4 "
-                         "points to the field's parasitemia: look at them",
+    "infected_possible": "cells called red that are possibly infected, enough to add over "
+                         f"{POSSIBLE_POINTS:g} points to the field's parasitemia: look at them",
     "infected_outlier": "far more cells called infected than in the run's other fields",
     "infected_rare": "cells called infected on a run where they are rare: confirm each",
     "infected_unfamiliar": "cells called infected on a run unlike every lab the classifier "
