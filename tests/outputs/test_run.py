@@ -3,6 +3,8 @@ killed writer left behind is cleared."""
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 from PIL import Image
 
@@ -158,5 +160,5 @@ def test_a_long_run_gives_the_heap_back_every_few_images(tmp_path, monkeypatch):
     rows = segment_files(Dark(), paths, tmp_path / "out", progress=False)
     assert [r["status"] for r in rows] == ["ok"] * 5 and len(trims) == 2  # after 2 and 4
     monkeypatch.undo()
-    run.trim_heap()  # glibc's malloc_trim here; nothing where there is none
-    assert run._LIBC is not None
+    run.trim_heap()  # glibc's malloc_trim; elsewhere nothing, and no error
+    assert bool(run._LIBC) == (platform.libc_ver()[0] == "glibc")
