@@ -250,3 +250,44 @@ def test_pieces_are_joined_only_where_they_were_cut_apart():
     assert fits_one_cell(pieces, [[1, 2, 5]], diameter=80).tolist() == [True]
     assert regroup(pieces, [[1, 2], [4]])[100, 80] == 1 and regroup(pieces, [[1, 2], [4]])[
         100, 200] == 0
+
+
+def _whole_image_pieces(foreground, centres, params):
+    """The watershed over the whole image at once, as separation was first written: what
+    flooding each blob alone must equal."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    from bloomseg.cells.instances import TIE_SCALE
+
+    distance = ndimage.distance_transform_edt(foreground).astype(np.float32)
+    surface = np.where(foreground, centres, 0).astype(np.float32)
+    peaks = peak_local_max(surface, min_distance=params.min_distance,
+                           threshold_abs=params.min_height, exclude_border=False)
+    markers = np.zeros(foreground.shape, np.int32)
+    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-(surface + 0.2 * distance / TIE_SCALE), markers, mask=foreground)
+    rest, _ = ndimage.label(foreground & (labels == 0))
+    return np.where(rest > 0, rest + len(peaks), labels)
+
+
+def test_each_blob_flooded_alone_gives_the_whole_image_watershed():
+    from bloomseg.cells.instances import _Prepared
+
+    rng = np.random.default_rng(3)
+    shape = (160, 200)
+    circles = [(rng.integers(10, 150), rng.integers(10, 190), rng.integers(5, 16)) for _ in range(40)]
+    foreground = np.logical_or.reduce(disks(shape, circles))
+    centres = centre_map(np.array([[cx + 0.5, cy + 0.5, 2 * r, 2 * r] for cy, cx, r in circles],
+                                  float), 0, 0, *shape) + rng.random(shape) * 0.01
+    params = InstanceParams("centres", 4, 0.2, 1)
+    pieces = _Prepared(foreground, centres, "centres").pieces(params)
+    truth = _whole_image_pieces(foreground, centres, params)
+    from scipy import ndimage
+
+    blobs, count = ndimage.label(foreground)
+    cells_per_blob = [len(np.unique(truth[blobs == k])) for k in range(1, count + 1)]
+    # blobs of one cell (not flooded) and of several (flooded alone)
+    assert cells_per_blob.count(1) >= 3 and sum(n > 1 for n in cells_per_blob) >= 3
+    assert np.array_equal(pieces, truth)

@@ -31,3 +31,18 @@ def test_measurements_of_known_shapes():
 def test_size_mismatch():
     with pytest.raises(ValueError, match="differ in size"):
         measure_cells(np.zeros((5, 5), np.int32), np.zeros((5, 6, 3), np.uint8))
+
+
+def test_convex_area_counts_as_scikit_image_does():
+    from skimage.morphology import convex_hull_image
+
+    from bloomseg.cells.measure import convex_area
+
+    rng = np.random.default_rng(0)
+    shapes = [np.ones((1, 1), bool), np.ones((1, 7), bool), np.eye(6, dtype=bool)]
+    shapes += [rng.random((rng.integers(1, 15), rng.integers(1, 15))) < rng.random()
+               for _ in range(300)]
+    yy, xx = np.mgrid[:41, :57]
+    shapes.append((yy - 20) ** 2 / 400 + (xx - 28) ** 2 / 784 <= 1)  # an ellipse
+    for shape in (s for s in shapes if s.any()):
+        assert convex_area(shape) == convex_hull_image(shape).sum()

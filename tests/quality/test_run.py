@@ -85,6 +85,21 @@ def test_a_field_with_far_more_infected_calls_than_the_others_is_an_outlier():
     assert not outliers(alone).any()
 
 
+def test_the_outliers_binomial_tail_is_scipy_stats_own():
+    from scipy.stats import binom
+
+    from bloomseg.quality.run import OUTLIER_MIN, OUTLIER_P
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        run = [signals(float(rng.integers(0, 15)), float(rng.integers(20, 200))) for _ in range(6)]
+        infected = np.array([s["infected"] for s in run])
+        named = infected + np.array([s["red"] for s in run])
+        others = (infected.sum() - infected) / (named.sum() - named)
+        tail = binom.sf(infected - 1, named.astype(int), others)
+        assert outliers(run).tolist() == ((infected >= OUTLIER_MIN) & (tail < OUTLIER_P)).tolist()
+
+
 def test_an_unfamiliar_run_says_once_what_every_field_would_repeat():
     fields = [signals(0, uncertain_share=0.5, size_methods=0.7),
               signals(0, uncertain_share=0.5, size_methods=0.8),

@@ -94,24 +94,31 @@ them for a whole image; a block of a large image has fewer."""
 
 
 class _Prepared:
-    """What does not depend on the seed settings: foreground, distance, seed candidates."""
+    """What does not depend on the seed settings: foreground, its blobs, seed candidates.
+
+    The watershed floods each blob (4-connected, as it floods) on its own: flooding never
+    crosses the background, so a blob's cells are the same alone as in the whole image,
+    and most blobs hold one seed and need no flooding at all. The distance transform that
+    breaks the centre map's ties is made on each flooded blob's box and one pixel around it
+    (its nearest background pixel lies there), equal to the whole image's there.
+    """
 
     def __init__(self, foreground: np.ndarray, centres: np.ndarray | None, method: str) -> None:
         from scipy import ndimage
 
         self.foreground = foreground
-        distance = ndimage.distance_transform_edt(foreground).astype(np.float32)
+        self.method = method
+        self.blobs, count = ndimage.label(foreground)
+        self.boxes = ndimage.find_objects(self.blobs)
         if method == "centres":
             if centres is None:
                 raise ValueError("the centres method needs a centre map")
             self.surface = np.where(foreground, centres, 0).astype(np.float32)
-            # a fixed scale, not the image's largest distance: labels must depend only on
-            # the neighbourhood, so that an image cut into blocks gives the same cells
-            self.elevation = -(self.surface + 0.2 * distance / TIE_SCALE)
+            self.distance = None
         else:
+            self.distance = ndimage.distance_transform_edt(foreground).astype(np.float32)
             # a little smoothing keeps ragged borders from making ridge peaks
-            self.surface = ndimage.gaussian_filter(distance, 1.0)
-            self.elevation = -distance
+            self.surface = ndimage.gaussian_filter(self.distance, 1.0)
         self._peaks: dict[tuple[int, float], np.ndarray] = {}
 
     def seeds(self, min_distance: int, min_height: float, floor: float) -> np.ndarray:
@@ -127,6 +134,23 @@ class _Prepared:
         peaks = self._peaks[key]
         return peaks[self.surface[peaks[:, 0], peaks[:, 1]] >= min_height]
 
+    def elevation(self, box: tuple[slice, slice]) -> np.ndarray:
+        """The surface flooded, on ``box``: the centre map with a little of the distance
+        transform to break its flat ties (``centres``), or the distance transform."""
+        from scipy import ndimage
+
+        if self.method != "centres":
+            return -self.distance[box]
+        h, w = self.foreground.shape
+        top, left = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
+        around = (slice(top, min(box[0].stop + 1, h)), slice(left, min(box[1].stop + 1, w)))
+        distance = ndimage.distance_transform_edt(self.foreground[around]).astype(np.float32)
+        inner = (slice(box[0].start - top, box[0].stop - top),
+                 slice(box[1].start - left, box[1].stop - left))
+        # a fixed scale, not the image's largest distance: labels must depend only on
+        # the neighbourhood, so that an image cut into blocks gives the same cells
+        return -(self.surface[box] + 0.2 * distance[inner] / TIE_SCALE)
+
     def pieces(self, params: InstanceParams, floor: float | None = None) -> np.ndarray:
         """Every piece of the foreground (watershed cells, then seedless blobs), before
         any is dropped for its size."""
@@ -135,9 +159,21 @@ class _Prepared:
 
         seeds = self.seeds(params.min_distance, params.min_height,
                            params.min_height if floor is None else floor)
-        markers = np.zeros(self.foreground.shape, np.int32)
-        markers[seeds[:, 0], seeds[:, 1]] = np.arange(1, len(seeds) + 1)
-        labels = watershed(self.elevation, markers, mask=self.foreground)
+        blob_of = self.blobs[seeds[:, 0], seeds[:, 1]]
+        per_blob = np.bincount(blob_of, minlength=len(self.boxes) + 1)
+        # a blob with one seed is that seed's cell whole
+        lookup = np.zeros(len(self.boxes) + 1, np.int32)
+        alone = per_blob[blob_of] == 1
+        lookup[blob_of[alone]] = np.flatnonzero(alone) + 1
+        labels = lookup[self.blobs]
+        for blob in np.flatnonzero(per_blob[1:] > 1) + 1:
+            box = self.boxes[blob - 1]
+            inside = self.blobs[box] == blob
+            markers = np.zeros(inside.shape, np.int32)
+            mine = np.flatnonzero(blob_of == blob)
+            markers[seeds[mine, 0] - box[0].start, seeds[mine, 1] - box[1].start] = mine + 1
+            flooded = watershed(self.elevation(box), markers, mask=inside)
+            labels[box][inside] = flooded[inside]
         # blobs without a seed are one cell each
         rest, _ = ndimage.label(self.foreground & (labels == 0))
         return np.where(rest > 0, rest + len(seeds), labels).astype(np.int32)
