@@ -181,14 +181,12 @@ class _Prepared:
 
 def drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
     """Labels with the cells under ``min_area`` px removed, renumbered 1..N in order."""
-    from skimage.segmentation import relabel_sequential
-
     areas = np.bincount(labels.ravel())
-    small = areas < min_area
-    small[0] = False
-    if small.any():
-        labels = np.where(small[labels], 0, labels)
-    return relabel_sequential(labels)[0].astype(np.int32)
+    kept = areas >= min_area
+    kept[0] = False
+    # one look-up for both: the dropped cells to 0, the rest to 1..N in order
+    lookup = np.where(kept, np.cumsum(kept), 0).astype(np.int32)
+    return lookup[labels]
 
 
 def edge_pieces(pieces: np.ndarray, min_area: int,
@@ -200,8 +198,9 @@ def edge_pieces(pieces: np.ndarray, min_area: int,
     sides = (pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1])
     touching = np.unique(np.concatenate([s for s, e in zip(sides, edges) if e] or [[0]]))
     areas = np.bincount(pieces.ravel())
-    small = touching[(touching > 0) & (areas[touching] < min_area)]
-    return np.isin(pieces, small)
+    small = np.zeros(len(areas), bool)
+    small[touching[(touching > 0) & (areas[touching] < min_area)]] = True
+    return small[pieces]
 
 
 def separate(foreground: np.ndarray, centres: np.ndarray | None = None,
