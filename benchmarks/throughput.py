@@ -4,6 +4,7 @@
                                     [--workers 1 --workers 2] [--out out/throughput.csv]
     python benchmarks/throughput.py --memory 10 --memory 200
     python benchmarks/throughput.py --compare OLD_OUT NEW_OUT
+    python benchmarks/throughput.py --baseline OLD_CHECKOUT   # before and after, side by side
 
 On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 ``--runs``:
@@ -18,6 +19,9 @@ On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 - **per stage**: the same command's work in this process (``segment_files``), each
   stage's seconds per smear: reading, normalising, the size, the network, the cells, the
   classes, the verdict, and each output file.
+- with ``--baseline OLD``: the same command from another checkout's ``src`` (an earlier
+  bloomseg: ``git worktree add OLD COMMIT``), timed in turn with this one in every run,
+  so that a change's gain is read on the same machine at the same moment.
 
 Printed as tables and written as CSV. ``--memory N`` instead runs the command on N
 smears (the 10 in turn, each under its own name) and prints its peak resident memory
@@ -64,18 +68,20 @@ STAGES = {
 where the code that runs it looks it up."""
 
 
-def command(smears: list[Path], out: Path, workers: int) -> float:
-    """Seconds of the README's command on ``smears`` in a fresh process."""
+def command(smears: list[Path], out: Path, workers: int, source: Path | None = None) -> float:
+    """Seconds of the README's command on ``smears`` in a fresh process (of the bloomseg in
+    ``source``, a checkout's ``src``, where given)."""
     folder = out / "in"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for s in smears:
         (folder / s.name).symlink_to(s.resolve())
     extra = ["--workers", str(workers)] if workers > 1 else []
+    env = os.environ | ({"PYTHONPATH": str(source)} if source else {})
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bloomseg", "predict", "default", str(folder), "-o",
                     str(out / "out"), "--cells", "-q", "--overwrite", *extra], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -209,6 +215,8 @@ def main() -> None:
                         help="the peak memory of a run of N smears instead (repeatable)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                         help="check that two output folders differ only in time")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also time an earlier bloomseg's checkout, in turn with this one")
     parser.add_argument("--out", default="out/throughput.csv", type=Path)
     args = parser.parse_args()
     if args.compare:
@@ -228,7 +236,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         per_worker = defaultdict(list)
-        cold, net = [], []
+        cold, net, before, before_cold = [], [], [], []
+        base = args.baseline.resolve() / "src" if args.baseline else None
         for run in range(args.runs):  # side by side: each run times every way once
             for workers in args.workers or [1]:
                 many = command(smears, tmp / f"w{workers}", workers)
@@ -236,9 +245,15 @@ def main() -> None:
                 per_worker[workers].append((many - one) / (len(smears) - 1))
                 if workers == 1:
                     cold.append(one)
+            if base:
+                many = command(smears, tmp / "before", 1, base)
+                before_cold.append(command(smears[:1], tmp / "before-1", 1, base))
+                before.append((many - before_cold[-1]) / (len(smears) - 1))
             net.append(statistics.median(floor(smears)))
             print(f"run {run + 1}: " + ", ".join(f"{w} worker(s) {v[-1]:.2f} s/smear"
                                                  for w, v in per_worker.items())
+                  + (f", before {before[-1]:.2f} s/smear (cold {before_cold[-1]:.2f} s)"
+                     if base else "")
                   + f", network {net[-1]:.2f} s, cold start {cold[-1]:.2f} s", flush=True)
         parts = stages(smears, tmp)
     network = statistics.median(net)
@@ -248,10 +263,19 @@ def main() -> None:
         print(f"| {workers} | {v:.2f} | {v / network:.2f} |")
         rows.append({"what": f"end to end, {workers} worker(s)", "seconds": round(v, 3),
                      "ratio": round(v / network, 3)})
+    if base:
+        v = statistics.median(before)
+        print(f"| before ({args.baseline}) | {v:.2f} | {v / network:.2f} |")
+        rows.append({"what": "end to end before, 1 worker", "seconds": round(v, 3),
+                     "ratio": round(v / network, 3)})
     print(f"\nthe network's forward pass at the model's cell size: {network:.3f} s per smear; "
-          f"cold start (import, load, one smear): {statistics.median(cold):.2f} s")
+          f"cold start (import, load, one smear): {statistics.median(cold):.2f} s"
+          + (f" (before: {statistics.median(before_cold):.2f} s)" if base else ""))
     rows += [{"what": "network forward", "seconds": round(network, 3), "ratio": 1.0},
              {"what": "cold start", "seconds": round(statistics.median(cold), 3), "ratio": ""}]
+    if base:
+        rows.append({"what": "cold start before", "seconds": round(statistics.median(before_cold), 3),
+                     "ratio": ""})
     print("\n| stage (in process) | seconds per smear |\n| --- | --- |")
     for stage, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"| {stage} | {v:.3f} |")

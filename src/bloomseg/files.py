@@ -87,10 +87,13 @@ def remove_stale_temporaries(out_dir: str | Path, names: Iterable[str]) -> None:
                 stale.unlink(missing_ok=True)
 
 
-def save_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+def save_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
+    """Write ``data`` as JSON, atomically: indented, or on one line (``indent`` None:
+    written by the json module's C encoder, 5x as fast, for large files such as a
+    smear's cell outlines)."""
+    text = json.dumps(data, indent=indent)
     with atomic_output(path, "w") as f:
-        json.dump(data, f, indent=1)
+        f.write(text)
 
 
 def save_csv(path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> None:

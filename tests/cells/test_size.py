@@ -99,3 +99,22 @@ def test_pale_red_cells_beside_a_granulocyte_are_measured(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(size, "SPARSE", 0.0)
             assert estimate_diameter(image).diameter < 0.3 * truth
+
+
+@pytest.mark.parametrize("depth", [1.0, 2.5, 4.8, 9.0])
+def test_h_maxima_blob_by_blob_are_scikit_images(depth):
+    from scipy import ndimage
+    from skimage.morphology import h_maxima as whole
+
+    from bloomseg.cells.size import h_maxima
+
+    rng = np.random.default_rng(int(depth * 10))
+    yy, xx = np.mgrid[:200, :260]
+    foreground = np.zeros(yy.shape, bool)
+    # clumps of touching disks (several maxima a blob), lone disks, and specks lower
+    # than the depth
+    for _ in range(45):
+        cy, cx, r = rng.integers(0, 200), rng.integers(0, 260), rng.integers(1, 18)
+        foreground |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    distance = ndimage.distance_transform_edt(foreground)
+    assert np.array_equal(h_maxima(distance, depth), whole(distance, depth).astype(bool))

@@ -245,7 +245,7 @@ def segment_large(segmenter, source: ArrayImage, outputs: dict[str, Path],
             rows = [chosen[i][1] for i in sorted(chosen)]
             save_cell_table(outputs["cells"], rows, diameter_fields(result.scale), named=False)
             save_json(outputs["geojson"], polygons_geojson(
-                {i: c[2] for i, c in chosen.items() if c[2]}, rows))
+                {i: c[2] for i, c in chosen.items() if c[2]}, rows), indent=None)
             preview_labels = np.zeros(preview.shape[:2], np.int64)
             for k, b in enumerate(done):
                 r0, r1, c0, c1 = b.core
