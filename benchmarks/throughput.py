@@ -16,9 +16,10 @@ On BBBC041's 10 held-out 1600x1200 smears, side by side in one run, medians of
 - **the floor**: the segmentation network's forward pass at the model's cell size (each
   smear resampled as ``predict`` does, then the network alone), per smear, in this
   process; the ratio of the two.
-- **per stage**: the same command's work in this process (``segment_files``), each
-  stage's seconds per smear: reading, normalising, the size, the network, the cells, the
-  classes, the verdict, and each output file.
+- **per stage**: the same command's work in this process, one image after the other
+  (nothing overlapping, so each stage's share is its own), each stage's seconds and CPU
+  seconds (every thread: the network's own) per smear: reading, the size, the network,
+  the cells, the classes, the verdict, and each output file.
 - with ``--baseline OLD``: the same command from another checkout's ``src`` (an earlier
   bloomseg: ``git worktree add OLD COMMIT``), timed in turn with this one in every run,
   so that a change's gain is read on the same machine at the same moment.
@@ -51,9 +52,12 @@ from pathlib import Path
 STAGES = {
     "read": ("bloomseg.data.images", "read_image"),
     "size": ("bloomseg.inference.segmenter", "Segmenter.scale_of"),
+    "size: classical estimate": ("bloomseg.cells.size", "estimate_diameter"),
+    "size: network readings": ("bloomseg.inference.scale", "read_size"),
     "network": ("bloomseg.inference.segmenter", "Segmenter.logits"),
     "cells": ("bloomseg.inference.segmenter", "separate"),
     "classes": ("bloomseg.inference.segmenter", "Segmenter._name_cells"),
+    "classes: classifier": ("bloomseg.inference.segmenter", "classify"),
     "verdict": ("bloomseg.outputs.run", "judge"),
     "measure": ("bloomseg.cells.measure", "measure_cells"),
     "labels file": ("bloomseg.cells.formats", "save_labels"),
@@ -65,7 +69,7 @@ STAGES = {
     "run's end": ("bloomseg.outputs.run", "finish_run"),
 }
 """Each stage timed: the module and the name in it (``Class.method``) of its function,
-where the code that runs it looks it up."""
+where the code that runs it looks it up (``a: b`` is part of stage ``a``)."""
 
 
 def command(smears: list[Path], out: Path, workers: int, source: Path | None = None) -> float:
@@ -169,13 +173,15 @@ def floor(smears: list[Path]) -> list[float]:
     return times
 
 
-def stages(smears: list[Path], out: Path) -> dict[str, float]:
-    """Seconds per smear in each stage of ``segment_files`` (in this process)."""
+def stages(smears: list[Path], out: Path) -> dict[str, tuple[float, float]]:
+    """Seconds per smear in each stage of the README's command, run one image after the
+    other in this process (``segment_image``, nothing overlapping): (wall, CPU of every
+    thread of the process: the network's threads included)."""
     from bloomseg.inference.segmenter import Segmenter
     from bloomseg.outputs.options import OutputOptions
-    from bloomseg.outputs.run import segment_files
+    from bloomseg.outputs.run import segment_image
 
-    spent: dict[str, float] = defaultdict(float)
+    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     undo = []
     for stage, (module, path) in STAGES.items():
         holder = importlib.import_module(module)
@@ -185,24 +191,25 @@ def stages(smears: list[Path], out: Path) -> dict[str, float]:
         original = getattr(holder, name)
 
         def timed(*args, _original=original, _stage=stage, **kwargs):
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return _original(*args, **kwargs)
             finally:
-                spent[_stage] += time.perf_counter() - start
+                spent[_stage][0] += time.perf_counter() - wall
+                spent[_stage][1] += time.process_time() - cpu
 
         setattr(holder, name, functools.wraps(original)(timed))
         undo.append((holder, name, original))
     try:
         segmenter = Segmenter.load("default")
-        start = time.perf_counter()
-        segment_files(segmenter, smears, out / "stages", OutputOptions(cells=True),
-                      overwrite=True, progress=False)
-        spent["total"] = time.perf_counter() - start
+        wall, cpu = time.perf_counter(), time.process_time()
+        for smear in smears:
+            segment_image(segmenter, smear, out / "stages", OutputOptions(cells=True))
+        spent["total"] = [time.perf_counter() - wall, time.process_time() - cpu]
     finally:
         for holder, name, original in undo:
             setattr(holder, name, original)
-    return {k: v / len(smears) for k, v in spent.items()}
+    return {k: (w / len(smears), c / len(smears)) for k, (w, c) in spent.items()}
 
 
 def main() -> None:
@@ -276,13 +283,15 @@ def main() -> None:
     if base:
         rows.append({"what": "cold start before", "seconds": round(statistics.median(before_cold), 3),
                      "ratio": ""})
-    print("\n| stage (in process) | seconds per smear |\n| --- | --- |")
-    for stage, v in sorted(parts.items(), key=lambda kv: -kv[1]):
-        print(f"| {stage} | {v:.3f} |")
-        rows.append({"what": f"stage: {stage}", "seconds": round(v, 3), "ratio": ""})
+    print("\n| stage (one image after the other) | seconds per smear | CPU seconds (all threads) |"
+          "\n| --- | --- | --- |")
+    for stage, (wall, cpu) in sorted(parts.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {stage} | {wall:.3f} | {cpu:.3f} |")
+        rows.append({"what": f"stage: {stage}", "seconds": round(wall, 3), "ratio": "",
+                     "cpu": round(cpu, 3)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, ["what", "seconds", "ratio"])
+        w = csv.DictWriter(f, ["what", "seconds", "ratio", "cpu"])
         w.writeheader()
         w.writerows(rows)
     print(f"-> {args.out}")
