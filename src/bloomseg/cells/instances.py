@@ -108,7 +108,7 @@ class _Prepared:
 
         self.foreground = foreground
         self.method = method
-        self.blobs, count = ndimage.label(foreground)
+        self.blobs = ndimage.label(foreground)[0]
         self.boxes = ndimage.find_objects(self.blobs)
         if method == "centres":
             if centres is None:

@@ -56,8 +56,8 @@ def convex_area(image: np.ndarray) -> int:
     """The area of a cell's convex hull, as scikit-image's ``area_convex`` counts it: the
     pixels whose centres lie in the closed hull of the midpoints of the cell's pixel
     edges. Counted row by row in whole numbers (half pixels doubled) from each row's
-    first and last pixel, which hold the hull: 4x faster than drawing the hull, the same
-    count.
+    first and last pixel, which hold the hull: twice as fast as drawing the hull, the
+    same count.
 
     Args:
         image: (H, W) bool, the cell (at least one pixel).

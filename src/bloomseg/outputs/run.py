@@ -153,7 +153,7 @@ def save_cells(image: np.ndarray, labels: np.ndarray, types: list[dict] | None,
     save_labels(outputs["labels"], labels)
     named = cells if types is None else [c | t for c, t in zip(cells, types)]
     save_cell_table(outputs["cells"], named, diameter, types is not None)
-    # one line: a smear's outlines indented are 5x slower to write and twice the size
+    # one line: a smear's outlines indented are 7x slower to write and twice the size
     save_json(outputs["geojson"], geojson_features(labels, named), indent=None)
     save_png(outputs["overlay"], label_overlay(image, labels, colours=None if types is None
                                                else class_colours(named)))
