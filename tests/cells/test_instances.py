@@ -273,6 +273,8 @@ def _whole_image_pieces(foreground, centres, params):
 
 
 def test_each_blob_flooded_alone_gives_the_whole_image_watershed():
+    from scipy import ndimage
+
     from bloomseg.cells.instances import _Prepared
 
     rng = np.random.default_rng(3)
@@ -284,8 +286,6 @@ def test_each_blob_flooded_alone_gives_the_whole_image_watershed():
     params = InstanceParams("centres", 4, 0.2, 1)
     pieces = _Prepared(foreground, centres, "centres").pieces(params)
     truth = _whole_image_pieces(foreground, centres, params)
-    from scipy import ndimage
-
     blobs, count = ndimage.label(foreground)
     cells_per_blob = [len(np.unique(truth[blobs == k])) for k in range(1, count + 1)]
     # blobs of one cell (not flooded) and of several (flooded alone)
