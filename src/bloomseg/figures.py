@@ -28,9 +28,7 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
 
 def outline(mask: np.ndarray) -> np.ndarray:
     """The border pixels of a bool (H, W) mask: cell pixels with a background neighbour."""
-    padded = np.pad(mask, 1, mode="edge")
-    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
-    return mask & ~inner
+    return inner_edges(np.asarray(mask, bool))
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0),

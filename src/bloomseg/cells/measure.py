@@ -78,8 +78,8 @@ def convex_area(image: np.ndarray) -> int:
     hull = points[ConvexHull(points).vertices]
     a, b = hull, np.roll(hull, -1, 0)
     sloped = a[:, 0] != b[:, 0]  # a level edge's ends are those of the sloped ones beside it
-    a, b = np.where((a[:, 0] < b[:, 0])[:, None], a, b)[sloped], np.where(
-        (a[:, 0] < b[:, 0])[:, None], b, a)[sloped]
+    up = (a[:, 0] < b[:, 0])[:, None]  # each edge from its upper end to its lower
+    a, b = np.where(up, a, b)[sloped], np.where(up, b, a)[sloped]
     level = 2 * np.arange(-(-hull[:, 0].min() // 2), hull[:, 0].max() // 2 + 1)[:, None]
     crosses = (a[:, 0] <= level) & (level <= b[:, 0])
     rise = b[:, 0] - a[:, 0]
